@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make run` and `make test` (see README.md).
+# Every target creates/refreshes .venv only when pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= $(wildcard config.toml)
+ARGS   ?=
+
+.PHONY: run test lint typecheck pytest demo bench clean venv dev
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+## run: set up .venv and start the daemon with the default config (records into ./data)
+run: $(VENV)/.installed
+	$(BIN)/python -m logger run $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+## test: set up .venv with dev extras, then lint, type-check and run the tests
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(ARGS)
+
+## demo: local Coinbase simulator + daemon for ~20 s into ./data, then `inspect ls`
+demo: $(VENV)/.installed
+	$(BIN)/python -m logger demo $(ARGS)
+
+## bench: every benchmark in bench/, each printing ratios against a same-run baseline
+bench: $(VENV)/.installed-dev
+	@for b in bench/storage.py bench/simulator.py bench/ingest.py bench/compact.py; do \
+		if [ -f $$b ]; then echo "== $$b"; $(BIN)/python $$b || exit 1; fi; \
+	done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
