@@ -1,10 +1,77 @@
-"""Command line of the daemon (placeholder until the ingest layer lands)."""
+"""Command line: ``python -m logger run`` (the daemon) and ``python -m logger demo``.
+
+Flags override the config file through ``load_config(path, overrides)`` so the file, the
+flags and the validation share one schema: a bad flag value is the same clear ``ConfigError``
+naming the key as a bad file value.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
+
+from logger.config import ConfigError, load_config, parse_override
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m logger",
+                                 description="Lossless recorder of Coinbase public market data.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the ingest daemon until SIGTERM/SIGINT")
+    r.add_argument("--config", help="TOML config file (see config.example.toml)")
+    r.add_argument("--data-dir", help="storage.data_dir")
+    r.add_argument("--ws-url", help="venue.ws_url")
+    r.add_argument("--rest-url", help="venue.rest_url")
+    r.add_argument("--products", help='venue.products: "all" or A,B,C')
+    r.add_argument("--dialect", choices=("advanced_trade", "exchange"), help="venue.dialect")
+    r.add_argument("--metrics-port", type=int, help="metrics.port (0 = any free port)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. --set storage.commit_records=5000")
+    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into ./data")
+    d.add_argument("--seconds", type=float, default=20.0)
+    d.add_argument("--data-dir", default="data")
+    d.add_argument("--products", type=int, default=40)
+    d.add_argument("--dialect", choices=("advanced_trade", "exchange"),
+                   default="advanced_trade")
+    d.add_argument("--rate", type=float, default=2000.0, help="simulator events per second")
+    return ap
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    """CLI flags → dotted config keys (strings parsed by the key's own type)."""
+    out: dict[str, object] = {}
+    flat = {
+        "storage.data_dir": args.data_dir, "venue.ws_url": args.ws_url,
+        "venue.rest_url": args.rest_url, "venue.products": args.products,
+        "venue.dialect": args.dialect,
+    }
+    for key, text in flat.items():
+        if text is not None:
+            out[key] = parse_override(key, text)
+    if args.metrics_port is not None:
+        out["metrics.port"] = args.metrics_port
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_override(key.strip(), text.strip())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("coinbase-logger: the ingest daemon is not built yet", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(argv)
+    if args.cmd == "demo":
+        from logger.demo import run_demo
+
+        return run_demo(seconds=args.seconds, data_dir=args.data_dir, products=args.products,
+                        dialect=args.dialect, rate=args.rate)
+    try:
+        cfg = load_config(args.config, overrides_from(args))
+    except ConfigError as e:
+        print(f"coinbase-logger: config error: {e}", file=sys.stderr)
+        return 2
+    from logger.daemon import Daemon, configure_logging
+
+    configure_logging(cfg.log.level, cfg.log.format)
+    return asyncio.run(Daemon(cfg).run()).exit_code

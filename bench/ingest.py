@@ -1,0 +1,598 @@
+"""Ingest benchmark: the daemon at full speed against the simulator, and a naive recorder.
+
+Both recorders run in their own process against the simulator (``tools/simulate serve``, its
+own process, ``--rate 0`` = as fast as the client drains, ledger on) with 400 products × the
+dialect's default channels, sharded the same way (ceil(400/30) = 14 connections). Printed:
+
+- messages/s stored, verified against the simulator's ledger (every frame once, sha256);
+- CPU time per message of the recorder process (user + sys from /proc);
+- syscalls per message of the daemon's storage thread (``strace -c`` attached to the
+  ``cbl-storage`` thread for a window of the run), when strace can attach;
+- peak RSS (VmHWM) and startup time to "all acknowledged";
+- the naive recorder (websockets + json.loads + one unbuffered file write per message, the
+  seed's "before"), measured the same way in the same run, and the ratios.
+
+    .venv/bin/python bench/ingest.py [--seconds 30] [--quick] [--dialect advanced_trade]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Run:
+    name: str
+    messages: int
+    seconds: float
+    cpu_s: float
+    rss_mb: float
+    verified: str
+    startup_s: float | None = None
+    syscalls: int | None = None
+    syscall_window_msgs: int | None = None
+    threads: dict[str, float] | None = None
+    rss_split: str = ""
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (the loop thread is the process name, "python")."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _rss_split(pid: int) -> str:
+    """Anonymous vs file/shmem-backed resident memory: mmap'd segment pages on tmpfs count
+    in RSS (as shared memory) although they are the page cache of the data files."""
+    out = []
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
+            k, v = line.split(":")
+            out.append(f"{k[3:].lower()} {int(v.split()[0]) / 1024:.0f}")
+    return " MB, ".join(out) + " MB"
+
+
+def _thread_id(pid: int, name: str) -> int | None:
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == name:
+                return int(task.name)
+        except OSError:
+            continue
+    return None
+
+
+def start_sim(tmp: Path, dialect: str, products: int, seconds: float, tag: str
+              ) -> tuple[subprocess.Popen[bytes], dict[str, str], Path]:
+    ledger = tmp / f"ledger-{tag}.jsonl"
+    proc = subprocess.Popen(
+        [str(REPO / "tools" / "simulate"), "serve", "--dialect", dialect, "--products",
+         str(products), "--rate", "0", "--seed", "3", "--duration", str(seconds),
+         "--ledger", str(ledger)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit("simulator did not start")
+    return proc, json.loads(line), ledger
+
+
+def ledger_shas(path: Path) -> Counter[str]:
+    c: Counter[str] = Counter()
+    with path.open("rb") as f:
+        for line in f:
+            i = line.find(b'"sha256":"')
+            if i >= 0:
+                c[line[i + 10:i + 74].decode()] += 1
+    return c
+
+
+def stored_shas(root: Path) -> tuple[Counter[str], int, int]:
+    from storage.layout import iter_segments
+    from storage.reader import SegmentReader
+
+    c: Counter[str] = Counter()
+    first, last = 1 << 62, 0
+    for ref in iter_segments(root):
+        r = SegmentReader.open(ref.path)
+        try:
+            for rec in r.records():
+                if rec.kind == 0:
+                    c[hashlib.sha256(rec.payload).hexdigest()] += 1
+                    if ref.channel != "subscriptions":  # the span of the market data
+                        first = min(first, rec.ts_ns)
+                        last = max(last, rec.ts_ns)
+        finally:
+            r.close()
+    return c, first, last
+
+
+def verify(sent: Counter[str], got: Counter[str]) -> str:
+    missing, extra = sent - got, got - sent
+    if not missing and not extra:
+        return f"zero loss ({sum(sent.values())} frames = ledger)"
+    return f"MISMATCH: {sum(missing.values())} missing, {sum(extra.values())} extra"
+
+
+def run_daemon(tmp: Path, dialect: str, products: int, seconds: float, strace: bool) -> Run:
+    sim, urls, ledger = start_sim(tmp, dialect, products, seconds + 6, "daemon")
+    root = tmp / "daemon-data"
+    log_path = tmp / "daemon.log"
+    cmd = [sys.executable, "-m", "logger", "run", "--ws-url", urls["ws_url"], "--rest-url",
+           urls["rest_url"], "--data-dir", str(root), "--dialect", dialect,
+           "--metrics-port", "0", "--set", "log.format=text",
+           "--set", "connections.messages_per_second=1000"]
+    with log_path.open("wb") as logf:
+        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        port = _wait_log(log_path, r"event=metrics_listening .*port=([0-9]+)", 60)
+        if port is not None:
+            _metrics_port[d.pid] = int(port)
+        startup = _wait_log(log_path, r"event=all_acknowledged .*seconds=([0-9.]+)", 60)
+        syscalls = window_msgs = None
+        if strace and shutil.which("strace"):
+            time.sleep(seconds / 2)  # steady state: streams created, extents grown
+            syscalls, window_msgs = _strace_storage(d.pid, log_path, min(10.0, seconds / 3))
+        sim.wait(seconds + 60)  # the venue ends the session; the daemon keeps what it got
+        time.sleep(1.0)
+        cpu = _cpu_s(d.pid)
+        threads = _thread_cpu(d.pid)
+        rss = _hwm_mb(d.pid)
+        split = _rss_split(d.pid)
+        d.send_signal(signal.SIGTERM)
+        code = d.wait(120)
+    if code != 0:
+        raise SystemExit(f"daemon exited {code}; see {log_path}")
+    got, first, last = stored_shas(root)
+    n = sum(got.values())
+    return Run("daemon", n, (last - first) / 1e9, cpu, rss, verify(ledger_shas(ledger), got),
+               startup, syscalls, window_msgs, threads, split)
+
+
+def _wait_log(path: Path, pattern: str, timeout: float) -> float | None:
+    end = time.monotonic() + timeout
+    rx = re.compile(pattern)
+    while time.monotonic() < end:
+        m = rx.search(path.read_text(errors="replace"))
+        if m:
+            return float(m.group(1))
+        time.sleep(0.1)
+    return None
+
+
+def _strace_storage(pid: int, log_path: Path, window: float) -> tuple[int | None, int | None]:
+    """Count the storage thread's syscalls over a window, and the records committed in it."""
+    tid = _thread_id(pid, "cbl-storage")
+    if tid is None:
+        return None, None
+    before = _committed(pid)
+    out = Path(tempfile.mktemp(suffix=".strace"))
+    st = subprocess.Popen(["strace", "-c", "-o", str(out), "-p", str(tid)],
+                          stderr=subprocess.DEVNULL)
+    time.sleep(window)
+    st.send_signal(signal.SIGINT)
+    st.wait(30)
+    after = _committed(pid)
+    text = out.read_text() if out.exists() else ""
+    total = None
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[-1] == "total":
+            total = int(parts[3]) if len(parts) >= 5 else int(parts[2])
+    if total is None or before is None or after is None:
+        return total, None
+    return total, after - before
+
+
+def _committed(pid: int) -> int | None:
+    """Records committed so far, from the daemon's /metrics (port from its log)."""
+    import urllib.request
+
+    port = _metrics_port.get(pid)
+    if port is None:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+    except OSError:
+        return None
+    m = re.search(r"^cbl_committed_records_total ([0-9.e+]+)", body, re.M)
+    return int(float(m.group(1))) if m else None
+
+
+_metrics_port: dict[int, int] = {}
+
+
+# ----------------------------------------------------------------------------- naive recorder
+NAIVE = r'''
+import asyncio, json, os, sys, time
+from websockets.asyncio.client import connect
+sys.path.insert(0, sys.argv[4])
+from logger.protocol import get_dialect
+from logger.shard import plan_connections
+url, rest, out = sys.argv[1], sys.argv[2], sys.argv[3]
+dialect = get_dialect(sys.argv[5])
+import urllib.request
+from logger.products import parse_products
+products = [p.product_id for p in parse_products(urllib.request.urlopen(rest).read(), dialect.name)]
+plan = plan_connections(products, dialect.channels, dialect, 30)
+files = {}
+count = 0
+first = last = 0.0
+async def one(shard):
+    global count, first, last
+    async with connect(url, max_size=64 << 20, compression=None) as ws:
+        for f in dialect.subscribe_frames(shard):
+            await ws.send(f.decode())
+        try:
+            async for msg in ws:
+                obj = json.loads(msg)
+                key = (obj.get("product_id") or (obj.get("events") or [{}])[0].get("product_id")
+                       or "_shared", obj.get("channel") or obj.get("type") or "_")
+                f = files.get(key)
+                if f is None:
+                    f = files[key] = open(os.path.join(out, "%s.%s.jsonl" % key), "ab",
+                                          buffering=0)
+                f.write(msg.encode() + b"\n")
+                count += 1
+                if obj.get("channel") != "subscriptions":
+                    last = time.monotonic()
+                    if not first:
+                        first = last
+        except Exception:
+            pass
+async def main():
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(s) for s in plan), return_exceptions=True)
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"messages": count, "seconds": time.monotonic() - t0,
+                      "active_s": last - first, "cpu_s": ru.ru_utime + ru.ru_stime,
+                      "rss_mb": ru.ru_maxrss / 1024}))
+asyncio.run(main())
+'''
+
+
+def run_naive(tmp: Path, dialect: str, products: int, seconds: float) -> Run:
+    sim, urls, ledger = start_sim(tmp, dialect, products, seconds + 3, "naive")
+    out = tmp / "naive-data"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", NAIVE, urls["ws_url"], urls["rest_url"],
+                          str(out), str(REPO), dialect], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, cwd=REPO)
+    sim.wait(seconds + 60)
+    stdout, _ = p.communicate(timeout=60)
+    res = json.loads(stdout.decode().strip().splitlines()[-1])
+    cpu, rss = res["cpu_s"], res["rss_mb"]
+    sent = sum(ledger_shas(ledger).values())
+    note = ("all ledger frames written" if res["messages"] == sent
+            else f"{res['messages']} of {sent} ledger frames written")
+    return Run("naive", res["messages"], res["active_s"], cpu, rss, note)
+
+
+# ----------------------------------------------------------------------------- firehose venue
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SEQ = re.compile(rb'"sequence_num":\d+')
+
+
+def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    import struct
+
+    n = len(payload)
+    if n < 126:
+        return bytes((0x80 | opcode, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
+
+
+def _read_client_frame(sock: socket.socket, buf: bytearray) -> bytes | None:
+    import struct
+
+    def need(k: int) -> bool:
+        while len(buf) < k:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return False
+            buf.extend(chunk)
+        return True
+
+    if not need(2):
+        return None
+    n, off = buf[1] & 0x7F, 2
+    if n == 126:
+        if not need(4):
+            return None
+        n, off = struct.unpack("!H", bytes(buf[2:4]))[0], 4
+    elif n == 127:
+        if not need(10):
+            return None
+        n, off = struct.unpack("!Q", bytes(buf[2:10]))[0], 10
+    if not need(off + 4 + n):
+        return None
+    mask = bytes(buf[off:off + 4])
+    data = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[off + 4:off + 4 + n]))
+    del buf[:off + 4 + n]
+    return data
+
+
+def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
+              expect_conns: int) -> None:
+    """A venue that costs (almost) nothing per frame: everything pre-generated, then sendall.
+
+    Real Advanced Trade frames from the project's generator; each connection gets the frames of
+    the products it subscribed to, renumbered with its own sequence_num, after the acks.
+    """
+    import threading
+
+    from logger.sim.generator import MarketModel
+
+    model = MarketModel(5, products, "advanced_trade")
+    ids = list(model.products)
+    frames = [(p, c, raw) for p, c, raw in model.day_of_messages(messages)
+              if not p.startswith("_")]
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    conn_pipe.send(srv.getsockname()[1])
+    rest = json.dumps({"products": [{"product_id": p, "status": "online"} for p in ids],
+                       "num_products": len(ids)}).encode()
+    served = 0
+    threads: list[threading.Thread] = []
+    start = threading.Barrier(expect_conns)
+
+    def serve(sock: socket.socket, req: bytes, n: int) -> None:
+        key = b""
+        for line in req.split(b"\r\n"):
+            if line.lower().startswith(b"sec-websocket-key:"):
+                key = line.split(b":", 1)[1].strip()
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        buf = bytearray()
+        subs: dict[str, list[str]] = {}
+        sock.settimeout(1.0)
+        parts: list[bytes] = []
+        shas: list[str] = []
+        seq = 0
+        while len(subs) < 7:
+            try:
+                data = _read_client_frame(sock, buf)
+            except TimeoutError:
+                break
+            if data is None:
+                return
+            msg = json.loads(data)
+            subs[msg["channel"]] = msg.get("product_ids") or [msg["channel"]]
+            ack = (b'{"channel":"subscriptions","timestamp":"2026-01-02T00:00:00Z",'
+                   b'"sequence_num":%d,"events":[{"subscriptions":%s}]}'
+                   % (seq, json.dumps(subs).encode()))
+            seq += 1
+            shas.append(hashlib.sha256(ack).hexdigest())
+            sock.sendall(_ws_frame(ack))
+        mine = set(subs.get("level2", []))
+        chans = set(subs)
+        for p, c, raw in frames:
+            if p in mine and c in chans:
+                raw = _SEQ.sub(b'"sequence_num":%d' % seq, raw, count=1)
+                seq += 1
+                parts.append(_ws_frame(raw))
+                shas.append(hashlib.sha256(raw).hexdigest())
+        sock.settimeout(None)
+        blob = b"".join(parts)
+        start.wait()  # every connection streams at once: the recorder is the bottleneck
+        sock.sendall(blob)
+        sock.sendall(_ws_frame(b"\x03\xe8", 8))
+        Path(ledger_dir, f"conn{n}.sha").write_text("\n".join(shas) + "\n")
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        sock.close()
+
+    while served < expect_conns:
+        c, _ = srv.accept()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            req += chunk
+        if b"upgrade: websocket" not in req.lower():
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(rest) + rest)
+            c.close()
+            continue
+        t = threading.Thread(target=serve, args=(c, req, served), daemon=True)
+        t.start()
+        threads.append(t)
+        served += 1
+    srv.close()  # later (re)connects are refused: the session is over
+    for t in threads:
+        t.join()
+    conn_pipe.send("done")
+
+
+def start_firehose(tmp: Path, products: int, messages: int, tag: str
+                   ) -> tuple[Any, Any, dict[str, str], Path]:
+    import multiprocessing as mp
+
+    ledger = tmp / f"firehose-ledger-{tag}"
+    ledger.mkdir()
+    parent, child = mp.Pipe()
+    conns = math.ceil(products / 30)
+    proc = mp.Process(target=_firehose, args=(child, products, messages, str(ledger), conns),
+                      daemon=True)
+    proc.start()
+    port = parent.recv()
+    urls = {"ws_url": f"ws://127.0.0.1:{port}", "rest_url": f"http://127.0.0.1:{port}/products"}
+    return proc, parent, urls, ledger
+
+
+def firehose_shas(ledger: Path) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for f in ledger.glob("conn*.sha"):
+        c.update(line for line in f.read_text().splitlines() if line)
+    return c
+
+
+def run_daemon_firehose(tmp: Path, products: int, messages: int) -> Run:
+    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, "daemon")
+    root = tmp / "daemon-firehose-data"
+    log_path = tmp / "firehose-daemon.log"
+    cmd = [sys.executable, "-m", "logger", "run", "--ws-url", urls["ws_url"], "--rest-url",
+           urls["rest_url"], "--data-dir", str(root), "--metrics-port", "0",
+           "--set", "log.format=text", "--set", "connections.messages_per_second=1000",
+           "--set", "venue.product_refresh_s=0"]
+    with log_path.open("wb") as logf:
+        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)))
+        startup = _wait_log(log_path, r"event=all_acknowledged .*seconds=([0-9.]+)", 120)
+        pipe.recv()  # every connection's frames are written
+        proc.join(30)
+        time.sleep(2.0)
+        cpu = _cpu_s(d.pid)
+        threads = _thread_cpu(d.pid)
+        rss = _hwm_mb(d.pid)
+        split = _rss_split(d.pid)
+        d.send_signal(signal.SIGTERM)
+        code = d.wait(120)
+    if code != 0:
+        raise SystemExit(f"daemon exited {code}; see {log_path}")
+    got, first, last = stored_shas(root)
+    return Run("daemon", sum(got.values()), (last - first) / 1e9, cpu, rss,
+               verify(firehose_shas(ledger), got), startup, threads=threads, rss_split=split)
+
+
+def run_naive_firehose(tmp: Path, products: int, messages: int) -> Run:
+    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, "naive")
+    out = tmp / "naive-firehose-out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", NAIVE, urls["ws_url"], urls["rest_url"],
+                          str(out), str(REPO), "advanced_trade"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, cwd=REPO)
+    pipe.recv()
+    proc.join(30)
+    stdout, _ = p.communicate(timeout=120)
+    res = json.loads(stdout.decode().strip().splitlines()[-1])
+    cpu, rss = res["cpu_s"], res["rss_mb"]
+    sent = sum(firehose_shas(ledger).values())
+    note = ("all frames written" if res["messages"] == sent
+            else f"{res['messages']} of {sent} frames written")
+    return Run("naive", res["messages"], res["active_s"], cpu, rss, note)
+
+
+def report(title: str, naive: Run, daemon: Run) -> None:
+    print(title)
+    for r in (naive, daemon):
+        rate = r.messages / r.seconds if r.seconds > 0 else 0.0
+        line = (f"  {r.name:<7} {rate:>10,.0f} msg/s  {r.messages:>9,} msgs  "
+                f"{r.cpu_s / max(1, r.messages) * 1e6:7.2f} µs CPU/msg  RSS {r.rss_mb:6.1f} MB  "
+                f"[{r.verified}]")
+        if r.startup_s is not None:
+            line += f"  startup {r.startup_s:.2f} s"
+        print(line)
+    if daemon.threads:
+        per = ", ".join(f"{k} {v / max(1, daemon.messages) * 1e6:.2f}"
+                        for k, v in sorted(daemon.threads.items(), key=lambda kv: -kv[1])
+                        if v > 0.05)
+        print(f"  daemon CPU µs/msg by thread: {per}")
+    if daemon.rss_split:
+        print(f"  daemon resident memory at the end: {daemon.rss_split}")
+    if daemon.syscalls is not None and daemon.syscall_window_msgs:
+        print(f"  storage thread: {daemon.syscalls} syscalls for {daemon.syscall_window_msgs} "
+              f"records committed in the strace window = "
+              f"{daemon.syscalls / daemon.syscall_window_msgs:.4f} syscalls/message")
+    elif daemon.syscalls is not None:
+        print(f"  storage thread: {daemon.syscalls} syscalls in the strace window")
+    dr = daemon.messages / daemon.seconds if daemon.seconds else 0.0
+    nr = naive.messages / naive.seconds if naive.seconds else 0.0
+    if nr:
+        n_cpu = naive.cpu_s / max(1, naive.messages)
+        d_cpu = daemon.cpu_s / max(1, daemon.messages)
+        print(f"  ratio daemon/naive: {dr / nr:.2f}× msg/s, {n_cpu / d_cpu:.2f}× less CPU per"
+              " message")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--products", type=int, default=400)
+    ap.add_argument("--dialect", default="advanced_trade",
+                    choices=("advanced_trade", "exchange"))
+    ap.add_argument("--firehose-messages", type=int, default=400_000,
+                    help="frames pre-generated for the capacity run (0 = skip it)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 5 s, 100 products")
+    ap.add_argument("--no-strace", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.seconds, a.products, a.firehose_messages = 5.0, 100, 40_000
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    tmp = Path(tempfile.mkdtemp(prefix="cbl-bench-", dir=base))
+    try:
+        naive = run_naive(tmp, a.dialect, a.products, a.seconds)
+        daemon = run_daemon(tmp, a.dialect, a.products, a.seconds, not a.no_strace)
+        report(f"1) simulator: {a.products} products × {a.dialect} default channels, "
+               f"{a.seconds:.0f} s, tools/simulate --rate 0 (as fast as drained) in its own "
+               f"process, data on {'tmpfs' if base else 'disk'}, {os.cpu_count()} CPUs shared",
+               naive, daemon)
+        if a.firehose_messages:
+            fn = run_naive_firehose(tmp, a.products, a.firehose_messages)
+            fd = run_daemon_firehose(tmp, a.products, a.firehose_messages)
+            report(f"2) capacity: {a.firehose_messages:,} generator frames (advanced_trade, "
+                   f"{a.products} products) pre-encoded by a venue process that only "
+                   "sendall()s, so the recorder is the bottleneck", fn, fd)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Routing cost per message: the protocol core's byte scan against a full ``orjson.loads``.
+
+Why: the daemon routes every frame (target: a few µs including the sequence check) and some
+frames are multi-megabyte level2 snapshots. This prints, for realistic frame mixes from the
+project's generator and for large snapshots built here, the time per message of
+
+  scan   ``FeedState.on_message`` (byte scan + sequence/trade-id checks, what the daemon runs)
+  orjson a router that parses the whole frame with orjson and reads the same fields
+           (the same-run baseline)
+  floor  calling ``len`` on each frame: the loop's own cost, for calibration
+
+and the ratio orjson/scan (> 1 means the scan is faster). Figures are noisy on a shared
+machine: read the ratios. Run: ``.venv/bin/python bench/routing.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
+
+
+def _feed(dialect: Dialect, products: Sequence[str]) -> FeedState:
+    channels: dict[str, list[str]] = {}
+    for channel in dialect.channels:
+        shared = channel in dialect.shared_channels
+        bare = shared and (channel == dialect.keepalive_channel or dialect is EXCHANGE)
+        channels[channel] = [] if bare else list(products)
+    return FeedState(dialect, "0", channels)
+
+
+def orjson_router(dialect: Dialect) -> Callable[[bytes], tuple[str, str]]:
+    """The baseline: parse everything, then read channel, sequence and product ids."""
+    expected = [0]
+    at = dialect is ADVANCED_TRADE
+
+    def route(raw: bytes) -> tuple[str, str]:
+        obj: Any = orjson.loads(raw)
+        if at:
+            seq = obj.get("sequence_num")
+            if seq is not None:
+                expected[0] = seq + 1
+            products = {p for e in obj.get("events", ()) for p in
+                        ([e["product_id"]] if "product_id" in e else
+                         [i["product_id"] for k in ("tickers", "trades", "candles")
+                          for i in e.get(k, ())])}
+            channel = obj.get("channel", "")
+        else:
+            products = {obj["product_id"]} if "product_id" in obj else set()
+            if obj.get("type") == "match":
+                expected[0] = obj["trade_id"] + 1
+            channel = obj.get("type", "")
+        return (products.pop() if len(products) == 1 else "_conn0", channel)
+
+    return route
+
+
+def _pass_ns(make: Callable[[], Callable[[bytes], object]], frames: Sequence[bytes]) -> float:
+    fn = make()
+    start = time.perf_counter()
+    for raw in frames:
+        fn(raw)
+    return (time.perf_counter() - start) / len(frames) * 1e9
+
+
+def compare(makers: Sequence[Callable[[], Callable[[bytes], object]]], frames: Sequence[bytes],
+            min_seconds: float) -> list[float]:
+    """Best single in-order pass of each router (fresh state per pass), passes interleaved
+    so that load changes on a shared machine hit every router alike."""
+    best = [float("inf")] * len(makers)
+    deadline = time.perf_counter() + min_seconds
+    rounds = 0
+    while rounds < 3 or time.perf_counter() < deadline:
+        for index, make in enumerate(makers):
+            best[index] = min(best[index], _pass_ns(make, frames))
+        rounds += 1
+    return best
+
+
+def at_snapshot(product: str, levels: int) -> bytes:
+    level = (b'{"side":"bid","event_time":"2026-09-07T01:57:58.894355Z","price_level":"%d.01",'
+             b'"new_quantity":"1.5"}')
+    updates = b",".join(level % (100000 - i) for i in range(levels))
+    return (b'{"channel":"l2_data","client_id":"","timestamp":"2026-09-07T01:57:58.894355Z",'
+            b'"sequence_num":0,"events":[{"type":"snapshot","product_id":"%s","updates":[%s]}]}'
+            % (product.encode(), updates))
+
+
+def ex_snapshot(product: str, levels: int) -> bytes:
+    side = b",".join(b'["%d.01","1.5"]' % (100000 - i) for i in range(levels))
+    return (b'{"type":"snapshot","product_id":"%s","asks":[%s],"bids":[%s]}'
+            % (product.encode(), side, side))
+
+
+def mixes(quick: bool) -> list[tuple[str, Dialect, list[str], list[bytes]]]:
+    out: list[tuple[str, Dialect, list[str], list[bytes]]] = []
+    n = 5_000 if quick else 30_000
+    try:
+        from logger.sim.generator import MarketModel
+    except ImportError:  # the generator is another team's module; the snapshots still run
+        MarketModel = None  # type: ignore[assignment,misc]
+    for dialect in (ADVANCED_TRADE, EXCHANGE):
+        if MarketModel is not None:
+            model = MarketModel(3, 30, dialect.name)
+            frames = [raw for _, _, raw in model.day_of_messages(n)][n // 5:]  # live mix
+            out.append((f"{dialect.name} live mix", dialect, list(model.products), frames))
+    out.append(("advanced_trade l2 snapshot 1 MB", ADVANCED_TRADE, ["BTC-USD"],
+                [at_snapshot("BTC-USD", 9_500)]))
+    out.append(("advanced_trade l2 snapshot 5 MB", ADVANCED_TRADE, ["BTC-USD"],
+                [at_snapshot("BTC-USD", 48_000)]))
+    out.append(("exchange snapshot 1 MB", EXCHANGE, ["BTC-USD"], [ex_snapshot("BTC-USD",
+                                                                              30_000)]))
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    quick = "--quick" in argv
+    seconds = 0.3 if quick else 1.0
+    print(f"{'frames':34} {'avg bytes':>10} {'floor ns':>9} {'scan ns/msg':>12}"
+          f" {'orjson ns/msg':>14} {'orjson/scan':>12}")
+    for name, dialect, products, frames in mixes(quick):
+        def make_scan(dialect: Dialect = dialect, products: list[str] = products
+                      ) -> Callable[[bytes], object]:
+            return _feed(dialect, products).on_message
+
+        def make_json(dialect: Dialect = dialect) -> Callable[[bytes], object]:
+            return orjson_router(dialect)
+
+        def make_floor() -> Callable[[bytes], object]:
+            return len
+
+        scan_ns, json_ns, floor_ns = compare([make_scan, make_json, make_floor], frames,
+                                             seconds)
+        avg = sum(map(len, frames)) / len(frames)
+        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f} {json_ns:14.0f}"
+              f" {json_ns / scan_ns:12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

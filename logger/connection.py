@@ -1,0 +1,454 @@
+"""One WebSocket connection: the I/O shell around a sans-I/O ``FeedState``.
+
+Why picows: ``bench/ws_client.py`` measures it against websockets 13.1 on this load (many
+small frames plus 5 MB snapshots); picows delivers each frame to a callback with no per-frame
+future, task or queue, at several times less CPU per message. The choice stays behind this
+module: nothing else imports picows.
+
+The hot path (``_Listener.on_ws_frame``) does, per text frame: one ``time.time_ns()``, one
+``bytes`` copy of the payload (the object storage keeps), ``FeedState.on_message`` for the
+route, two list appends in the sink, two int increments. Everything else — actions (markers,
+resubscribe, reconnect), the watchdog, the ack timer, backoff — runs on rare events or on a
+1 s timer. The watchdog compares message counts between ticks instead of stamping each
+message with a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
+
+from logger.metrics import ConnStats
+from logger.protocol import (
+    UNROUTED,
+    Acknowledged,
+    FeedState,
+    Marker,
+    Reconnect,
+    Refused,
+    Send,
+    ServerError,
+    Settled,
+    conn_stream,
+)
+from logger.ratelimit import SlidingWindowLimiter
+from logger.sink import Sink, marker_payload
+from storage.records import RecordKind
+
+log = logging.getLogger("logger.connection")
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONT = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
+
+
+@dataclass(frozen=True)
+class ConnSettings:
+    """Per-connection knobs (from the config; defaults suit the real venue)."""
+
+    max_frame_bytes: int = 16 << 20
+    """Largest frame/message accepted: >4 MB snapshots fit, a hostile server cannot make us
+    buffer more than this per connection (picows closes with 1009 above it)."""
+    watchdog_s: float = 30.0
+    """No message for this long (heartbeats arrive every second) → reconnect."""
+    ack_timeout_s: float = 10.0
+    """Subscriptions not acknowledged by then are settled as refused/missing."""
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_jitter: float = 0.5
+    backoff_reset_s: float = 60.0
+    """A connection that stayed up this long starts the next backoff from the beginning."""
+    rate_limited_pause_s: float = 2.0
+    """HTTP 429 on connect: nobody opens for this long (shared limiter)."""
+    receive_buffer_bytes: int = 8 << 20
+
+
+class _Listener(WSListener):
+    """picows callbacks; the per-frame path is kept to the minimum."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        feed = conn.feed
+        self._on_message = feed.on_message
+        self._feed = feed
+        self._add = conn.sink.add
+        self._stats = conn.stats
+        self._unrouted = conn.unrouted_key
+        self._frag: bytearray | None = None
+        self._frag_text = True
+        self._max = conn.settings.max_frame_bytes
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.conn.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        ts = time.time_ns()
+        mt = frame.msg_type
+        if mt is _TEXT and frame.fin and self._frag is None:
+            raw = frame.get_payload_as_bytes()
+            self._stats.bytes += len(raw)
+            try:
+                route = self._on_message(raw)
+            except Exception:  # a protocol-core bug must not cost the frame or the socket
+                route = self._route_failed(raw)
+            self._add(route, ts, raw, self._unrouted)
+            if self._feed.actions:
+                self.conn.run_actions()
+            return
+        self._rare_frame(transport, frame, mt, ts)
+
+    def _route_failed(self, raw: bytes) -> tuple[str, str]:
+        self._stats.route_errors += 1
+        if self._stats.route_errors <= 10:
+            log.exception("event=route_error conn=%s len=%d head=%r", self.conn.conn_id,
+                          len(raw), raw[:80])
+        return self._unrouted
+
+    def _rare_frame(self, transport: WSTransport, frame: WSFrame, mt: WSMsgType, ts: int) -> None:
+        """Binary, fragmented and control frames: kept raw, never a crash."""
+        if mt is _TEXT or mt is _BINARY:
+            if self._frag is not None:  # a new message while one is unfinished: keep both
+                self._store_unrouted(bytes(self._frag), ts)
+                self._frag = None
+            if not frame.fin:
+                self._frag = bytearray(frame.get_payload_as_memoryview())
+                self._frag_text = mt is _TEXT
+                return
+            raw = frame.get_payload_as_bytes()
+            if mt is _TEXT:
+                self._deliver(raw, ts)
+            else:
+                self._store_unrouted(raw, ts)
+        elif mt is _CONT:
+            if self._frag is None:
+                self._store_unrouted(frame.get_payload_as_bytes(), ts)
+                return
+            self._frag += frame.get_payload_as_memoryview()
+            if len(self._frag) > self._max:
+                self._frag = None
+                log.warning("event=oversize_message conn=%s limit=%d", self.conn.conn_id,
+                            self._max)
+                self.conn.close_reason = "oversize message"
+                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG)
+                transport.disconnect()
+                return
+            if frame.fin:
+                raw = bytes(self._frag)
+                self._frag = None
+                if self._frag_text:
+                    self._deliver(raw, ts)
+                else:
+                    self._store_unrouted(raw, ts)
+        elif mt is _CLOSE:
+            code = frame.get_close_code()
+            self.conn.close_reason = f"server close {code.value} {frame.get_close_message()!r}"
+            transport.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+            transport.disconnect()
+        # PING is answered by picows (auto pong); PONG needs nothing
+
+    def _deliver(self, raw: bytes, ts: int) -> None:
+        self._stats.bytes += len(raw)
+        try:
+            route = self._on_message(raw)
+        except Exception:
+            route = self._route_failed(raw)
+        self._add(route, ts, raw, self._unrouted)
+        if self._feed.actions:
+            self.conn.run_actions()
+
+    def _store_unrouted(self, raw: bytes, ts: int) -> None:
+        st = self._stats
+        st.bytes += len(raw)
+        st.raw_frames += 1
+        self._add(self._unrouted, ts, raw, self._unrouted)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.conn.on_disconnected()
+
+
+class Connection:
+    """Keeps one feed connection alive until ``stop()``: connect, subscribe, watch, reconnect."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        url: str,
+        feed: FeedState,
+        sink: Sink,
+        limiter: SlidingWindowLimiter,
+        settings: ConnSettings | None = None,
+        on_settled: Callable[[Connection, Settled], None] | None = None,
+        message_limiter: SlidingWindowLimiter | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.url = url
+        self.feed = feed
+        self.sink = sink
+        self.limiter = limiter
+        self.message_limiter = message_limiter
+        self.settings = settings or ConnSettings()
+        self.stats = ConnStats(conn_id, feed.counters)
+        self.unrouted_key = (conn_stream(conn_id), UNROUTED)
+        self.transport: WSTransport | None = None
+        self.close_reason = ""
+        self._on_settled = on_settled
+        self._closed = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._attempt = 0
+        self._send_tasks: set[asyncio.Task[None]] = set()
+        self.settled = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def stopping(self) -> bool:
+        """A method, not an attribute: the flag changes while ``run`` awaits."""
+        return self._stopping
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"conn{self.conn_id}")
+        return self._task
+
+    async def stop(self) -> None:
+        """Close the socket (writes DISCONNECT markers) and end the run loop."""
+        self._stopping = True
+        t = self.transport
+        if t is not None and not t.is_disconnected:
+            self.close_reason = "shutdown"
+            t.send_close(WSCloseCode.GOING_AWAY)
+            t.disconnect()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            except TimeoutError:
+                self._task.cancel()
+
+    async def run(self) -> None:
+        try:
+            while not self.stopping():
+                slots = await self._await_slots()
+                if self.stopping():
+                    break
+                if await self._connect_once(slots):
+                    await self._serve()
+                if self.stopping():
+                    break
+                await self._backoff()
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+
+    async def _await_slots(self) -> list[float]:
+        """Reserve an open slot and one message slot per opening frame; sleep until due.
+
+        Both reservations are taken at the same instant, so the socket opens only when its
+        subscribe frames can follow at once (the venue closes a connection that has not
+        subscribed within 5 s) and concurrent connections are paced by the limits alone.
+        """
+        open_at = self.limiter.reserve()
+        slots: list[float] = []
+        if self.message_limiter is not None:
+            n = len(self.feed.dialect.subscribe_frames(self.feed.requested))
+            slots = [self.message_limiter.reserve(open_at) for _ in range(n)]
+        start = max(open_at, slots[0] if slots else open_at)
+        await self._sleep_until(start)
+        return slots
+
+    async def _sleep_until(self, when: float) -> None:
+        while not self.stopping():
+            delay = when - time.monotonic()
+            if delay <= 0:
+                return
+            await asyncio.sleep(min(delay, 0.25))
+
+    def send_paced(self, frames: Sequence[bytes], reason: str) -> None:
+        """Send frames through the shared message limiter (resubscribe, refresh)."""
+        if not frames:
+            return
+        if self.message_limiter is None:
+            t = self.transport
+            if t is not None and not t.is_disconnected:
+                for f in frames:
+                    t.send(_TEXT, f)
+            return
+        slots = [self.message_limiter.reserve() for _ in frames]
+        task = asyncio.get_running_loop().create_task(self._send_at(list(frames), slots))
+        self._send_tasks.add(task)
+        task.add_done_callback(self._send_tasks.discard)
+        log.info("event=send conn=%s frames=%d reason=%r", self.conn_id, len(frames), reason)
+
+    async def _send_at(self, frames: list[bytes], slots: list[float]) -> None:
+        transport = self.transport
+        for f, at in zip(frames, slots, strict=True):
+            await self._sleep_until(at)
+            if transport is None or transport.is_disconnected or self.transport is not transport:
+                return  # the reconnect resubscribes everything anyway
+            transport.send(_TEXT, f)
+
+    async def _connect_once(self, slots: list[float]) -> bool:
+        s = self.settings
+        self._closed.clear()
+        self.close_reason = ""
+        try:
+            transport, _ = await ws_connect(
+                lambda: _Listener(self), self.url,
+                max_frame_size=s.max_frame_bytes,
+                websocket_handshake_timeout=s.connect_timeout_s,
+                enable_auto_ping=False,
+                logger_name=f"conn{self.conn_id}",
+            )
+        except WSHandshakeError as e:
+            status = getattr(getattr(e, "response", None), "status", None)
+            if status is not None and int(status) == 429:
+                self.limiter.penalize(s.rate_limited_pause_s)
+                log.warning("event=connect_rate_limited conn=%s status=429 pause_s=%.1f",
+                            self.conn_id, s.rate_limited_pause_s)
+            else:
+                log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
+            return False
+        except (OSError, TimeoutError, WSError) as e:
+            log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
+            return False
+        self.transport = transport
+        self.stats.connected = True
+        self.feed.on_connect()
+        if self.feed.counters.connects > 1:
+            self.stats.reconnects += 1
+        self._set_rcvbuf(transport)
+        self.settled.clear()
+        frames = self.feed.opening_frames()
+        if slots and len(slots) == len(frames):
+            task = asyncio.get_running_loop().create_task(self._send_at(frames, slots))
+            self._send_tasks.add(task)
+            task.add_done_callback(self._send_tasks.discard)
+        else:
+            for frame in frames:
+                transport.send(_TEXT, frame)
+        self.run_actions()
+        log.debug("event=connected conn=%s url=%s", self.conn_id, self.url)
+        return True
+
+    async def _serve(self) -> None:
+        """Wait for the socket to close; meanwhile run the ack timer and the watchdog."""
+        s = self.settings
+        opened = time.monotonic()
+        last_count = self.stats.messages
+        last_change = opened
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 1.0)
+            now = time.monotonic()
+            count = self.stats.messages
+            if count != last_count:
+                last_count, last_change = count, now
+                self.stats.last_message_monotonic = now
+            if self.feed.pending_acks and not self.settled.is_set() and \
+                    now - opened > s.ack_timeout_s:
+                self.feed.ack_timeout()
+                self.run_actions()
+            if now - last_change > s.watchdog_s and not self._closed.is_set():
+                log.warning("event=watchdog conn=%s silent_s=%.1f", self.conn_id,
+                            now - last_change)
+                self.close_reason = f"watchdog: no message for {now - last_change:.1f} s"
+                t = self.transport
+                if t is not None:
+                    t.disconnect(graceful=False)
+                await self._closed.wait()
+        if time.monotonic() - opened >= s.backoff_reset_s:
+            self._attempt = 0
+
+    def _set_rcvbuf(self, transport: WSTransport) -> None:
+        """Large kernel receive buffer: bursts wait in the kernel, not at the venue."""
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None and self.settings.receive_buffer_bytes:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                self.settings.receive_buffer_bytes)
+            except OSError as e:
+                log.debug("event=rcvbuf_failed conn=%s error=%r", self.conn_id, e)
+
+    def on_disconnected(self) -> None:
+        """picows callback: the socket is gone (any reason). Write DISCONNECT markers."""
+        if self._closed.is_set():
+            return
+        self.stats.connected = False
+        self.transport = None
+        reason = self.close_reason or "connection lost"
+        self.feed.on_disconnect(reason)
+        self.run_actions()
+        if not self._stopping:
+            log.warning("event=disconnected conn=%s reason=%r", self.conn_id, reason)
+        self._closed.set()
+
+    def _abort(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_disconnected:
+            t.disconnect(graceful=False)
+
+    def next_backoff(self) -> float:
+        """Exponential backoff (doubling, capped) with ± ``backoff_jitter`` random spread."""
+        s = self.settings
+        d = min(s.backoff_max_s, s.backoff_initial_s * (2 ** min(self._attempt, 30)))
+        self._attempt += 1
+        return float(max(0.0, d * (1.0 + random.uniform(-s.backoff_jitter, s.backoff_jitter))))
+
+    async def _backoff(self) -> None:
+        await self._sleep_until(time.monotonic() + self.next_backoff())
+
+    # ------------------------------------------------------------------ feed actions
+    def run_actions(self) -> None:
+        """Execute what the protocol core asked for, in order (rare path)."""
+        feed = self.feed
+        sink = self.sink
+        for a in feed.drain():
+            if isinstance(a, Marker):
+                sink.mark((a.product, a.channel), RecordKind[a.kind.name], time.time_ns(),
+                          a.payload)
+            elif isinstance(a, Send):
+                self.send_paced(a.frames, a.reason)
+            elif isinstance(a, Reconnect):
+                log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id,
+                            a.reason)
+                t = self.transport
+                self.close_reason = a.reason
+                if t is not None and not t.is_disconnected:
+                    t.disconnect(graceful=False)
+            elif isinstance(a, Acknowledged):
+                log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
+                          a.channel, len(a.added), len(a.removed))
+            elif isinstance(a, Refused):
+                self.stats.refused_products += 1
+                log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
+                            self.conn_id, a.channel, a.product, a.reason)
+            elif isinstance(a, ServerError):
+                self.stats.errors += 1
+                log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
+                            a.message, a.reason)
+            elif isinstance(a, Settled):
+                self.stats.acked_products = len(
+                    {p for ps in a.acknowledged.values() for p in ps})
+                self.settled.set()
+                if self._on_settled is not None:
+                    self._on_settled(self, a)
+
+    def note(self, key: tuple[str, str], **fields: object) -> None:
+        """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""
+        self.sink.mark(key, RecordKind.NOTE, time.time_ns(), marker_payload(**fields))

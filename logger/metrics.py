@@ -1,0 +1,188 @@
+"""Prometheus `/metrics` and the once-a-minute status line.
+
+Why a custom collector: the hot path only bumps plain ints on a per-connection ``ConnStats``
+(and the sink's ``SinkStats``); Prometheus objects are built at scrape time from those ints,
+so a scrape costs microseconds per connection and a message costs no label lookup at all.
+Only the commit-latency histogram is observed directly, once per commit, from the storage
+thread (prometheus-client is thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from logger.protocol import FeedCounters
+from logger.sink import SinkStats
+
+log = logging.getLogger("logger.metrics")
+
+
+class ConnStats:
+    """Counters of one connection, written by the loop thread only.
+
+    Message, gap and unrouted counts come from the protocol core's ``FeedCounters`` (it
+    already counts every frame it routes); the shell adds what never reaches the core
+    (binary or broken fragmented frames) and the byte count.
+    """
+
+    def __init__(self, conn_id: str, feed: FeedCounters) -> None:
+        self.conn_id = conn_id
+        self.feed = feed
+        self.bytes = 0
+        self.raw_frames = 0
+        self.route_errors = 0
+        self.reconnects = 0
+        self.refused_products = 0
+        self.errors = 0
+        self.connected = False
+        self.last_message_monotonic = 0.0
+        self.acked_products = 0
+
+    @property
+    def messages(self) -> int:
+        return self.feed.messages + self.raw_frames
+
+    @property
+    def unrouted(self) -> int:
+        return self.feed.unrouted + self.raw_frames + self.route_errors
+
+    @property
+    def gaps(self) -> int:
+        return self.feed.gaps
+
+
+class IngestCollector(Collector):
+    """Builds the metric families from live stats objects at scrape time."""
+
+    def __init__(
+        self, conns: Callable[[], Iterable[ConnStats]], sink: SinkStats,
+        queue_depth: Callable[[], int], queue_bytes: Callable[[], int],
+        rate: Callable[[], float],
+    ) -> None:
+        self._conns = conns
+        self._sink = sink
+        self._depth = queue_depth
+        self._qbytes = queue_bytes
+        self._rate = rate
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        per_conn: list[tuple[str, str, str, Callable[[ConnStats], float]]] = [
+            ("cbl_messages", "counter", "messages received per connection",
+             lambda c: c.messages),
+            ("cbl_bytes", "counter", "bytes received per connection", lambda c: c.bytes),
+            ("cbl_gaps", "counter", "sequence gaps detected per connection", lambda c: c.gaps),
+            ("cbl_reconnects", "counter", "reconnects per connection", lambda c: c.reconnects),
+            ("cbl_unrouted", "counter", "messages stored to _unrouted per connection",
+             lambda c: c.unrouted),
+            ("cbl_refused_products", "counter", "products refused/unacknowledged by the venue",
+             lambda c: c.refused_products),
+            ("cbl_connected", "gauge", "1 while the connection is open",
+             lambda c: 1.0 if c.connected else 0.0),
+            ("cbl_last_message_age_seconds", "gauge", "seconds since the last message",
+             lambda c: now - c.last_message_monotonic if c.last_message_monotonic else -1.0),
+            ("cbl_acked_products", "gauge", "products acknowledged on the connection",
+             lambda c: c.acked_products),
+        ]
+        conns = list(self._conns())
+        for name, kind, doc, get in per_conn:
+            fam: Any
+            if kind == "counter":
+                fam = CounterMetricFamily(name, doc, labels=["conn"])
+            else:
+                fam = GaugeMetricFamily(name, doc, labels=["conn"])
+            for c in conns:
+                fam.add_metric([c.conn_id], float(get(c)))
+            yield fam
+        s = self._sink
+        cm = CounterMetricFamily("cbl_channel_messages", "messages stored per channel",
+                                 labels=["channel"])
+        cb = CounterMetricFamily("cbl_channel_bytes", "bytes stored per channel",
+                                 labels=["channel"])
+        for ch, n in list(s.channel_records.items()):
+            cm.add_metric([ch], float(n))
+        for ch, n in list(s.channel_bytes.items()):
+            cb.add_metric([ch], float(n))
+        yield cm
+        yield cb
+        yield GaugeMetricFamily("cbl_message_rate", "messages/s over the last status interval",
+                                value=self._rate())
+        yield GaugeMetricFamily("cbl_queue_depth", "batches waiting for the storage thread",
+                                value=float(self._depth()))
+        yield GaugeMetricFamily("cbl_queue_bytes", "bytes waiting for the storage thread",
+                                value=float(self._qbytes()))
+        yield CounterMetricFamily("cbl_dropped_records", "records dropped (and marked)",
+                                  value=float(s.records_dropped))
+        yield CounterMetricFamily("cbl_committed_records", "records committed to storage",
+                                  value=float(s.committed_records))
+        yield CounterMetricFamily("cbl_commit_errors", "commits that reported errors",
+                                  value=float(s.commit_errors))
+        yield CounterMetricFamily("cbl_invalid_streams", "stream names refused by storage",
+                                  value=float(s.invalid_streams))
+
+
+class Metrics:
+    """Owns the registry, the HTTP endpoint and the message-rate estimate."""
+
+    def __init__(
+        self, conns: Callable[[], Iterable[ConnStats]], sink: SinkStats,
+        queue_depth: Callable[[], int], queue_bytes: Callable[[], int],
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self._conns = conns
+        self._sink = sink
+        self._depth = queue_depth
+        self._last_total = 0
+        self._last_t = time.monotonic()
+        self.rate = 0.0
+        self.commit_latency = Histogram(
+            "cbl_commit_seconds", "storage commit latency (one commit per batch)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.registry.register(IngestCollector(conns, sink, queue_depth, queue_bytes,
+                                               lambda: self.rate))
+        self._server: Any = None
+        self.port = 0
+
+    def observe_commit(self, seconds: float, records: int) -> None:
+        self.commit_latency.observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint; returns the bound port (port 0 picks a free one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        self.port = int(server.server_address[1])
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def status_line(self) -> str:
+        """One structured line: totals, rate, health; updates the rate estimate."""
+        conns = list(self._conns())
+        total = sum(c.messages for c in conns)
+        now = time.monotonic()
+        dt = now - self._last_t
+        self.rate = (total - self._last_total) / dt if dt > 0 else 0.0
+        self._last_total, self._last_t = total, now
+        ages = [now - c.last_message_monotonic for c in conns if c.last_message_monotonic]
+        s = self._sink
+        return (
+            f"event=status conns={len(conns)} connected={sum(c.connected for c in conns)} "
+            f"messages={total} rate={self.rate:.0f}/s gaps={sum(c.gaps for c in conns)} "
+            f"reconnects={sum(c.reconnects for c in conns)} "
+            f"unrouted={sum(c.unrouted for c in conns)} committed={s.committed_records} "
+            f"dropped={s.records_dropped} queue_depth={self._depth()} "
+            f"max_age_s={max(ages) if ages else -1:.1f}"
+        )

@@ -1,0 +1,175 @@
+"""The connection pool: one ``Connection`` per shard, all opened concurrently, paced by limits.
+
+Why pacing by reservation: every connection reserves, at the same instant, one slot of the
+venue's connection-open window and one slot per opening subscribe frame in the shared
+message window, then sleeps until its slots come. So connections open concurrently (8 at
+t=0, the next 8 at t=1 s, …), nobody waits in a fixed 1-per-second loop, and each connection
+opens only when its subscribe frames can follow within the venue's 5 s.
+
+The pool also applies product refreshes without a restart: delisted products are
+unsubscribed on the connection holding them; new listings first fill connections with level2
+room, and the rest get new connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from logger.connection import Connection, ConnSettings
+from logger.protocol import Dialect, FeedState, Settled
+from logger.ratelimit import SlidingWindowLimiter
+from logger.sink import Sink
+
+log = logging.getLogger("logger.pool")
+
+Plan = Sequence[Mapping[str, Sequence[str]]]
+"""One ``channel → products`` mapping per connection (from ``logger.shard``)."""
+
+
+@dataclass
+class StartupReport:
+    connections: int
+    products: int
+    seconds: float
+    settled: int
+    missing: int
+
+
+class Pool:
+    """Owns the connections of one ingest process."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        url: str,
+        sink: Sink,
+        settings: ConnSettings,
+        *,
+        opens_per_second: float = 8.0,
+        messages_per_second: float = 8.0,
+        gap_policy: str = "resubscribe",
+        level2_per_connection: int = 30,
+        conn_id_prefix: str = "",
+    ) -> None:
+        self.dialect = dialect
+        self.url = url
+        self.sink = sink
+        self.settings = settings
+        self.gap_policy = gap_policy
+        self.level2_per_connection = level2_per_connection
+        self.open_limiter = _limiter(opens_per_second)
+        self.message_limiter = _limiter(messages_per_second)
+        self.connections: dict[str, Connection] = {}
+        self._prefix = conn_id_prefix
+        self._next_id = 0
+        self.started_monotonic = 0.0
+        self.all_settled = asyncio.Event()
+        self.missing: dict[str, dict[str, frozenset[str]]] = {}
+        self.on_new_connection: Callable[[Connection], None] | None = None
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self, plan: Plan) -> None:
+        """Create and start one connection per shard; they open concurrently."""
+        self.started_monotonic = time.monotonic()
+        for shard in plan:
+            self._add_connection(shard)
+
+    def _add_connection(self, shard: Mapping[str, Sequence[str]]) -> Connection:
+        conn_id = f"{self._prefix}{self._next_id}"
+        self._next_id += 1
+        feed = FeedState(self.dialect, conn_id, shard,
+                         gap_policy="reconnect" if self.gap_policy == "reconnect"
+                         else "resubscribe")
+        conn = Connection(conn_id, self.url, feed, self.sink, self.open_limiter,
+                          self.settings, on_settled=self._settled,
+                          message_limiter=self.message_limiter)
+        self.connections[conn_id] = conn
+        self.all_settled.clear()
+        if self.on_new_connection is not None:
+            self.on_new_connection(conn)
+        conn.start()
+        return conn
+
+    def _settled(self, conn: Connection, s: Settled) -> None:
+        self.missing[conn.conn_id] = dict(s.missing)
+        if all(c.settled.is_set() for c in self.connections.values()):
+            self.all_settled.set()
+
+    async def wait_started(self, timeout: float) -> StartupReport:
+        """Wait until every connection's subscriptions are answered; time since ``start``."""
+        try:
+            await asyncio.wait_for(self.all_settled.wait(), timeout)
+        except TimeoutError:
+            log.warning("event=startup_incomplete timeout_s=%.1f settled=%d/%d", timeout,
+                        sum(c.settled.is_set() for c in self.connections.values()),
+                        len(self.connections))
+        dt = time.monotonic() - self.started_monotonic
+        products = {p for c in self.connections.values()
+                    for ps in c.feed.requested.values() for p in ps}
+        missing = sum(len(ps) for m in self.missing.values() for ps in m.values())
+        return StartupReport(len(self.connections), len(products), dt,
+                             sum(c.settled.is_set() for c in self.connections.values()), missing)
+
+    async def stop(self) -> None:
+        """Close every connection (each writes its DISCONNECT markers)."""
+        await asyncio.gather(*(c.stop() for c in self.connections.values()))
+
+    # ------------------------------------------------------------------ product refresh
+    def products(self) -> set[str]:
+        return {p for c in self.connections.values() for ch, ps in c.feed.requested.items()
+                if ch not in self.dialect.shared_channels for p in ps}
+
+    def update_products(self, wanted: Sequence[str], plan_new: Callable[[list[str]], Plan]
+                        ) -> tuple[list[str], list[str]]:
+        """Move to the ``wanted`` product set; returns (added, removed)."""
+        want = list(dict.fromkeys(wanted))
+        have = self.products()
+        removed = sorted(have - set(want))
+        added = [p for p in want if p not in have]
+        gone = set(removed)
+        l2 = self.dialect.level2_channel
+        room_left: list[tuple[Connection, dict[str, list[str]]]] = []
+        for conn in list(self.connections.values()):
+            req = {ch: [p for p in ps if p not in gone] for ch, ps in conn.feed.requested.items()}
+            room_left.append((conn, req))
+        rest = list(added)
+        cap = self.level2_per_connection
+        for _conn, req in room_left:
+            if not rest:
+                break
+            product_channels = [ch for ch in req if ch not in self.dialect.shared_channels]
+            if l2 not in req or not product_channels:
+                continue
+            while rest and len(req[l2]) < cap:
+                p = rest.pop(0)
+                for ch in product_channels:
+                    req[ch].append(p)
+        shared_with_products = [ch for ch in self.dialect.shared_channels
+                                if ch != self.dialect.keepalive_channel]
+        for _conn, req in room_left:  # e.g. status: on one connection, with every product
+            for ch in shared_with_products:
+                if req.get(ch):
+                    req[ch].extend(p for p in added if p not in req[ch])
+        for conn, req in room_left:
+            if {ch: tuple(ps) for ch, ps in req.items()} != dict(conn.feed.requested):
+                frames = conn.feed.update_subscriptions(req)
+                conn.send_paced(frames, "product refresh")
+                conn.run_actions()
+        if rest:
+            for shard in plan_new(rest):
+                self._add_connection(shard)
+        if added or removed:
+            log.info("event=products_refreshed added=%d removed=%d connections=%d",
+                     len(added), len(removed), len(self.connections))
+        return added, removed
+
+
+def _limiter(per_second: float) -> SlidingWindowLimiter:
+    """``per_second`` as a whole number of slots per window (fractions widen the window)."""
+    if per_second >= 1:
+        return SlidingWindowLimiter(int(per_second), 1.0 * int(per_second) / per_second)
+    return SlidingWindowLimiter(1, 1.0 / per_second)

@@ -1,0 +1,82 @@
+"""What the protocol core asks the I/O shell to do; the shell drains ``FeedState.actions``.
+
+Actions are plain immutable tuples so the shell can pattern-match on their type and log them
+as they are. They are produced only on the rare paths (acks, errors, gaps, connects), never
+per ordinary data message.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import NamedTuple
+
+
+class MarkerKind(enum.Enum):
+    """Marker record kinds; each member's name is the matching ``storage.RecordKind`` name."""
+
+    GAP = "GAP"
+    DISCONNECT = "DISCONNECT"
+    RECONNECT = "RECONNECT"
+    SUBSCRIBE = "SUBSCRIBE"
+    DROPPED = "DROPPED"
+    NOTE = "NOTE"
+
+
+class Marker(NamedTuple):
+    """Write one marker record (``kind``, JSON ``payload``) into stream (product, channel)."""
+
+    product: str
+    channel: str
+    kind: MarkerKind
+    payload: bytes
+
+
+class Send(NamedTuple):
+    """Send these frames now, in order (e.g. unsubscribe + subscribe for fresh snapshots)."""
+
+    frames: tuple[bytes, ...]
+    reason: str
+
+
+class Reconnect(NamedTuple):
+    """Close this connection and open it again (backoff is the shell's business)."""
+
+    reason: str
+
+
+class Acknowledged(NamedTuple):
+    """The server's cumulative ack changed for ``channel``: products added and removed."""
+
+    channel: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+class Refused(NamedTuple):
+    """The server refused or left out a subscription; ``product`` is None if not named."""
+
+    channel: str | None
+    product: str | None
+    reason: str
+
+
+class ServerError(NamedTuple):
+    """An ``error`` frame from the server (already stored raw in the connection's stream)."""
+
+    message: str
+    reason: str
+
+
+class Settled(NamedTuple):
+    """Every subscribe/unsubscribe sent so far is answered (or timed out).
+
+    ``acknowledged`` is the server's view per channel; ``missing`` lists, per channel, products
+    asked for that the server did not acknowledge.
+    """
+
+    acknowledged: Mapping[str, frozenset[str]]
+    missing: Mapping[str, frozenset[str]]
+
+
+Action = Marker | Send | Reconnect | Acknowledged | Refused | ServerError | Settled

@@ -1,0 +1,188 @@
+"""The two Coinbase WebSocket dialects behind one interface: channels, URLs, subscribe frames.
+
+Advanced Trade (the default) takes one channel per subscribe message and needs ``heartbeats``
+on every connection, or quiet channels are closed after 60–90 s; it caps ``level2`` at 30
+products held per connection. Exchange takes a list of channel objects with the products inside
+each object (a root-level ``product_ids`` next to object channels has been seen to fail) and has
+no documented per-connection cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import orjson
+
+ProductsByChannel = Mapping[str, Sequence[str]]
+"""Subscribe-channel name → product ids (empty for channels that take none)."""
+
+
+class Dialect(Protocol):
+    """What the rest of the logger needs to know about one Coinbase WebSocket dialect."""
+
+    @property
+    def name(self) -> str:
+        """Config name: ``"advanced_trade"`` or ``"exchange"``."""
+        ...
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Public channels subscribed by default, in subscribe order."""
+        ...
+
+    @property
+    def keepalive_channel(self) -> str:
+        """Channel that is always subscribed on every connection."""
+        ...
+
+    @property
+    def shared_channels(self) -> frozenset[str]:
+        """Channels whose messages are not about one product (stored per connection)."""
+        ...
+
+    @property
+    def level2_channel(self) -> str:
+        """The public order-book channel."""
+        ...
+
+    @property
+    def level2_cap(self) -> int | None:
+        """Most level2 products one connection may hold, or None without a limit."""
+        ...
+
+    @property
+    def wire_channels(self) -> Mapping[str, str]:
+        """Channel names in server frames → subscribe names (Advanced Trade's ``channel``)."""
+        ...
+
+    @property
+    def ack_aliases(self) -> Mapping[str, str]:
+        """Channel names the server uses in acks → the names we subscribe with."""
+        ...
+
+    @property
+    def default_ws_url(self) -> str:
+        """The public market-data WebSocket URL."""
+        ...
+
+    @property
+    def default_rest_url(self) -> str:
+        """The public REST products-list URL."""
+        ...
+
+    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """Frames subscribing to every (channel, products) given, in order."""
+        ...
+
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """Frames unsubscribing from every (channel, products) given, in order."""
+        ...
+
+
+def _check_channels(dialect: Dialect, products_by_channel: ProductsByChannel) -> None:
+    for channel in products_by_channel:
+        if channel not in dialect.channels:
+            raise ValueError(
+                f"{dialect.name}: unknown channel {channel!r}; "
+                f"expected one of {', '.join(dialect.channels)}"
+            )
+
+
+class AdvancedTradeDialect:
+    """Advanced Trade market-data feed (``wss://advanced-trade-ws.coinbase.com``), no JWT."""
+
+    name = "advanced_trade"
+    channels: tuple[str, ...] = (
+        "heartbeats", "candles", "status", "ticker", "ticker_batch", "level2", "market_trades",
+    )
+    keepalive_channel = "heartbeats"
+    shared_channels = frozenset({"heartbeats", "status"})
+    level2_channel = "level2"
+    level2_cap: int | None = 30
+    default_ws_url = "wss://advanced-trade-ws.coinbase.com"
+    default_rest_url = "https://api.coinbase.com/api/v3/brokerage/market/products"
+
+    wire_channels: Mapping[str, str] = {
+        "heartbeats": "heartbeats", "candles": "candles", "status": "status",
+        "ticker": "ticker", "ticker_batch": "ticker_batch", "l2_data": "level2",
+        "market_trades": "market_trades", "subscriptions": "subscriptions",
+    }
+    """Channel as written in server frames → subscribe-channel name (``l2_data`` → level2)."""
+    ack_aliases: Mapping[str, str] = {"l2_data": "level2"}
+    """Acks use subscribe names; accept the frame name too, in case."""
+
+    def _frames(self, op: str, products_by_channel: ProductsByChannel) -> list[bytes]:
+        _check_channels(self, products_by_channel)
+        frames = []
+        for channel, products in products_by_channel.items():
+            if channel == self.keepalive_channel and not products:
+                frames.append(orjson.dumps({"type": op, "channel": channel}))
+            elif products:
+                frames.append(
+                    orjson.dumps({"type": op, "product_ids": list(products), "channel": channel})
+                )
+        return frames
+
+    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """One frame per channel (the venue accepts one channel per message)."""
+        return self._frames("subscribe", products_by_channel)
+
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """One frame per channel; ``heartbeats`` without products drops the whole channel."""
+        return self._frames("unsubscribe", products_by_channel)
+
+
+class ExchangeDialect:
+    """Exchange market-data feed (``wss://ws-feed.exchange.coinbase.com``), public channels."""
+
+    name = "exchange"
+    channels: tuple[str, ...] = (
+        "heartbeat", "status", "ticker", "ticker_batch", "level2_batch", "matches", "auctionfeed",
+    )
+    keepalive_channel = "heartbeat"
+    shared_channels = frozenset({"status"})
+    level2_channel = "level2_batch"
+    level2_cap: int | None = None
+    default_ws_url = "wss://ws-feed.exchange.coinbase.com"
+    default_rest_url = "https://api.exchange.coinbase.com/products"
+
+    ack_aliases: Mapping[str, str] = {"level2_50": "level2_batch", "ticker_1000": "ticker_batch"}
+    """Channel names the server uses in acks → the name we subscribed with."""
+    wire_channels: Mapping[str, str] = {}
+    """Exchange frames have a ``type``, not a channel; routing maps types in the feed."""
+
+    def _frames(self, op: str, products_by_channel: ProductsByChannel) -> list[bytes]:
+        _check_channels(self, products_by_channel)
+        objects: list[dict[str, object]] = []
+        for channel, products in products_by_channel.items():
+            if products:
+                objects.append({"name": channel, "product_ids": list(products)})
+            elif channel in self.shared_channels:
+                objects.append({"name": channel})
+        if not objects:
+            return []
+        return [orjson.dumps({"type": op, "channels": objects})]
+
+    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """One frame with a channel object per channel, products inside each object."""
+        return self._frames("subscribe", products_by_channel)
+
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """One frame; a channel object without products drops the whole channel."""
+        return self._frames("unsubscribe", products_by_channel)
+
+
+ADVANCED_TRADE = AdvancedTradeDialect()
+EXCHANGE = ExchangeDialect()
+DIALECTS: Mapping[str, Dialect] = {ADVANCED_TRADE.name: ADVANCED_TRADE, EXCHANGE.name: EXCHANGE}
+
+
+def get_dialect(name: str) -> Dialect:
+    """The dialect called ``name``; ``ValueError`` listing the known names otherwise."""
+    try:
+        return DIALECTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dialect {name!r}; expected one of {', '.join(DIALECTS)}"
+        ) from None

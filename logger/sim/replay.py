@@ -1,0 +1,296 @@
+"""Replay: serve what the daemon recorded as a live Coinbase feed, byte for byte.
+
+A client connects to ``ws_url`` as it would to Coinbase and subscribes in the chosen dialect.
+The server answers with the recorded DATA records of the streams it subscribed to — product
+streams ``(product, channel)``, the ``_multi`` stream of that channel, and for shared channels
+(``heartbeats``, ``status``, ``heartbeat``) the ``_conn*`` streams — merged in receive-time
+order. Pacing: the original gaps between receive times (``speed=1``), divided by a factor
+(``speed=10``), or none (``speed=None``, "max").
+
+What is sent is exactly the stored payload: no acks are synthesised (only error replies to
+invalid requests, in the dialect's words), markers (GAP, DISCONNECT, ...) are not venue frames
+and are skipped, and Advanced Trade ``sequence_num`` values are those of the recorded
+connections. Subscriptions arriving within ``settle_s`` of the first one start together;
+later ones join at the current replay time. When every stream is exhausted the server closes
+the connection with 1000 "end of replay" after ``linger_s`` of silence (some clients, e.g.
+coinbase-advanced-py, stop delivering buffered messages once a close frame arrives), or keeps
+it open with ``at_end="hold"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import heapq
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from logger.sim import dialect_at, dialect_exchange
+from logger.sim.ledger import Ledger
+from logger.sim.limits import Limits
+from logger.sim.product import ProductState, build_product
+from logger.sim.session import Session, VenueProtocol
+from storage import RecordKind
+from storage.archive import open_any
+from storage.format import CorruptSegment
+from storage.layout import SegmentRef, iter_segments
+
+_SHARED = {"heartbeats", "status", "heartbeat"}
+_DATA = int(RecordKind.DATA)
+
+
+def parse_speed(text: str) -> float | None:
+    """``max`` → None (no pacing); otherwise a positive factor (``1``, ``10``, ``x10``)."""
+    t = text.strip().lower().lstrip("x")
+    if t == "max":
+        return None
+    try:
+        v = float(t)
+    except ValueError:
+        raise ValueError(f"--speed takes 1, 10, any positive factor or max, not {text!r}") from None
+    if v <= 0:
+        raise ValueError(f"--speed must be positive, not {text!r}")
+    return v
+
+
+@dataclass
+class ReplayConfig:
+    root: Path
+    day: str | dt.date | None = None
+    products: list[str] | None = None
+    #: pacing factor; None = as fast as the client reads
+    speed: float | None = 1.0
+    dialect: str = "advanced_trade"
+    host: str = "127.0.0.1"
+    port: int = 0
+    ledger: bool = True
+    ledger_path: Path | None = None
+    settle_s: float = 0.25
+    #: after the last record: "close" (1000 "end of replay", after `linger_s` of silence, so
+    #: clients that stop reading at a close frame have drained) or "hold" (stay open, silent)
+    at_end: str = "close"
+    linger_s: float = 2.0
+
+
+class _Stream:
+    """One recorded stream: its segments in order, read lazily one at a time."""
+
+    def __init__(self, refs: list[SegmentRef], from_ns: int | None) -> None:
+        self.refs = refs
+        self.from_ns = from_ns
+
+    def records(self) -> Iterator[tuple[int, bytes]]:
+        for ref in self.refs:
+            reader = open_any(ref.path)
+            try:
+                for rec in reader.records(self.from_ns):
+                    if rec.kind == _DATA:
+                        yield rec.ts_ns, rec.payload
+            finally:
+                reader.close()
+
+
+class ReplayServer:
+    """Serves a data root's recorded streams to any number of clients, each from the start."""
+
+    def __init__(self, config: ReplayConfig) -> None:
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"the replay server binds loopback only, not {config.host!r}")
+        if config.dialect not in ("advanced_trade", "exchange"):
+            raise ValueError(f"unknown dialect {config.dialect!r}")
+        if config.at_end not in ("close", "hold"):
+            raise ValueError(f"at_end is close or hold, not {config.at_end!r}")
+        self.config = config
+        self.dialect = config.dialect
+        self.limits = Limits(enabled=False)
+        self.ledger: Ledger | None = Ledger(config.ledger_path) if config.ledger else None
+        day = config.day
+        if isinstance(day, str):
+            day = dt.date.fromisoformat(day)
+        self.streams = self._index(Path(config.root), day, config.products)
+        if not self.streams:
+            raise ValueError(f"no recorded segments under {config.root}"
+                             f"{f' for {day}' if day else ''}"
+                             f"{f' for {config.products}' if config.products else ''}")
+        self.products = sorted({p for p, _ in self.streams if not p.startswith("_")})
+        self._handle = (dialect_at.handle if self.dialect == "advanced_trade"
+                        else dialect_exchange.handle)
+        self._states: list[ProductState] | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._changed: dict[int, asyncio.Event] = {}
+        self._next_id = 0
+        self.port = 0
+
+    @staticmethod
+    def _index(root: Path, day: dt.date | None,
+               products: list[str] | None) -> dict[tuple[str, str], list[SegmentRef]]:
+        """(product, channel) → segments in order, a `.seg` preferred over its archive."""
+        chosen: dict[tuple[str, str, dt.date, int], SegmentRef] = {}
+        for ref in iter_segments(root, day=day):
+            if products is not None and not ref.product.startswith("_") \
+                    and ref.product not in products:
+                continue
+            key = (ref.product, ref.channel, ref.day, ref.number)
+            if key not in chosen or chosen[key].archived:
+                chosen[key] = ref
+        out: dict[tuple[str, str], list[SegmentRef]] = {}
+        for (p, c, _, _), ref in sorted(chosen.items()):
+            out.setdefault((p, c), []).append(ref)
+        return out
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        self._server = await loop.create_server(lambda: VenueProtocol(self), cfg.host, cfg.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        path = (dialect_at.REST_PATH if self.dialect == "advanced_trade"
+                else dialect_exchange.REST_PATH)
+        return f"http://{self.config.host}:{self.port}{path}"
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self.ledger is not None:
+            self.ledger.close()
+
+    # -- Venue protocol -------------------------------------------------------------------
+    def allow_open(self) -> bool:
+        return True
+
+    def open_session(self, transport: asyncio.Transport) -> Session:
+        s = Session(self, self._next_id, transport, [])
+        self._next_id += 1
+        transport.set_write_buffer_limits(high=4 << 20)
+        return s
+
+    def rest(self, path: str, query: dict[str, list[str]]) -> bytes | None:
+        if self._states is None:
+            rng = random.Random(0)
+            self._states = [build_product(p, k, rng) for k, p in enumerate(self.products)]
+        if path.rstrip("/") == dialect_at.REST_PATH:
+            return dialect_at.rest_products(self._states, query)
+        if path.rstrip("/") == dialect_exchange.REST_PATH:
+            return dialect_exchange.rest_products(self._states, query)
+        return None
+
+    def on_text(self, s: Session, data: bytes) -> None:
+        out = self._handle(s.subs, data, self.products, self.limits)
+        for err in out.errors:
+            s.send_raw(err, "error")
+        s.flush()
+        if not out.ack:
+            return
+        if s.id not in self._tasks:
+            self._changed[s.id] = asyncio.Event()
+            self._tasks[s.id] = asyncio.create_task(self._serve(s), name=f"replay-{s.id}")
+        else:
+            self._changed[s.id].set()
+
+    def on_closed(self, s: Session) -> None:
+        task = self._tasks.pop(s.id, None)
+        self._changed.pop(s.id, None)
+        if task is not None:
+            task.cancel()
+
+    def fault_product(self, s: Session) -> str:
+        return self.products[0] if self.products else "BTC-USD"
+
+    # -- the replay loop ------------------------------------------------------------------
+    def _wanted(self, s: Session) -> set[tuple[str, str]]:
+        want: set[tuple[str, str]] = set()
+        alias = {"level2_50": "level2_batch"}
+        for ch, ps in s.subs.items():
+            ch = alias.get(ch, ch)
+            for p in ps:
+                if (p, ch) in self.streams:
+                    want.add((p, ch))
+            for p, c in self.streams:
+                if c == ch and (p == "_multi" or (ch in _SHARED and p.startswith("_conn"))):
+                    want.add((p, c))
+        return want
+
+    async def _serve(self, s: Session) -> None:
+        """Replay to one client; a damaged file ends it with close 1011 naming the file."""
+        try:
+            await self._replay(s)
+        except (CorruptSegment, OSError, ValueError) as e:
+            print(f"replay: {e}", file=sys.stderr)
+            if self.ledger is not None:
+                self.ledger.event(s.id, "replay_error", s.i, error=str(e))
+            s.close(1011, f"replay failed: {type(e).__name__}")
+
+    async def _replay(self, s: Session) -> None:
+        await asyncio.sleep(self.config.settle_s)
+        speed = self.config.speed
+        heap: list[tuple[int, int, bytes, tuple[str, str], Iterator[tuple[int, bytes]]]] = []
+        active: set[tuple[str, str]] = set()
+        order = 0
+        last_ts: int | None = None
+        wall0 = ts0 = 0.0
+
+        def add_streams(wanted: set[tuple[str, str]]) -> None:
+            nonlocal order
+            for key in sorted(wanted - active):
+                active.add(key)
+                from_ns = None if last_ts is None else last_ts + 1
+                it = _Stream(self.streams[key], from_ns).records()
+                first = next(it, None)
+                if first is not None:
+                    heapq.heappush(heap, (first[0], order, first[1], key, it))
+                    order += 1
+
+        changed = self._changed[s.id]
+        wanted = self._wanted(s)
+        add_streams(wanted)
+        sent_since_yield = 0
+        while heap and not s.closed:
+            if changed.is_set():
+                changed.clear()
+                wanted = self._wanted(s)
+                add_streams(wanted)
+            ts, n, payload, key, it = heapq.heappop(heap)
+            if key not in wanted:
+                active.discard(key)  # unsubscribed; a new subscribe rejoins at replay time
+                continue
+            if speed is not None:
+                if last_ts is None:
+                    wall0, ts0 = time.monotonic(), float(ts)
+                delay = wall0 + (ts - ts0) / speed / 1e9 - time.monotonic()
+                if delay > 0:
+                    s.flush()
+                    await asyncio.sleep(delay)
+            last_ts = ts
+            product, channel = key
+            s.send_raw(payload, channel, () if product.startswith("_") else (product,))
+            nxt = next(it, None)
+            if nxt is not None:
+                heapq.heappush(heap, (nxt[0], n, nxt[1], key, it))
+            sent_since_yield += 1
+            if sent_since_yield >= 256:
+                sent_since_yield = 0
+                s.flush()
+                await s.writable.wait()
+                await asyncio.sleep(0)
+        s.flush()
+        if self.config.at_end == "close" and not s.closed:
+            await asyncio.sleep(self.config.linger_s)
+            s.close(1000, "end of replay")

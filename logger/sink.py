@@ -1,0 +1,423 @@
+"""Per-stream batches on the event loop → one bounded queue → one storage thread owning the Engine.
+
+Why this shape: the socket reader must never wait for a disk. The loop side only appends the
+raw bytes object the WebSocket library already created (plus its receive stamp) to two plain
+lists of the stream's buffer — no per-message object, no syscall. Every ``commit_records``
+messages or ``commit_interval_s`` seconds the buffers are swapped for fresh lists and the full
+ones travel as ONE ``Batch`` through a bounded queue to the storage thread, which extends the
+engine's streams and commits once per batch.
+
+If the storage thread falls behind, batches stay pending on the loop side (the buffers keep
+growing) until ``max_pending_bytes``; only then is the pending data dropped, counted per
+stream, and a ``DROPPED`` marker written at the head of that stream's next batch, so a reader
+knows exactly which interval is missing. Nothing is ever lost silently.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from storage.engine import Engine, Stream
+from storage.layout import InvalidStreamName, validate_name
+from storage.records import RecordKind
+
+log = logging.getLogger("logger.sink")
+
+StreamKey = tuple[str, str]
+
+
+class StreamBuf:
+    """The pending records of one stream; persistent, its lists are swapped at each flush."""
+
+    __slots__ = (
+        "channel", "drop_first_ns", "drop_last_ns", "dropped", "marks", "payloads", "product",
+        "ts",
+    )
+
+    def __init__(self, product: str, channel: str) -> None:
+        self.product = product
+        self.channel = channel
+        self.ts: list[int] = []
+        self.payloads: list[bytes] = []
+        # (index into ts/payloads, RecordKind) for the few marker records among the data
+        self.marks: list[tuple[int, int]] = []
+        self.dropped = 0
+        self.drop_first_ns = 0
+        self.drop_last_ns = 0
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    product: str
+    channel: str
+    ts: list[int]
+    payloads: list[bytes]
+    marks: list[tuple[int, int]]
+
+
+@dataclass(slots=True)
+class Batch:
+    """One commit's worth of records, handed over as a single object."""
+
+    chunks: list[StreamChunk]
+    records: int
+    nbytes: int
+    made_monotonic: float
+    final: bool = False
+
+
+@dataclass
+class SinkStats:
+    """Plain counters read by metrics at scrape time (no per-message Prometheus calls)."""
+
+    batches_queued: int = 0
+    records_queued: int = 0
+    records_dropped: int = 0
+    drop_events: int = 0
+    invalid_streams: int = 0
+    commits: int = 0
+    committed_records: int = 0
+    commit_errors: int = 0
+    last_commit_s: float = 0.0
+    channel_records: dict[str, int] = field(default_factory=dict)
+    channel_bytes: dict[str, int] = field(default_factory=dict)
+
+
+class BoundedBatchQueue:
+    """A FIFO bounded by batch count AND bytes; the loop side never blocks on it."""
+
+    def __init__(self, max_batches: int, max_bytes: int) -> None:
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
+        self._items: deque[Batch] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def try_put(self, batch: Batch) -> bool:
+        with self._cond:
+            if self._items and (
+                len(self._items) >= self.max_batches or self._bytes + batch.nbytes > self.max_bytes
+            ):
+                return False
+            self._items.append(batch)
+            self._bytes += batch.nbytes
+            self._cond.notify()
+            return True
+
+    def put_wait(self, batch: Batch, alive: Callable[[], bool]) -> None:
+        """Blocking put, for shutdown only (the sockets are closed by then).
+
+        Raises RuntimeError instead of waiting forever if the consumer died.
+        """
+        with self._cond:
+            while self._items and (
+                len(self._items) >= self.max_batches or self._bytes + batch.nbytes > self.max_bytes
+            ):
+                if not alive():
+                    raise RuntimeError("storage thread is gone; batch not handed over")
+                self._cond.wait(0.5)
+            self._items.append(batch)
+            self._bytes += batch.nbytes
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Batch | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            b = self._items.popleft()
+            self._bytes -= b.nbytes
+            self._cond.notify_all()
+            return b
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+def marker_payload(**fields: object) -> bytes:
+    """Markers carry a small JSON object (documented in docs/RUNTIME.md)."""
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Sink:
+    """Loop-side batching. Used from the event loop thread only (the queue is the boundary)."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        *,
+        commit_records: int = 10_000,
+        commit_interval_s: float = 5.0,
+        queue_batches: int = 8,
+        queue_bytes: int = 256 << 20,
+        max_pending_bytes: int = 128 << 20,
+        on_commit: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self.commit_records = commit_records
+        self.commit_interval_s = commit_interval_s
+        self.max_pending_bytes = max_pending_bytes
+        self.streams: dict[StreamKey, StreamBuf] = {}
+        self.pending = 0
+        self.pending_bytes = 0
+        self.flush_at = commit_records
+        self.last_flush = time.monotonic()
+        self.stats = SinkStats()
+        self.queue = BoundedBatchQueue(queue_batches, queue_bytes)
+        self._writer = StorageWriter(engine_factory, self.queue, self.stats, on_commit)
+        self._closed = False
+
+    def start(self) -> None:
+        self._writer.start()
+
+    # -- hot path -------------------------------------------------------------------------
+    def add(self, key: StreamKey, ts_ns: int, raw: bytes, fallback: StreamKey) -> None:
+        """Append one raw message to its stream. ``fallback`` takes it if ``key`` is invalid."""
+        b = self.streams.get(key)
+        if b is None:
+            b = self.open_stream(key, fallback)
+        b.ts.append(ts_ns)
+        b.payloads.append(raw)
+        self.pending += 1
+        self.pending_bytes += len(raw)
+        if self.pending >= self.flush_at or self.pending_bytes >= self.max_pending_bytes:
+            self.flush()
+
+    # -- the rest runs once per stream, per marker or per batch -------------------------------
+    def open_stream(self, key: StreamKey, fallback: StreamKey) -> StreamBuf:
+        """Create (or alias) the buffer of a stream the first time it is seen.
+
+        A name the storage layer would refuse (hostile or broken product id) is aliased to the
+        fallback stream (the connection's ``_unrouted``), so the raw message is still kept.
+        """
+        try:
+            validate_name(key[0], "product")
+            validate_name(key[1], "channel")
+        except InvalidStreamName as e:
+            self.stats.invalid_streams += 1
+            log.warning("event=invalid_stream product=%r channel=%r error=%r", key[0], key[1], e)
+            fb = self.streams.get(fallback) or self.open_stream(fallback, fallback)
+            self.streams[key] = fb
+            return fb
+        b = StreamBuf(key[0], key[1])
+        self.streams[key] = b
+        return b
+
+    def mark(self, key: StreamKey, kind: RecordKind, ts_ns: int, payload: bytes) -> None:
+        """Write a marker record into a stream, in order with its data."""
+        b = self.streams.get(key)
+        if b is None:
+            b = self.open_stream(key, ("_invalid", "_markers"))
+        b.marks.append((len(b.ts), int(kind)))
+        b.ts.append(ts_ns)
+        b.payloads.append(payload)
+        self.pending += 1
+        self.pending_bytes += len(payload)
+
+    def tick(self, now_monotonic: float) -> None:
+        """Called by a loop timer: time-based commit (also seals past days when idle)."""
+        if now_monotonic - self.last_flush >= self.commit_interval_s:
+            self.flush()
+
+    def flush(self) -> bool:
+        """Hand all pending records to the storage thread as one batch, never waiting.
+
+        Returns False if the queue was full: the records stay pending (the next attempt is at
+        the next ``commit_records`` step or tick, not on every message), or, once they exceed
+        ``max_pending_bytes``, they are dropped, counted and marked.
+        """
+        batch = self._build(final=False)
+        if not self.queue.try_put(batch):
+            if self.pending_bytes >= self.max_pending_bytes:
+                self._drop_pending()
+            else:
+                self.flush_at = self.pending + self.commit_records
+            return False
+        self._taken(batch)
+        return True
+
+    def _build(self, *, final: bool) -> Batch:
+        chunks: list[StreamChunk] = []
+        seen: set[int] = set()
+        records, nbytes = self.pending, self.pending_bytes
+        for b in self.streams.values():
+            if id(b) in seen:  # aliased (invalid) keys share one buffer
+                continue
+            seen.add(id(b))
+            if b.dropped:
+                # the DROPPED marker leads the stream's first batch after the loss
+                payload = marker_payload(
+                    reason="storage_queue_full", records=b.dropped,
+                    first_ts_ns=b.drop_first_ns, last_ts_ns=b.drop_last_ns,
+                )
+                chunks.append(StreamChunk(
+                    b.product, b.channel, [time.time_ns(), *b.ts], [payload, *b.payloads],
+                    [(0, int(RecordKind.DROPPED)), *((p + 1, k) for p, k in b.marks)],
+                ))
+                records += 1
+                nbytes += len(payload)
+            elif b.ts:
+                chunks.append(StreamChunk(b.product, b.channel, b.ts, b.payloads, b.marks))
+        return Batch(chunks, records, nbytes, time.monotonic(), final)
+
+    def _taken(self, batch: Batch) -> None:
+        """The batch was queued: give its streams fresh lists, reset the counters."""
+        for b in self.streams.values():
+            b.dropped = 0
+            if b.ts:
+                b.ts = []
+                b.payloads = []
+                b.marks = []
+        self.stats.batches_queued += 1
+        self.stats.records_queued += batch.records
+        self.pending = 0
+        self.pending_bytes = 0
+        self.flush_at = self.commit_records
+        self.last_flush = time.monotonic()
+
+    def _drop_pending(self) -> None:
+        """The disk is slower than the feed for longer than the buffers hold: drop and mark."""
+        dropped = 0
+        for b in self.streams.values():
+            if not b.ts:
+                continue
+            n = len(b.ts)
+            if not b.dropped:
+                b.drop_first_ns = b.ts[0]
+            b.dropped += n
+            b.drop_last_ns = b.ts[-1]
+            dropped += n
+            b.ts = []
+            b.payloads = []
+            b.marks = []
+        self.stats.records_dropped += dropped
+        self.stats.drop_events += 1
+        log.error("event=dropped records=%d reason=storage_queue_full queue_depth=%d",
+                  dropped, self.queue.depth)
+        self.pending = 0
+        self.pending_bytes = 0
+        self.flush_at = self.commit_records
+        self.last_flush = time.monotonic()
+
+    def close(self, timeout: float = 50.0) -> None:
+        """Flush everything (blocking), let the writer commit and close the engine."""
+        if self._closed:
+            return
+        self._closed = True
+        batch = self._build(final=True)
+        try:
+            self.queue.put_wait(batch, self._writer.is_alive)
+        except RuntimeError as e:
+            raise RuntimeError("storage thread failed") from (self._writer.error or e)
+        self._taken(batch)
+        self._writer.join(timeout)
+        if self._writer.error is not None:
+            raise RuntimeError("storage thread failed") from self._writer.error
+        if self._writer.is_alive():
+            raise RuntimeError(f"storage thread still committing after {timeout:.0f} s")
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer.is_alive()
+
+    @property
+    def writer_error(self) -> BaseException | None:
+        return self._writer.error
+
+
+def _name_os_thread(name: bytes) -> None:
+    """Name the OS thread (``top -H``, ``strace -p TID``): Python 3.11 does not."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+class StorageWriter(threading.Thread):
+    """The one thread that owns the Engine: extend streams, commit once per batch, close."""
+
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        queue: BoundedBatchQueue,
+        stats: SinkStats,
+        on_commit: Callable[[float, int], None] | None,
+    ) -> None:
+        super().__init__(name="storage-writer", daemon=True)
+        self._factory = engine_factory
+        self._queue = queue
+        self._stats = stats
+        self._on_commit = on_commit
+        self._handles: dict[StreamKey, Stream] = {}
+        self.error: BaseException | None = None
+        self.engine: Engine | None = None
+
+    def run(self) -> None:
+        _name_os_thread(b"cbl-storage")
+        try:
+            engine = self.engine = self._factory()
+            while True:
+                batch = self._queue.get(timeout=1.0)
+                if batch is None:
+                    # idle: still commit with the wall clock so past UTC days get sealed
+                    self._commit(engine, 0)
+                    continue
+                self._write(engine, batch)
+                self._commit(engine, batch.records)
+                if batch.final:
+                    break
+            engine.close()
+        except BaseException as e:  # the daemon notices and exits non-zero
+            self.error = e
+            log.exception("event=storage_thread_failed")
+
+    def _write(self, engine: Engine, batch: Batch) -> None:
+        crec = self._stats.channel_records
+        cbytes = self._stats.channel_bytes
+        for c in batch.chunks:
+            key = (c.product, c.channel)
+            s = self._handles.get(key)
+            if s is None:
+                s = self._handles[key] = engine.stream(c.product, c.channel)
+            if c.marks:
+                prev = 0
+                for pos, kind in c.marks:
+                    if pos > prev:
+                        engine.extend(s, c.ts[prev:pos], c.payloads[prev:pos])
+                    engine.append(s, c.ts[pos], c.payloads[pos], RecordKind(kind))
+                    prev = pos + 1
+                if prev < len(c.ts):
+                    engine.extend(s, c.ts[prev:], c.payloads[prev:])
+            else:
+                engine.extend(s, c.ts, c.payloads)
+            crec[c.channel] = crec.get(c.channel, 0) + len(c.ts)
+            cbytes[c.channel] = cbytes.get(c.channel, 0) + sum(map(len, c.payloads))
+
+    def _commit(self, engine: Engine, records: int) -> None:
+        t0 = time.perf_counter()
+        result = engine.commit(time.time_ns())
+        dt = time.perf_counter() - t0
+        errors = getattr(result, "errors", None)
+        st = self._stats
+        st.commits += 1
+        st.last_commit_s = dt
+        if errors:
+            st.commit_errors += 1
+            log.error("event=commit_error errors=%r pending_kept=true", errors)
+        else:
+            st.committed_records += records
+        if self._on_commit is not None and records:
+            self._on_commit(dt, records)

@@ -1,0 +1,257 @@
+"""Crash-safe compaction of one sealed segment of a past UTC day into a verified archive.
+
+The procedure never has a moment where the data exists only in an unverified place:
+
+1. refuse anything that is not a sealed segment of a day before today (UTC), or whose batches
+   do not cover its committed length with valid CRCs (a damaged source is left for a human);
+2. write `X.seg.zst.tmp` (held under an exclusive lock, so two compactors never share it)
+   straight from the segment's memory map, then fsync it;
+3. reopen the temporary file as an archive and check every frame: zstd checksum, content equal
+   to the source bytes, every batch CRC valid, record counts and time bounds as the seek table
+   says;
+4. rename it to `X.seg.zst` atomically and fsync the directory — only now is the archive real;
+5. remove the source (not fsynced: a crash that undoes the removal is finished by the next run).
+
+A crash or SIGKILL anywhere leaves the source (plus perhaps a stale `.tmp`, discarded on the next
+run) or a verified archive (plus perhaps the source, which the next run verifies the archive
+against and then removes). Running it again is always safe and finishes the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.archive import DEFAULT_LEVEL, FRAME_TARGET_BYTES, ArchiveReader, write_archive
+from storage.format import HEADER_SIZE, BatchInfo, CorruptSegment, decode_header, scan_batches
+from storage.layout import ARCHIVE_SUFFIX, SEGMENT_SUFFIX, parse_segment_path
+
+TMP_SUFFIX = ".tmp"
+
+
+class CompactError(Exception):
+    """Compaction of one file failed; the source is untouched (the message says why)."""
+
+
+class NotEligible(CompactError):
+    """The file must not be compacted (today's, unsealed, not a segment); nothing was done."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompactResult:
+    """What happened to one segment: `action` is "compacted", "finished" (a previous run's
+    verified archive existed; the source was removed now) or "dry-run"."""
+
+    source: Path
+    archive: Path
+    action: str
+    bytes_in: int
+    bytes_out: int
+    records: int
+    frames: int
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
+
+
+def archive_path_for(source: Path) -> Path:
+    """`X.seg` → `X.seg.zst`, in the same folder (the layout's archive name)."""
+    return source.with_name(source.name[: -len(SEGMENT_SUFFIX)] + ARCHIVE_SUFFIX)
+
+
+def _today_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_source(source: Path) -> None:
+    """Delete the source once its verified archive is durably in place (an overlapping run
+    may have deleted it already: the same outcome). The deletion is not fsynced: if a crash
+    undoes it, the next run finds source + verified archive and deletes the source again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(source)
+
+
+def _source_batches(buf: memoryview, source: Path) -> tuple[int, list[BatchInfo], int]:
+    """Header-checked batches of a sealed segment covering exactly its committed bytes."""
+    try:
+        header = decode_header(bytes(buf[:HEADER_SIZE]))
+    except CorruptSegment as exc:
+        raise CompactError(f"{source}: {exc}; left untouched") from None
+    if not header.sealed:
+        raise NotEligible(f"{source}: segment is not sealed; skipped")
+    end = header.committed_len
+    if end > len(buf):
+        raise CompactError(
+            f"{source}: header says {end} committed bytes but the file has {len(buf)}"
+        )
+    batches = list(scan_batches(buf, HEADER_SIZE, end))
+    covered = batches[-1].offset + batches[-1].length if batches else HEADER_SIZE
+    if covered != end:
+        raise CompactError(
+            f"{source}: invalid batch at offset {covered} before the committed end {end}; "
+            "left untouched"
+        )
+    records = sum(b.count for b in batches)
+    if records != header.record_count:
+        raise CompactError(
+            f"{source}: batches hold {records} records, header says {header.record_count}; "
+            "left untouched"
+        )
+    return end, batches, records
+
+
+def verify_against_source(archive: Path, buf: memoryview, end: int, records: int) -> int:
+    """Check an archive against its source bytes frame by frame; returns the record count."""
+    try:
+        reader = ArchiveReader.open(archive)
+    except (CorruptSegment, OSError) as exc:
+        raise CompactError(f"{archive}: not a valid archive: {exc}") from None
+    with reader:
+        table = reader.table
+        if table.uncompressed_size != end:
+            raise CompactError(
+                f"{archive}: holds {table.uncompressed_size} bytes, the source {end}"
+            )
+        if reader.frame_content(table.frames[0]) != buf[:HEADER_SIZE].tobytes():
+            raise CompactError(f"{archive}: header frame differs from the source")
+        seen = 0
+        for entry in reader.data_frames:
+            content = reader.frame_content(entry)
+            # tobytes + bytes compare is a memcmp; comparing to the memoryview is elementwise
+            if content != buf[entry.uncompressed_offset:entry.uncompressed_end].tobytes():
+                raise CompactError(
+                    f"{archive}: frame at byte {entry.compressed_offset} differs from the source"
+                )
+            batches = [info for info, _ in reader.frame_batches(entry, content)]
+            count = sum(b.count for b in batches)
+            lo = min((b.first_ts_ns for b in batches), default=0)
+            hi = max((b.last_ts_ns for b in batches), default=0)
+            if count != entry.record_count or (count and (lo, hi) != (
+                    entry.min_ts_ns, entry.max_ts_ns)):
+                raise CompactError(
+                    f"{archive}: seek table entry at byte {entry.compressed_offset} disagrees "
+                    "with the frame's batches"
+                )
+            seen += count
+        if seen != records:
+            raise CompactError(f"{archive}: holds {seen} records, the source {records}")
+    return seen
+
+
+def _lock_tmp(tmp: Path) -> int:
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise NotEligible(f"{tmp}: another compactor is working on it; skipped") from None
+        raise
+    os.ftruncate(fd, 0)
+    return fd
+
+
+def compact_segment(
+    path: str | os.PathLike[str],
+    level: int = DEFAULT_LEVEL,
+    dictionary: bytes | None = None,
+    *,
+    today: dt.date | None = None,
+    dry_run: bool = False,
+    frame_target: int = FRAME_TARGET_BYTES,
+) -> CompactResult:
+    """Archive one sealed segment of a past UTC day next to it, verified, then drop the source.
+
+    Raises NotEligible (nothing done) for today's or unsealed segments and CompactError when
+    something is wrong; in both cases the source is still there.
+    """
+    source = Path(path)
+    if not source.name.endswith(SEGMENT_SUFFIX):
+        raise NotEligible(f"{source}: not a {SEGMENT_SUFFIX} segment file; skipped")
+    try:
+        ref = parse_segment_path(source)
+    except ValueError as exc:
+        raise NotEligible(f"{exc}; skipped") from None
+    if ref.day >= (today or _today_utc()):
+        raise NotEligible(f"{source}: day {ref.day} is not over yet (UTC); skipped")
+    archive = archive_path_for(source)
+    tmp = archive.with_name(archive.name + TMP_SUFFIX)
+    started = time.perf_counter()
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if archive.exists():  # an overlapping run finished it a moment ago
+            raise NotEligible(f"{source}: already compacted to {archive.name}") from None
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        if size < HEADER_SIZE:
+            raise CompactError(f"{source}: {size} bytes is too short for a segment header")
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+            buf = memoryview(mm)
+            try:
+                return _compact_mapped(
+                    source, archive, tmp, buf, level, dictionary, dry_run, frame_target, started
+                )
+            finally:
+                buf.release()
+    finally:
+        os.close(fd)
+
+
+def _compact_mapped(
+    source: Path, archive: Path, tmp: Path, buf: memoryview, level: int,
+    dictionary: bytes | None, dry_run: bool, frame_target: int, started: float,
+) -> CompactResult:
+    end, batches, records = _source_batches(buf, source)
+    if archive.exists():
+        # a previous run renamed a verified archive but died before removing the source:
+        # check the archive once more against the source, then finish the job
+        verify_against_source(archive, buf, end, records)
+        out_size = archive.stat().st_size
+        if dry_run:
+            return CompactResult(source, archive, "dry-run", end, out_size, records, 0, 0.0)
+        _remove_source(source)
+        return CompactResult(source, archive, "finished", end, out_size, records, 0,
+                             time.perf_counter() - started)
+    if dry_run:
+        return CompactResult(source, archive, "dry-run", end, 0, records, 0, 0.0)
+    out_fd = _lock_tmp(tmp)
+    try:
+        with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
+            frames = write_archive(buf, batches, out, level, dictionary, frame_target)
+            out.flush()
+            os.fsync(out.fileno())
+        verify_against_source(tmp, buf, end, records)
+        os.replace(tmp, archive)
+        _fsync_dir(archive.parent)
+    except BaseException:
+        # anything unfinished is only ever the temporary file: drop it, keep the source
+        try:
+            if tmp.exists() and not archive.exists():
+                tmp.unlink()
+        finally:
+            os.close(out_fd)
+        raise
+    os.close(out_fd)
+    out_size = archive.stat().st_size
+    _remove_source(source)
+    return CompactResult(source, archive, "compacted", end, out_size, records, len(frames),
+                         time.perf_counter() - started)

@@ -1,0 +1,645 @@
+"""The storage engine: streams, pending records, the commit policy, day roll and rotation.
+
+Records are buffered per stream in plain lists/arrays (no syscall, no per-record object) and
+made durable at a commit in two backend writes: first every stream's batch bytes and header
+hints, then every touched segment's commit point. Records of a stream whose segment cannot be
+grown (ENOSPC) stay pending and are retried at the next commit; nothing half-written is ever
+behind a commit point, so nothing half-written is ever read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno as errno_mod
+import fcntl
+import itertools
+import logging
+import os
+import resource
+import time
+from array import array
+from collections.abc import Sequence
+from itertools import accumulate
+from pathlib import Path
+from typing import NamedTuple
+
+from storage.backends import Backend, WriteOp, make_backend
+from storage.format import (
+    BATCH_ALIGN,
+    BATCH_HEADER_SIZE,
+    HEADER_SIZE,
+    INDEX_CAPACITY,
+    CorruptSegment,
+    ForeignFile,
+    batch_size,
+    encode_parts,
+)
+from storage.layout import iter_segments, parse_segment_path, segment_path, validate_name
+from storage.records import RecordKind
+from storage.segment import ExtentPolicy, Segment, read_segment_header
+
+__all__ = ["CommitError", "CommitResult", "Engine", "EngineConfig", "Stream", "day_of"]
+
+log = logging.getLogger("storage.engine")
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+_EPOCH = dt.date(1970, 1, 1)
+_BYTES_ONLY = frozenset({bytes})
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and return it: every open segment holds
+    a descriptor, and 400 products x 7 channels is far above the usual soft limit of 1 024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d: %s", soft, e)
+    return soft
+
+
+def day_of(ts_ns: int) -> dt.date:
+    """The UTC day of a timestamp in nanoseconds since the epoch."""
+    return _EPOCH + dt.timedelta(days=ts_ns // NS_PER_DAY)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine settings. Extent sizes bound the disk reserved but not yet used: a stream starts
+    with ``first_extent_bytes`` and grows by doubling up to ``max_extent_bytes`` per step.
+    ``max_batch_bytes`` caps one batch (bigger commits are split); ``seals_per_commit`` and
+    ``seal_budget_s`` bound how many past-day segments one commit seals and how long it may
+    spend on it (the rest follow at the next commits)."""
+
+    root: Path
+    backend: str = "auto"
+    commit_records: int = 10_000
+    commit_interval_s: float = 5.0
+    fsync_interval_s: float | None = None
+    segment_max_bytes: int = 1 << 30
+    first_extent_bytes: int = 64 << 10
+    max_extent_bytes: int = 64 << 20
+    max_batch_bytes: int = 16 << 20
+    seal_stale_on_open: bool = True
+    seals_per_commit: int = 256
+    seal_budget_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.commit_records < 1:
+            raise ValueError(f"commit_records must be >= 1, got {self.commit_records}")
+        if self.commit_interval_s <= 0:
+            raise ValueError(f"commit_interval_s must be > 0, got {self.commit_interval_s}")
+        if self.fsync_interval_s is not None and self.fsync_interval_s < 0:
+            raise ValueError(f"fsync_interval_s must be >= 0, got {self.fsync_interval_s}")
+        if self.segment_max_bytes < 2 * HEADER_SIZE:
+            raise ValueError(f"segment_max_bytes too small: {self.segment_max_bytes}")
+        if self.first_extent_bytes < 1 or self.max_extent_bytes < 1:
+            raise ValueError("extent sizes must be positive")
+        if self.seals_per_commit < 1:
+            raise ValueError(f"seals_per_commit must be >= 1, got {self.seals_per_commit}")
+        if self.max_batch_bytes < 4096:
+            raise ValueError(f"max_batch_bytes too small: {self.max_batch_bytes}")
+
+
+class _DayGroup(NamedTuple):
+    """One UTC day's share of a stream's pending records, as columns."""
+
+    day: dt.date
+    ts: array[int]
+    kinds: bytes | None
+    lens: array[int]
+    blob: bytes
+    bounds: tuple[int, int]
+
+
+class CommitError(NamedTuple):
+    """Why some records were not committed (they stay pending and are retried)."""
+
+    product: str
+    channel: str
+    errno: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclasses.dataclass(slots=True)
+class CommitResult:
+    """What one commit made durable, how long it took, what failed and what got sealed."""
+
+    records: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    errors: list[CommitError] = dataclasses.field(default_factory=list)
+    sealed: list[Path] = dataclasses.field(default_factory=list)
+
+
+class Stream:
+    """A validated (product, channel) handle with its pending records and open segments.
+
+    Pending records are kept as columns (timestamps and lengths as arrays, payloads as a list
+    joined once at commit), so a commit encodes them without a per-record Python step.
+    """
+
+    __slots__ = (
+        "channel", "hi", "lens", "lo", "markers", "next_number", "payloads", "product",
+        "segments", "ts",
+    )
+
+    def __init__(self, product: str, channel: str) -> None:
+        self.product = product
+        self.channel = channel
+        self.ts: array[int] = array("q")
+        self.lens: array[int] = array("I")
+        self.payloads: list[bytes] = []
+        self.markers: list[tuple[int, int]] = []  # (position in pending, kind) for non-DATA
+        self.lo = self.hi = 0  # smallest and largest pending timestamp (when any pending)
+        self.segments: dict[dt.date, Segment] = {}
+        self.next_number: dict[dt.date, int] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self.lens)
+
+    def __repr__(self) -> str:
+        return f"Stream({self.product!r}, {self.channel!r}, pending={len(self.lens)})"
+
+    def clear_pending(self) -> None:
+        self.ts = array("q")
+        self.lens = array("I")
+        self.payloads = []
+        self.markers = []
+
+
+class Engine:
+    """Owns every open segment under one data root. Single-threaded; one engine per root
+    (enforced with an exclusive lock file ``<root>/.lock``)."""
+
+    def __init__(self, config: EngineConfig, backend: Backend | None = None) -> None:
+        """Open the data root. ``backend`` overrides ``config.backend`` with a ready instance
+        (benchmarks and tests that observe writes); the engine closes it on close."""
+        self.config = config
+        self.root = Path(config.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.open_file_limit = raise_open_file_limit()
+        self._lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise RuntimeError(f"data root {self.root} is in use by another engine") from None
+        try:
+            self._backend: Backend = make_backend(config.backend) if backend is None else backend
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self.backend_name: str = self._backend.name
+        cap = max(config.segment_max_bytes, HEADER_SIZE * 2)
+        self._policy = ExtentPolicy(config.first_extent_bytes, config.max_extent_bytes, cap,
+                                    populate=self.backend_name == "mmap")
+        self._max_batch = max(4096, min(config.max_batch_bytes, cap - HEADER_SIZE))
+        self._index_step = max(64 << 10, cap // (INDEX_CAPACITY - 40))
+        self._streams: dict[tuple[str, str], Stream] = {}
+        self._dirty: dict[Stream, None] = {}
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._last_sync = time.monotonic()
+        self._unsynced: dict[Segment, None] = {}
+        self._today: dt.date | None = None
+        self._past: dict[Stream, None] = {}
+        self._to_seal: dict[tuple[Stream, dt.date], Segment] = {}
+        self._failing: set[tuple[str, str]] = set()
+        self._closed = False
+        if config.seal_stale_on_open:
+            self.seal_stale(time.time_ns())
+
+    # -- ingest side -----------------------------------------------------------------------
+
+    def stream(self, product: str, channel: str) -> Stream:
+        """The handle for (product, channel); InvalidStreamName if either is unsafe."""
+        key = (product, channel)
+        s = self._streams.get(key)
+        if s is None:
+            s = Stream(validate_name(product, "product"), validate_name(channel, "channel"))
+            self._streams[key] = s
+        return s
+
+    def extend(self, stream: Stream, ts_ns: Sequence[int], payloads: Sequence[bytes]) -> None:
+        """Buffer DATA records (no I/O). TypeError/ValueError on bad input, nothing buffered."""
+        n = len(payloads)
+        if len(ts_ns) != n:
+            raise ValueError(f"{len(ts_ns)} timestamps for {n} payloads")
+        if n == 0:
+            return
+        try:
+            ts = ts_ns if type(ts_ns) is array and ts_ns.typecode == "q" else array("q", ts_ns)
+        except OverflowError as e:
+            raise ValueError(f"timestamp outside i64: {e}") from e
+        if not set(map(type, payloads)) <= _BYTES_ONLY:
+            raise TypeError("payloads must be bytes")
+        try:
+            lens = array("I", map(len, payloads))
+        except OverflowError as e:
+            raise ValueError(f"payload larger than 4 GiB: {e}") from e
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        lo, hi = min(ts_ns), max(ts_ns)  # cheaper on the caller's list than on the array
+        if not stream.lens:
+            self._dirty[stream] = None
+            stream.lo, stream.hi = lo, hi
+        else:
+            stream.lo, stream.hi = min(stream.lo, lo), max(stream.hi, hi)
+        stream.ts += ts
+        stream.lens += lens
+        stream.payloads += payloads
+        self._pending += n
+
+    def append(
+        self, stream: Stream, ts_ns: int, payload: bytes, kind: RecordKind = RecordKind.DATA
+    ) -> None:
+        """Buffer one record of any kind (markers carry small JSON payloads)."""
+        k = RecordKind(kind)
+        if type(payload) is not bytes:
+            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        if type(ts_ns) is not int or not -(1 << 63) <= ts_ns < (1 << 63):
+            raise ValueError(f"timestamp must be an i64 int: {ts_ns!r}")
+        if len(payload) > 0xFFFF_FFFF:
+            raise ValueError(f"payload of {len(payload)} bytes is larger than 4 GiB")
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        if not stream.lens:
+            self._dirty[stream] = None
+            stream.lo = stream.hi = ts_ns
+        else:
+            stream.lo, stream.hi = min(stream.lo, ts_ns), max(stream.hi, ts_ns)
+        if k is not RecordKind.DATA:
+            stream.markers.append((len(stream.lens), int(k)))
+        stream.ts.append(ts_ns)
+        stream.lens.append(len(payload))
+        stream.payloads.append(payload)
+        self._pending += 1
+
+    @property
+    def pending_records(self) -> int:
+        return self._pending
+
+    def commit_due(self, now_monotonic: float | None = None) -> bool:
+        """True when ``commit_records`` are pending, or records (or segments to seal) have
+        waited ``commit_interval_s``, or unsynced bytes ``fsync_interval_s``."""
+        if self._pending >= self.config.commit_records:
+            return True
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        waiting = self._pending or self._to_seal
+        if waiting and now - self._last_commit >= self.config.commit_interval_s:
+            return True
+        fsync = self.config.fsync_interval_s
+        return fsync is not None and bool(self._unsynced) and now - self._last_sync >= fsync
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, now_ns: int | None = None) -> CommitResult:
+        """Make every pending record durable against kill -9. Never raises for I/O errors:
+        they are returned in ``errors`` and the affected records stay pending."""
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        t0 = time.perf_counter()
+        now = time.time_ns() if now_ns is None else now_ns
+        result = CommitResult()
+        data_ops: list[WriteOp] = []
+        touched: list[Segment] = []
+        retiring: list[Segment] = []
+        staged: list[tuple[Stream, int]] = []
+        for stream in list(self._dirty):
+            try:
+                nbytes = self._stage(stream, now, data_ops, touched, retiring)
+            except (OSError, ValueError) as e:
+                self._report(result, stream, e)
+                continue
+            staged.append((stream, nbytes))
+        if touched:
+            head_ops: list[WriteOp] = []
+            for seg in touched:
+                head_ops += seg.header_ops()
+            try:
+                self._backend.write(data_ops + head_ops)
+                if retiring:  # a stream's full segment commits before its successor: a
+                    # crash in between leaves a prefix even if a backend reorders one call
+                    self._backend.write([seg.commit_op() for seg in retiring])
+                rest = [seg.commit_op() for seg in touched if seg not in retiring]
+                if rest:
+                    self._backend.write(rest)
+            except OSError as e:
+                for seg in touched:
+                    seg.discard()
+                staged = []
+                log.error("commit write failed, %d records stay pending: %s", self._pending, e)
+                result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
+            else:
+                for seg in touched:
+                    seg.apply()
+                    self._unsynced[seg] = None
+        for stream, nbytes in staged:
+            n = stream.pending
+            result.records += n
+            result.bytes += nbytes
+            self._pending -= n
+            stream.clear_pending()
+            del self._dirty[stream]
+            if (stream.product, stream.channel) in self._failing:
+                self._failing.discard((stream.product, stream.channel))
+                log.info("stream %s/%s writes again", stream.product, stream.channel)
+        fsync = self.config.fsync_interval_s is not None
+        for seg in retiring:
+            self._unsynced.pop(seg, None)
+            seg.seal(fsync=fsync)
+            result.sealed.append(seg.path)
+        self._seal_past_days(day_of(now), result)
+        self._maybe_sync(result)
+        self._last_commit = time.monotonic()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _report(self, result: CommitResult, stream: Stream, e: OSError | ValueError) -> None:
+        code = e.errno if isinstance(e, OSError) else None
+        what = "disk full" if code == errno_mod.ENOSPC else "error"
+        msg = (f"{what} on {stream.product}/{stream.channel}: {e}; "
+               f"{stream.pending} records stay pending")
+        result.errors.append(CommitError(stream.product, stream.channel, code, msg))
+        key = (stream.product, stream.channel)
+        if key not in self._failing:
+            self._failing.add(key)
+            log.error("%s", msg)
+
+    def _stage(
+        self,
+        stream: Stream,
+        now_ns: int,
+        ops: list[WriteOp],
+        touched: list[Segment],
+        retiring: list[Segment],
+    ) -> int:
+        """Encode the stream's pending records into batches and place them in segments.
+        All-or-nothing per stream: on error every segment touched here is discarded."""
+        mine: list[Segment] = []
+        nbytes = 0
+        try:
+            for day, ts, kinds, lens, blob, bounds in self._split_days(stream):
+                seg = self._segment_for(stream, day, now_ns)
+                ranges = self._chunks(lens, len(blob))
+                for lo, hi, a, b in ranges:
+                    if len(ranges) == 1:
+                        batch = encode_parts(ts, kinds, lens, [blob], bounds)
+                    else:
+                        part_kinds = None if kinds is None else kinds[lo:hi]
+                        batch = encode_parts(ts[lo:hi], part_kinds, lens[lo:hi], [blob[a:b]])
+                    if not seg.empty and seg.staged_end + batch.length > self._policy.cap:
+                        if seg not in mine:
+                            mine.append(seg)
+                        retiring.append(seg)
+                        seg = self._new_segment(stream, day, now_ns)
+                    if seg not in mine:
+                        mine.append(seg)
+                    ops += seg.stage(batch)
+                    nbytes += batch.length
+        except BaseException:
+            for seg in mine:
+                seg.discard()
+            raise
+        touched += mine
+        return nbytes
+
+    @staticmethod
+    def _split_days(stream: Stream) -> list[_DayGroup]:
+        """The pending columns grouped by UTC day (one group, without copying the columns, in
+        the usual case where every record falls on the same day)."""
+        ts, lens = stream.ts, stream.lens
+        kinds: bytes | None = None
+        if stream.markers:
+            kb = bytearray(len(lens))
+            for pos, k in stream.markers:
+                kb[pos] = k
+            kinds = bytes(kb)
+        first, last = stream.lo, stream.hi
+        blob = b"".join(stream.payloads)
+        if first // NS_PER_DAY == last // NS_PER_DAY:
+            return [_DayGroup(day_of(first), ts, kinds, lens, blob, (first, last))]
+        starts = list(accumulate(lens, initial=0))
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(ts):
+            groups.setdefault(t // NS_PER_DAY, []).append(i)
+        out: list[_DayGroup] = []
+        for d in sorted(groups):
+            idx = groups[d]
+            day_ts = array("q", [ts[i] for i in idx])
+            out.append(_DayGroup(
+                _EPOCH + dt.timedelta(days=d),
+                day_ts,
+                None if kinds is None else bytes(kinds[i] for i in idx),
+                array("I", [lens[i] for i in idx]),
+                b"".join([blob[starts[i] : starts[i + 1]] for i in idx]),
+                (min(day_ts), max(day_ts)),
+            ))
+        return out
+
+    def _chunks(self, lens: array[int], payload_len: int) -> list[tuple[int, int, int, int]]:
+        """Split records into batches of at most ``max_batch_bytes`` (a record larger than
+        that gets a batch of its own): (first, end) record and (start, end) byte ranges."""
+        n = len(lens)
+        if batch_size(n, payload_len) <= self._max_batch:
+            return [(0, n, 0, payload_len)]
+        out: list[tuple[int, int, int, int]] = []
+        lo = a = pos = 0
+        size = 0
+        for i, ln in enumerate(lens):
+            rec = 13 + ln
+            if i > lo and BATCH_HEADER_SIZE + BATCH_ALIGN + size + rec > self._max_batch:
+                out.append((lo, i, a, pos))
+                lo, a, size = i, pos, 0
+            size += rec
+            pos += ln
+        out.append((lo, n, a, pos))
+        return out
+
+    # -- segments --------------------------------------------------------------------------
+
+    def _segment_for(self, stream: Stream, day: dt.date, now_ns: int) -> Segment:
+        seg = stream.segments.get(day)
+        if seg is None:
+            seg = self._open_day(stream, day, now_ns)
+        return seg
+
+    def _open_day(self, stream: Stream, day: dt.date, now_ns: int) -> Segment:
+        """First write to (stream, day) in this process: continue the latest unsealed segment
+        after recovering it, seal older unsealed ones, or start the next number."""
+        queued = self._to_seal.pop((stream, day), None)
+        if queued is not None:  # a late record for a day still waiting to be sealed
+            stream.segments[day] = queued
+            self._note_day(stream, day, now_ns)
+            return queued
+        refs = list(iter_segments(self.root, stream.product, stream.channel, day))
+        next_number = max((r.number for r in refs), default=-1) + 1
+        chan_dir = self.root / stream.product / stream.channel
+        for tmp in chan_dir.glob(f"{day.isoformat()}.*.seg.tmp") if chan_dir.is_dir() else ():
+            tmp.unlink(missing_ok=True)  # a creation interrupted by a crash: never committed
+        cont: Segment | None = None
+        for ref in refs:
+            if ref.archived:
+                continue
+            seg = self._recover(ref.path)
+            if seg is None:
+                continue
+            if ref.number == next_number - 1:
+                cont = seg
+            else:
+                seg.seal(fsync=self.config.fsync_interval_s is not None)
+                log.info("sealed %s left unsealed by an earlier run", ref.path)
+        stream.next_number[day] = next_number
+        if cont is not None:
+            stream.segments[day] = cont
+            self._note_day(stream, day, now_ns)
+            return cont
+        return self._new_segment(stream, day, now_ns)
+
+    def _recover(self, path: Path) -> Segment | None:
+        """Reopen an unsealed segment (None if sealed, foreign or corrupt: left as is)."""
+        try:
+            ref = parse_segment_path(path)
+            header = read_segment_header(path)
+            if header.sealed:
+                return None
+            named = (header.product, header.channel, header.day, header.number)
+            if named != (ref.product, ref.channel, ref.day, ref.number):
+                raise ForeignFile(f"its header names {named}, not its path")
+            seg, rec = Segment.reopen(path, self._policy)
+        except (CorruptSegment, ForeignFile) as e:
+            log.error("cannot continue %s (%s); starting a new segment", path, e)
+            return None
+        if rec.corrupt_at is not None:
+            log.error(
+                "corrupt data in %s at offset %d (committed length %d): keeping its %d valid "
+                "records readable, leaving it unsealed and starting a new segment",
+                path, rec.corrupt_at, rec.header.committed_len, rec.record_count,
+            )
+            seg.close()
+            return None
+        if rec.tail_ignored:
+            log.warning("recovered %s: ignored an uncommitted tail after offset %d",
+                        path, rec.end)
+        return seg
+
+    def _new_segment(self, stream: Stream, day: dt.date, now_ns: int) -> Segment:
+        number = stream.next_number.get(day, 0)
+        path = segment_path(self.root, stream.product, stream.channel, day, number)
+        seg = Segment.create(path, stream.product, stream.channel, day, number, now_ns,
+                             self._policy, self._index_step)
+        stream.next_number[day] = number + 1
+        stream.segments[day] = seg
+        self._note_day(stream, day, now_ns)
+        return seg
+
+    def _note_day(self, stream: Stream, day: dt.date, now_ns: int) -> None:
+        if day < day_of(now_ns):
+            self._past[stream] = None
+
+    def _seal_past_days(self, today: dt.date, result: CommitResult) -> None:
+        """Queue segments of days before ``today`` for sealing (all streams when the day
+        changed), then seal at most ``seals_per_commit`` of them within ``seal_budget_s``
+        (at least one): sealing trims the file, which costs up to ~4 ms on a filesystem
+        mounted with ``discard``, and 2 800 streams must not stall the first commit after
+        midnight for seconds."""
+        if today != self._today:
+            self._today = today
+            candidates = list(self._streams.values())
+        else:
+            candidates = list(self._past)
+        for stream in candidates:
+            if stream.lens:
+                self._past[stream] = None  # pending records may still need that segment
+                continue
+            for day in [d for d in stream.segments if d < today]:
+                self._to_seal[(stream, day)] = stream.segments.pop(day)
+            self._past.pop(stream, None)
+        fsync = self.config.fsync_interval_s is not None
+        deadline = time.perf_counter() + self.config.seal_budget_s
+        for key in list(itertools.islice(self._to_seal, self.config.seals_per_commit)):
+            if result.sealed and time.perf_counter() > deadline:
+                break
+            seg = self._to_seal.pop(key)
+            self._unsynced.pop(seg, None)
+            seg.seal(fsync=fsync)
+            result.sealed.append(seg.path)
+
+    @property
+    def seals_pending(self) -> int:
+        """Segments of past days waiting to be sealed by the next commits."""
+        return len(self._to_seal)
+
+    def _maybe_sync(self, result: CommitResult) -> None:
+        interval = self.config.fsync_interval_s
+        if interval is None or not self._unsynced:
+            return
+        now = time.monotonic()
+        if now - self._last_sync < interval:
+            return
+        segs = [s for s in self._unsynced if s.fd >= 0]
+        try:
+            self._backend.sync([s.fd for s in segs])
+        except OSError as e:
+            result.errors.append(CommitError("*", "*", e.errno, f"fsync failed: {e}"))
+            log.error("fsync failed: %s", e)
+            return
+        self._unsynced.clear()
+        self._last_sync = now
+
+    def seal_stale(self, now_ns: int) -> list[Path]:
+        """Seal unsealed segments of days before ``now_ns``'s day left by an earlier run (a
+        crash skips sealing). Corrupt ones are logged and left as they are."""
+        today = day_of(now_ns)
+        sealed: list[Path] = []
+        open_paths = {seg.path for s in self._streams.values() for seg in s.segments.values()}
+        open_paths |= {seg.path for seg in self._to_seal.values()}
+        for ref in iter_segments(self.root):
+            if ref.archived or ref.day >= today or ref.path in open_paths:
+                continue
+            seg = self._recover(ref.path)
+            if seg is not None:
+                seg.seal(fsync=self.config.fsync_interval_s is not None)
+                sealed.append(ref.path)
+                log.info("sealed %s left unsealed by an earlier run", ref.path)
+        return sealed
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def close(self) -> CommitResult:
+        """Commit, seal every open segment and release the data root."""
+        if self._closed:
+            return CommitResult()
+        result = self.commit()
+        if self._pending:
+            log.error("closing with %d records not committed (see errors)", self._pending)
+        fsync = self.config.fsync_interval_s is not None
+        for stream in self._streams.values():
+            for seg in stream.segments.values():
+                seg.seal(fsync=fsync)
+                result.sealed.append(seg.path)
+            stream.segments.clear()
+        for seg in self._to_seal.values():
+            seg.seal(fsync=fsync)
+            result.sealed.append(seg.path)
+        self._to_seal.clear()
+        self._unsynced.clear()
+        self._backend.close()
+        os.close(self._lock_fd)
+        self._closed = True
+        return result
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

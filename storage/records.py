@@ -1,0 +1,33 @@
+"""Record kinds: raw venue data, and the markers that tell a reader where data may be missing."""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+__all__ = ["Record", "RecordKind"]
+
+
+class RecordKind(enum.IntEnum):
+    """Stored as one byte per record; markers carry small JSON payloads written by the ingest."""
+
+    DATA = 0
+    GAP = 1
+    DISCONNECT = 2
+    RECONNECT = 3
+    SUBSCRIBE = 4
+    DROPPED = 5
+    NOTE = 6
+
+
+class Record(NamedTuple):
+    """One stored record as read back.
+
+    ``offset`` is the absolute file offset of the payload's first byte: unique per record and
+    stable, so tools can point at a record.
+    """
+
+    ts_ns: int
+    kind: int
+    payload: bytes
+    offset: int

@@ -1,0 +1,61 @@
+"""The pool against the simulator in-process (real sockets): startup and product refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from logger.connection import ConnSettings
+from logger.pool import Pool
+from logger.products import fetch_products
+from logger.protocol import ADVANCED_TRADE
+from logger.shard import plan_connections
+from logger.sim.server import SimConfig, Simulator
+from logger.sink import Sink
+from storage import Engine, EngineConfig
+
+CHANNELS = ("heartbeats", "ticker", "level2")
+
+
+def _plan(ids: list[str]) -> list[dict[str, list[str]]]:
+    return plan_connections(ids, CHANNELS, ADVANCED_TRADE, 30)
+
+
+def test_startup_and_refresh_without_restart(tmp_path: Path) -> None:
+    async def go() -> None:
+        sim = Simulator(SimConfig(dialect="advanced_trade", products=70, rate_msgs_per_s=200))
+        await sim.start()
+        sink = Sink(lambda: Engine(EngineConfig(root=tmp_path, backend="pwrite")))
+        sink.start()
+        try:
+            listed = [p.product_id for p in
+                      await asyncio.to_thread(fetch_products, sim.rest_url, "advanced_trade")]
+            first, later = listed[:50], listed[50:]
+            pool = Pool(ADVANCED_TRADE, sim.ws_url, sink, ConnSettings(ack_timeout_s=5),
+                        messages_per_second=1000)
+            pool.start(_plan(first))
+            report = await pool.wait_started(20)
+            assert (report.connections, report.products, report.settled) == (2, 50, 2)
+            assert report.missing == 0
+
+            # a refresh: 5 delisted, 20 new listings — existing connections keep running
+            gone, wanted = first[:5], first[5:] + later
+            added, removed = pool.update_products(wanted, _plan)
+            assert sorted(removed) == sorted(gone) and sorted(added) == sorted(later)
+            end = time.monotonic() + 15
+            while time.monotonic() < end:
+                acked = {p for c in pool.connections.values()
+                         for p in c.feed.acknowledged.get("level2", ())}
+                if acked == set(wanted):
+                    break
+                await asyncio.sleep(0.05)
+            assert acked == set(wanted)
+            assert all(len(c.feed.requested["level2"]) <= 30 for c in pool.connections.values())
+            assert sum(c.stats.reconnects for c in pool.connections.values()) == 0
+            await pool.stop()
+        finally:
+            await sim.stop()
+            await asyncio.to_thread(sink.close)
+
+    asyncio.run(go())

@@ -1,0 +1,189 @@
+"""Sink → bounded queue → storage thread, against the real Engine and real files."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from runtime_support import data_only, markers, read_streams
+
+from logger.sink import BoundedBatchQueue, Sink
+from storage import Engine, EngineConfig, RecordKind
+from storage.engine import CommitResult
+
+FALLBACK = ("_conn0", "_unrouted")
+
+
+def _engine(root: Path) -> Engine:
+    return Engine(EngineConfig(root=root, backend="pwrite"))
+
+
+def test_records_land_in_order_per_stream_with_markers(tmp_path: Path) -> None:
+    sink = Sink(lambda: _engine(tmp_path), commit_records=7, commit_interval_s=60)
+    sink.start()
+    sent: dict[tuple[str, str], list[bytes]] = {}
+    t = time.time_ns()
+    for i in range(100):
+        key = (f"P{i % 3}-USD", "ticker" if i % 2 else "level2")
+        raw = json.dumps({"i": i}).encode()
+        sink.add(key, t + i, raw, FALLBACK)
+        sent.setdefault(key, []).append(raw)
+        if i == 50:
+            sink.mark(key, RecordKind.GAP, t + i, b'{"event":"gap"}')
+    sink.close()
+    got = read_streams(tmp_path)
+    for key, payloads in sent.items():
+        assert data_only(got[key]) == payloads
+    gap_key = ("P2-USD", "level2")
+    kinds = [k for k, _, _ in got[gap_key]]
+    assert kinds.count(RecordKind.GAP) == 1
+    # the marker sits right after message 50 in its stream
+    idx = kinds.index(RecordKind.GAP)
+    assert json.loads(got[gap_key][idx - 1][2]) == {"i": 50}
+    assert sink.stats.committed_records == 101
+    assert sink.stats.records_dropped == 0
+
+
+def test_invalid_stream_name_is_stored_in_fallback(tmp_path: Path) -> None:
+    sink = Sink(lambda: _engine(tmp_path))
+    sink.start()
+    t = time.time_ns()
+    sink.add(("../etc", "ticker"), t, b"hostile", FALLBACK)
+    sink.add(("../etc", "ticker"), t + 1, b"hostile2", FALLBACK)
+    sink.add(("BTC-USD", "ticker"), t + 2, b"fine", FALLBACK)
+    sink.close()
+    got = read_streams(tmp_path)
+    assert data_only(got[FALLBACK]) == [b"hostile", b"hostile2"]
+    assert data_only(got[("BTC-USD", "ticker")]) == [b"fine"]
+    assert sink.stats.invalid_streams == 1
+    assert not (tmp_path.parent / "etc").exists()
+
+
+class SlowEngine(Engine):
+    """A real engine whose commits wait for a gate: a disk that stalls."""
+
+    gate = threading.Event()
+
+    def commit(self, now_ns: int | None = None) -> CommitResult:
+        self.gate.wait(30)
+        return super().commit(now_ns)
+
+
+def test_slow_disk_never_blocks_and_drops_are_counted_and_marked(tmp_path: Path) -> None:
+    SlowEngine.gate.clear()
+    sink = Sink(lambda: SlowEngine(EngineConfig(root=tmp_path, backend="pwrite")),
+                commit_records=10, commit_interval_s=60, queue_batches=2,
+                max_pending_bytes=2000)
+    sink.start()
+    t = time.time_ns()
+    key = ("BTC-USD", "level2")
+    n = 2000
+    t0 = time.monotonic()
+    for i in range(n):
+        sink.add(key, t + i, b"%05d" % i + b"x" * 45, FALLBACK)
+    loop_s = time.monotonic() - t0
+    assert sink.queue.depth <= 2
+    assert sink.stats.records_dropped > 0
+    SlowEngine.gate.set()
+    sink.close()
+    got = read_streams(tmp_path)[key]
+    stored = data_only(got)
+    drops = [json.loads(p) for p in markers(got, RecordKind.DROPPED)]
+    assert sum(d["records"] for d in drops) == sink.stats.records_dropped
+    assert len(stored) + sink.stats.records_dropped == n
+    # what survived is in order, and each DROPPED marker covers the interval it replaces
+    idx = [int(p[:5]) for p in stored]
+    assert idx == sorted(idx)
+    for d in drops:
+        assert d["reason"] == "storage_queue_full"
+        assert d["first_ts_ns"] <= d["last_ts_ns"]
+    assert loop_s < 30  # the producer never waited for the gated disk
+
+
+def test_storage_thread_failure_surfaces_on_close(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data root should be")
+    sink = Sink(lambda: _engine(tmp_path / "data"))
+    sink.start()
+    sink.add(("BTC-USD", "ticker"), time.time_ns(), b"x", FALLBACK)
+    with pytest.raises(RuntimeError, match="storage thread failed"):
+        sink.close()
+
+
+def test_bounded_queue_respects_count_and_bytes() -> None:
+    from logger.sink import Batch
+
+    q = BoundedBatchQueue(max_batches=2, max_bytes=100)
+    assert q.try_put(Batch([], 1, 60, 0.0))
+    assert not q.try_put(Batch([], 1, 60, 0.0))  # bytes
+    assert q.try_put(Batch([], 1, 40, 0.0))
+    assert not q.try_put(Batch([], 1, 0, 0.0))  # count
+    assert q.get(0.01) is not None
+    assert q.depth == 1 and q.nbytes == 40
+    q.put_wait(Batch([], 1, 10, 0.0), lambda: True)  # room: no wait
+    with pytest.raises(RuntimeError, match="storage thread is gone"):
+        q.put_wait(Batch([], 1, 10, 0.0), lambda: False)  # full and nobody consumes
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.binary(min_size=0, max_size=40),
+                          st.booleans()), max_size=120),
+       st.integers(1, 30))
+def test_property_every_record_and_marker_in_order(
+    tmp_path_factory: pytest.TempPathFactory,
+    items: list[tuple[int, bytes, bool]], commit_records: int,
+) -> None:
+    root = tmp_path_factory.mktemp("prop")
+    sink = Sink(lambda: _engine(root), commit_records=commit_records, commit_interval_s=60)
+    sink.start()
+    t = time.time_ns()
+    expect: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+    for i, (s, payload, is_marker) in enumerate(items):
+        key = (f"S{s}", "c")
+        if is_marker:
+            sink.mark(key, RecordKind.NOTE, t + i, payload)
+            expect.setdefault(key, []).append((int(RecordKind.NOTE), payload))
+        else:
+            sink.add(key, t + i, payload, FALLBACK)
+            expect.setdefault(key, []).append((int(RecordKind.DATA), payload))
+    sink.close()
+    got = read_streams(root)
+    assert {k: [(kind, p) for kind, _, p in v] for k, v in got.items()} == expect
+
+
+def test_utc_day_roll_splits_streams_and_seals_the_past_day_while_running(
+    tmp_path: Path,
+) -> None:
+    from storage.layout import iter_segments
+    from storage.reader import SegmentReader
+
+    ns_day = 86_400 * 1_000_000_000
+    today0 = time.time_ns() // ns_day * ns_day  # this UTC midnight
+    sink = Sink(lambda: _engine(tmp_path), commit_records=1000, commit_interval_s=60)
+    sink.start()
+    key = ("BTC-USD", "level2")
+    sink.add(key, today0 - 100_000_000, b"before midnight", FALLBACK)
+    sink.add(key, today0 + 100_000_000, b"after midnight", FALLBACK)
+    assert sink.flush()
+    deadline = time.monotonic() + 30
+    while sink.stats.commits < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the batch commit, then an idle commit that seals the past day
+    refs = {r.day.toordinal(): r for r in iter_segments(tmp_path, "BTC-USD", "level2")}
+    assert len(refs) == 2
+    old, new = (refs[k] for k in sorted(refs))
+    r_old, r_new = SegmentReader.open(old.path), SegmentReader.open(new.path)
+    try:
+        assert [bytes(r.payload) for r in r_old.records()] == [b"before midnight"]
+        assert [bytes(r.payload) for r in r_new.records()] == [b"after midnight"]
+        assert r_old.header.sealed and not r_new.header.sealed  # ingest goes on: no close
+    finally:
+        r_old.close()
+        r_new.close()
+    sink.add(key, today0 + 200_000_000, b"still recording", FALLBACK)
+    sink.close()
+    got = read_streams(tmp_path)[key]
+    assert data_only(got) == [b"before midnight", b"after midnight", b"still recording"]

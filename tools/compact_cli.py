@@ -1,0 +1,235 @@
+"""cbl-compact: archive sealed segments of past UTC days as verified, seekable zstd.
+
+The per-file procedure (and why it cannot lose data) is `storage.compact`; this module finds
+the candidates, runs them on N worker threads (zstd releases the GIL while it compresses),
+reports progress and sums up. Safe to run from cron or a systemd timer, and safe to interrupt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.archive import DEFAULT_LEVEL
+from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
+from storage.format import HEADER_SIZE, decode_header
+from storage.layout import SEGMENT_SUFFIX, SegmentRef
+from tools.console_cli import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    ArgumentParser,
+    ToolError,
+    format_bytes,
+    progress,
+    run_tool,
+)
+from tools.select_cli import describe, find_segments
+
+_DESCRIPTION = """\
+Archive the sealed segments of past UTC days as seekable zstd (X.seg -> X.seg.zst, in
+the same folder), verified record by record before the source is removed.
+
+For each segment: write X.seg.zst.tmp from the segment's memory map in independent
+~1 MiB frames plus a seek table, fsync it, decompress it again and compare every
+byte and batch CRC with the source, rename it to X.seg.zst atomically, fsync the
+folder, and only then delete X.seg. A crash, kill -9 or Ctrl-C at any moment leaves
+the source or a verified archive; running again finishes the job. Segments of
+today (UTC) and segments not sealed by the recorder are never touched.
+
+TARGET is a data root, a product or channel folder inside it, or segment files
+(default: ./data).
+"""
+
+_EPILOG = """\
+exit status:
+  0 every candidate was compacted (or nothing was due); 1 at least one file failed
+  (its source is kept; the reason is printed); 2 usage error.
+
+examples:
+  cbl-compact data                      # all past days, default level, one worker
+  cbl-compact -j 2 -l 6 data            # two workers, higher ratio
+  cbl-compact --dry-run data            # what would be done, nothing written
+  cbl-compact data/BTC-USD/level2/2026-11-20.0000.seg
+
+schedule it with deploy/cbl-compact.timer (daily, shortly after 00:00 UTC).
+"""
+
+
+def _level(text: str) -> int:
+    try:
+        level = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= level <= 22:
+        raise argparse.ArgumentTypeError("zstd levels are 1..22")
+    return level
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="cbl-compact", description=_DESCRIPTION, epilog=_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="*", default=["data"], metavar="TARGET",
+                   help="data root, folder or segment file (default: ./data)")
+    p.add_argument("-l", "--level", type=_level, default=DEFAULT_LEVEL, metavar="N",
+                   help=f"zstd level 1..22 (default {DEFAULT_LEVEL}: >10x at >150 MB/s per "
+                        "core on Advanced Trade data; see docs/TOOLS.md)")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="files compacted in parallel (default 1)")
+    p.add_argument("--dictionary", type=Path, metavar="FILE",
+                   help="zstd dictionary to compress with (e.g. from `zstd --train`); a copy "
+                        "is embedded in every archive so it can always be read. Only pays for "
+                        "small segments; see docs/TOOLS.md")
+    p.add_argument("-n", "--dry-run", action="store_true",
+                   help="list what would be compacted; write nothing")
+    p.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
+                   help="treat this UTC date as today (default: the real one); only earlier "
+                        "days are compacted")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
+    return p
+
+
+@dataclass
+class Plan:
+    todo: list[tuple[Path, int]] = field(default_factory=list)  # path, committed bytes
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def _candidates(targets: list[str]) -> Iterator[SegmentRef]:
+    seen: set[Path] = set()
+    for t in targets:
+        for ref in find_segments(t):
+            if not ref.archived and ref.path not in seen:
+                seen.add(ref.path)
+                yield ref
+
+
+def plan(targets: list[str], today: dt.date) -> Plan:
+    """Candidates worth a worker: past days, sealed. Everything else is a reasoned skip."""
+    out = Plan()
+    for ref in _candidates(targets):
+        if not ref.path.name.endswith(SEGMENT_SUFFIX):
+            out.skipped.append(f"{ref.path}: not a {SEGMENT_SUFFIX} file")
+            continue
+        if ref.day >= today:
+            continue  # today's (or a future day's) data is still being written: not a skip
+        try:
+            with open(ref.path, "rb") as f:
+                header = decode_header(f.read(HEADER_SIZE))
+        except (OSError, ValueError) as exc:
+            out.failed.append(describe(ref.path, exc))
+            continue
+        if not header.sealed:
+            out.skipped.append(f"{ref.path}: not sealed (the recorder has not closed it)")
+            continue
+        out.todo.append((ref.path, header.committed_len))
+    return out
+
+
+def _summary(results: list[CompactResult], failed: int, skipped: int, wall: float,
+             dry_run: bool) -> str:
+    n_in = sum(r.bytes_in for r in results)
+    n_out = sum(r.bytes_out for r in results)
+    finished = sum(1 for r in results if r.action == "finished")
+    if dry_run:
+        return (f"dry run: {len(results)} file(s) would be compacted, "
+                f"{format_bytes(n_in)}; {skipped} skipped, {failed} failed")
+    ratio = f"{n_in / n_out:.2f}x" if n_out else "-"
+    speed = f"{n_in / wall / 1e6:.1f} MB/s" if wall > 0 else "-"
+    extra = f" ({finished} finished from an earlier run)" if finished else ""
+    return (f"compacted {len(results)} file(s){extra}: {format_bytes(n_in)} -> "
+            f"{format_bytes(n_out)}, ratio {ratio}, {speed} in {wall:.1f} s; "
+            f"{skipped} skipped, {failed} failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise ToolError("-j must be at least 1", EXIT_USAGE)
+    dictionary = None
+    if args.dictionary is not None:
+        try:
+            dictionary = args.dictionary.read_bytes()
+        except OSError as exc:
+            raise ToolError(describe(args.dictionary, exc), EXIT_USAGE) from None
+        if not dictionary:
+            raise ToolError(f"{args.dictionary}: empty dictionary file", EXIT_USAGE)
+    today = args.today or dt.datetime.now(dt.UTC).date()
+    work = plan(args.targets, today)
+    for line in work.skipped:
+        if not args.quiet:
+            print(f"cbl-compact: skipped {line}", file=sys.stderr)
+    for line in work.failed:
+        print(f"cbl-compact: FAILED {line}", file=sys.stderr)
+    results: list[CompactResult] = []
+    failures = len(work.failed)
+    skipped = len(work.skipped)
+    started = time.perf_counter()
+    total = sum(size for _, size in work.todo)
+    with progress(total, "compacting", quiet=args.quiet or args.dry_run) as bar, \
+            ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="compact") as pool:
+        futures: dict[Future[CompactResult], tuple[Path, int]] = {
+            pool.submit(compact_segment, path, args.level, dictionary, today=today,
+                        dry_run=args.dry_run): (path, size)
+            for path, size in work.todo
+        }
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
+                for fut in done:
+                    path, size = futures[fut]
+                    try:
+                        res = fut.result()
+                    except NotEligible as exc:
+                        skipped += 1
+                        print(f"cbl-compact: skipped {exc}", file=sys.stderr)
+                        bar.advance(f"skipped {path.name}", size)
+                        continue
+                    except (CompactError, OSError, ValueError) as exc:
+                        failures += 1
+                        print(f"cbl-compact: FAILED {describe(path, exc)}", file=sys.stderr)
+                        bar.advance(f"failed {path.name}", size)
+                        continue
+                    results.append(res)
+                    if args.dry_run:
+                        print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
+                              f"{res.records} records)")
+                    else:
+                        bar.advance(f"{res.action} {path.name} {res.ratio:.1f}x", size)
+        except KeyboardInterrupt:
+            # files already being compacted finish (each is safe to stop, but finishing is
+            # quicker than redoing); the rest are not started
+            for fut in futures:
+                fut.cancel()
+            raise
+    print("cbl-compact: " + _summary(results, failures, skipped,
+                                     time.perf_counter() - started, args.dry_run),
+          file=sys.stderr)
+    return EXIT_PROBLEMS if failures else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+
+    def body() -> int:
+        return run(parser.parse_args(argv))
+
+    return run_tool("cbl-compact", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

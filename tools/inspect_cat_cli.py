@@ -1,0 +1,323 @@
+"""`inspect cat` and `inspect tail`: records printed as raw bytes, JSON lines or a table.
+
+Raw mode writes each message's original bytes untouched (stdout stays pure venue JSON for
+`jq`), and markers go to stderr so a gap is never silently dropped from view. Output is written
+in large chunks; a closed pipe ends the command quietly (see console_cli.run_tool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import heapq
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from storage.archive import ArchiveReader, is_archive
+from storage.layout import SegmentRef, iter_segments, validate_name
+from storage.reader import SegmentReader
+from storage.records import Record, RecordKind
+from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
+from tools.select_cli import describe, find_segments, latest_per_segment, open_reader
+
+FORMATS = ("raw", "jsonl", "table")
+_KIND_NAMES = {k.value: k.name.lower() for k in RecordKind}
+
+
+def kind_name(kind: int) -> str:
+    return _KIND_NAMES.get(kind, f"kind{kind}")
+
+
+class RecordPrinter:
+    """Formats records of one stream at a time; buffers output and flushes per call to flush."""
+
+    def __init__(self, fmt: str, out: BinaryIO, err: BinaryIO) -> None:
+        self.fmt = fmt
+        self.out = out
+        self.err = err
+        self.width = shutil.get_terminal_size((160, 24)).columns
+        self.count = 0
+
+    def emit(self, product: str, channel: str, rec: Record) -> None:
+        self.count += 1
+        if self.fmt == "raw":
+            if rec.kind == RecordKind.DATA:
+                self.out.write(rec.payload + b"\n")
+            else:
+                self.err.write(b"# %s %s %s/%s %s\n" % (
+                    kind_name(rec.kind).upper().encode(), format_time(rec.ts_ns).encode(),
+                    product.encode(), channel.encode(), rec.payload))
+        elif self.fmt == "jsonl":
+            self.out.write(self._jsonl(product, channel, rec))
+        else:
+            self.out.write(self._row(product, channel, rec))
+
+    def _jsonl(self, product: str, channel: str, rec: Record) -> bytes:
+        head = orjson.dumps({"ts": format_time(rec.ts_ns), "ts_ns": rec.ts_ns,
+                             "kind": kind_name(rec.kind), "product": product,
+                             "channel": channel, "offset": rec.offset})
+        try:
+            orjson.loads(rec.payload)
+        except orjson.JSONDecodeError:
+            tail = b',"raw_b64":"' + base64.b64encode(rec.payload) + b'"}\n'
+        else:
+            # the message's own bytes, spliced in: nothing re-encoded, numbers keep their text.
+            # In valid JSON a CR/LF can only be whitespace between tokens, so making it a space
+            # keeps the meaning and keeps one record per line.
+            body = rec.payload.strip()
+            if b"\n" in body or b"\r" in body:
+                body = body.replace(b"\r", b" ").replace(b"\n", b" ")
+            tail = b',"msg":' + body + b"}\n"
+        return head[:-1] + tail
+
+    def _row(self, product: str, channel: str, rec: Record) -> bytes:
+        kind = kind_name(rec.kind)
+        label = kind if rec.kind == RecordKind.DATA else f">>> {kind.upper()} <<<"
+        text = rec.payload.decode("utf-8", "replace").replace("\n", " ")
+        line = f"{format_time(rec.ts_ns)}  {label:<18} {product}/{channel}  {len(rec.payload):>7}  "
+        room = max(self.width - len(line), 20)
+        if len(text) > room:
+            text = text[: room - 1] + "…"
+        return (line + text + "\n").encode("utf-8")
+
+    def flush(self) -> None:
+        self.out.flush()
+        self.err.flush()
+
+
+def _day_range(from_ns: int | None, to_ns: int | None) -> tuple[dt.date, dt.date]:
+    def day(ns: int) -> dt.date:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).date()
+
+    lo = day(from_ns) - dt.timedelta(days=1) if from_ns is not None else dt.date.min
+    hi = day(to_ns) + dt.timedelta(days=1) if to_ns is not None else dt.date.max
+    return lo, hi
+
+
+@dataclass
+class ReadTotals:
+    """Totals of bytes fetched from files, for --io-stats (archives count exactly)."""
+
+    archive_bytes: int = 0
+    files: int = 0
+
+
+def records_of(
+    ref: SegmentRef, from_ns: int | None, to_ns: int | None, reads: ReadTotals,
+) -> Iterator[tuple[str, str, Record]]:
+    reader = open_reader(ref.path)
+    reads.files += 1
+    try:
+        h = reader.header
+        if h.record_count and (
+            (from_ns is not None and h.last_ts_ns < from_ns)
+            or (to_ns is not None and h.first_ts_ns > to_ns)
+        ):
+            return
+        product, channel = reader.header.product, reader.header.channel
+        for rec in reader.records(from_ns, to_ns):
+            yield product, channel, rec
+    finally:
+        if isinstance(reader, ArchiveReader):
+            reads.archive_bytes += reader.bytes_read
+        reader.close()
+
+
+def selected(args: argparse.Namespace) -> list[SegmentRef]:
+    refs = latest_per_segment(find_segments(args.target, args.product, args.channel))
+    lo, hi = _day_range(getattr(args, "from_ns", None), getattr(args, "to_ns", None))
+    return [r for r in refs if r.product == "?" or lo <= r.day <= hi]
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    refs = selected(args)
+    if not refs:
+        raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
+    printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer)
+    reads = ReadTotals()
+    streams: dict[tuple[str, str], list[SegmentRef]] = {}
+    for r in refs:
+        streams.setdefault((r.product, r.channel) if r.product != "?" else (str(r.path), ""),
+                           []).append(r)
+
+    def chain(group: list[SegmentRef]) -> Iterator[tuple[str, str, Record]]:
+        for r in group:
+            yield from records_of(r, args.from_ns, args.to_ns, reads)
+
+    try:
+        if args.merge and len(streams) > 1:
+            merged = heapq.merge(*(chain(g) for g in streams.values()),
+                                 key=lambda item: item[2].ts_ns)
+            for product, channel, rec in merged:
+                printer.emit(product, channel, rec)
+        else:
+            for group in streams.values():
+                for product, channel, rec in chain(group):
+                    printer.emit(product, channel, rec)
+        printer.flush()
+    finally:
+        if args.show_io:
+            print(f"cbl-inspect: {printer.count} records from {reads.files} files; "
+                  f"{reads.archive_bytes} bytes read from archives", file=sys.stderr)
+    return EXIT_OK
+
+
+def _stream_dir(args: argparse.Namespace) -> tuple[Path, str, str]:
+    parts = args.target.split("/")
+    if len(parts) != 2:
+        raise ToolError(f"{args.target}: not a file and not PRODUCT/CHANNEL", EXIT_USAGE)
+    try:
+        product = validate_name(parts[0], "product")
+        channel = validate_name(parts[1], "channel")
+    except ValueError as exc:
+        raise ToolError(str(exc), EXIT_USAGE) from None
+    return Path(args.root), product, channel
+
+
+def _latest(root: Path, product: str, channel: str) -> SegmentRef | None:
+    refs = list(iter_segments(root, product, channel))
+    return refs[-1] if refs else None
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise ToolError("-n must be >= 0", EXIT_USAGE)
+    if args.poll <= 0:
+        raise ToolError("--poll must be > 0", EXIT_USAGE)
+    printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer)
+    target = Path(args.target)
+    if target.is_file():
+        after = _print_last(target, args.lines, printer)
+        if args.follow and not is_archive(target):
+            _follow_segment(target, after, args.poll, printer, lambda: False)
+        return EXIT_OK
+    if target.exists():
+        raise ToolError(f"{target}: give a segment file or PRODUCT/CHANNEL", EXIT_USAGE)
+    root, product, channel = _stream_dir(args)
+    ref = _latest(root, product, channel)
+    while ref is None:
+        if not args.follow:
+            raise ToolError(f"no segments for {product}/{channel} under {root}", EXIT_USAGE)
+        time.sleep(args.poll)  # a stream that has not started yet: wait for its first file
+        ref = _latest(root, product, channel)
+    after = _print_last(ref.path, args.lines, printer)
+    if not args.follow:
+        return EXIT_OK
+    current = ref
+    while True:
+        if not is_archive(current.path):
+            _follow_segment(current.path, after, args.poll, printer,
+                            partial(_has_next, root, current))
+        nxt = _next_after(root, current)
+        while nxt is None:
+            time.sleep(args.poll)
+            nxt = _next_after(root, current)
+        current, after = nxt, -1
+        if is_archive(current.path):
+            reader = open_reader(current.path)
+            try:
+                for rec in reader.records():
+                    printer.emit(reader.header.product, reader.header.channel, rec)
+                printer.flush()
+            finally:
+                reader.close()
+
+
+def _has_next(root: Path, ref: SegmentRef) -> bool:
+    return _next_after(root, ref) is not None
+
+
+def _next_after(root: Path, ref: SegmentRef) -> SegmentRef | None:
+    for r in iter_segments(root, ref.product, ref.channel):
+        if (r.day, r.number) > (ref.day, ref.number):
+            return r
+    return None
+
+
+def _print_last(path: Path, n: int, printer: RecordPrinter) -> int:
+    """Print the last n records (walking batches from the end, so big files are quick);
+    returns the offset of the last record printed or present (-1 if none)."""
+    reader = open_reader(path)
+    try:
+        h = reader.header
+        batches = list(reader.batches())
+        picked: list[Record] = []
+        for b in reversed(batches):
+            if len(picked) >= n:
+                break
+            if isinstance(reader, ArchiveReader):
+                recs = reader.records_in_batch(b)
+            else:
+                recs = [r for r in reader.records(b.first_ts_ns, b.last_ts_ns + 1)
+                        if b.offset <= r.offset < b.offset + b.length]
+            picked[:0] = recs
+        for rec in picked[max(0, len(picked) - n):] if n else []:
+            printer.emit(h.product, h.channel, rec)
+        printer.flush()
+        if not batches:
+            return -1
+        return batches[-1].offset + batches[-1].length - 1
+    finally:
+        reader.close()
+
+
+_END = object()
+ABANDON_AFTER_S = 10.0
+
+
+def _follow_segment(path: Path, after: int, poll_s: float, printer: RecordPrinter,
+                    newer_exists: Callable[[], bool]) -> None:
+    """Print records past offset `after` as the writer commits them, until the segment is
+    sealed — or, if the recorder restarted into a newer segment and this one stays unsealed
+    and silent for ABANDON_AFTER_S, until then (said on stderr).
+
+    `SegmentReader.follow` sleeps between polls, so it runs in a helper thread and this loop
+    stays free to notice the rotation.
+    """
+    reader = open_reader(path)
+    assert isinstance(reader, SegmentReader)
+    product, channel = reader.header.product, reader.header.channel
+    items: queue.Queue[object] = queue.Queue(maxsize=65_536)
+
+    def pump() -> None:
+        try:
+            for rec in reader.follow(poll_s):
+                if rec.offset > after:
+                    items.put(rec)
+            items.put(_END)
+        except BaseException as exc:  # handed to the main thread, which reports it
+            items.put(exc)
+
+    threading.Thread(target=pump, name="tail-follow", daemon=True).start()
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            item = items.get(timeout=poll_s)
+        except queue.Empty:
+            printer.flush()
+            if time.monotonic() - quiet_since > ABANDON_AFTER_S and newer_exists():
+                printer.err.write(b"# %s is not sealed but a newer segment exists; moving on\n"
+                                  % str(path).encode())
+                return
+            continue
+        if item is _END:
+            printer.flush()
+            return
+        if isinstance(item, BaseException):
+            raise ToolError(describe(path, item))
+        assert isinstance(item, Record)
+        quiet_since = time.monotonic()
+        printer.emit(product, channel, item)
+        if items.empty():
+            printer.flush()

@@ -1,0 +1,113 @@
+"""`inspect ls`: what is recorded where — from headers and seek tables only, so it is quick.
+
+Gaps listed here are structural (a day or a segment number missing from a stream); gaps inside
+the data (GAP markers, trade-id jumps) are what `inspect stats` counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import groupby, pairwise
+
+import orjson
+
+from storage.layout import SegmentRef
+from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
+from tools.select_cli import describe, find_segments, open_reader
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    ref: SegmentRef
+    state: str
+    records: int
+    data_bytes: int
+    disk_bytes: int
+    first_ns: int
+    last_ns: int
+    error: str | None = None
+    stream: str | None = None  # product/channel from the header
+
+
+def _row(ref: SegmentRef) -> Row:
+    disk = ref.path.stat().st_size
+    try:
+        reader = open_reader(ref.path)
+    except ToolError as exc:
+        return Row(ref, "error", 0, 0, disk, 0, 0, str(exc))
+    try:
+        h = reader.header
+        state = "archived" if ref.archived else ("sealed" if h.sealed else "live")
+        return Row(ref, state, h.record_count, h.committed_len, disk, h.first_ts_ns,
+                   h.last_ts_ns, stream=f"{h.product}/{h.channel}")
+    finally:
+        reader.close()
+
+
+def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
+    """Missing days between a stream's first and last day, and missing segment numbers."""
+    days = sorted({r.day for r in refs})
+    for a, b in pairwise(days):
+        if (b - a).days > 1:
+            first, last = a + dt.timedelta(days=1), b - dt.timedelta(days=1)
+            span = first.isoformat() if first == last else f"{first}..{last}"
+            yield f"no segment for {span}"
+    for day, group in groupby(refs, key=lambda r: r.day):
+        numbers = sorted({r.number for r in group})
+        missing = sorted(set(range(numbers[-1] + 1)) - set(numbers))
+        if missing:
+            yield f"{day}: segment number(s) {', '.join(f'{n:04d}' for n in missing)} missing"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    refs = find_segments(args.root, args.product, args.channel)
+    if not refs:
+        raise ToolError(f"{args.root}: no segment files found", EXIT_USAGE)
+    out = sys.stdout
+    errors = 0
+    total_records = total_data = total_disk = 0
+    if not args.json:
+        print(f"{'STREAM':<28} {'DAY':<10} {'SEG':>4} {'STATE':<8} {'RECORDS':>10} "
+              f"{'DATA':>10} {'DISK':>10}  {'FIRST':<30} {'LAST':<30}", file=out)
+    for (product, channel), group_iter in groupby(refs, key=lambda r: (r.product, r.channel)):
+        group = list(group_iter)
+        for ref in group:
+            row = _row(ref)
+            if row.error:
+                errors += 1
+                print(f"cbl-inspect: {describe(ref.path, ToolError(row.error))}", file=sys.stderr)
+            total_records += row.records
+            total_data += row.data_bytes
+            total_disk += row.disk_bytes
+            if args.json:
+                out.write(orjson.dumps({
+                    "path": str(ref.path), "product": product, "channel": channel,
+                    "day": ref.day.isoformat() if ref.day != dt.date.min else None,
+                    "number": ref.number, "state": row.state, "records": row.records,
+                    "data_bytes": row.data_bytes, "disk_bytes": row.disk_bytes,
+                    "first": format_time(row.first_ns) if row.records else None,
+                    "last": format_time(row.last_ns) if row.records else None,
+                    "error": row.error}).decode() + "\n")
+                continue
+            first = format_time(row.first_ns) if row.records else "-"
+            last = format_time(row.last_ns) if row.records else "-"
+            day = ref.day.isoformat() if ref.day != dt.date.min else "?"
+            stream = row.stream if product == "?" and row.stream else f"{product}/{channel}"
+            print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} "
+                  f"{row.records:>10} {row.data_bytes:>10} {row.disk_bytes:>10}  "
+                  f"{first:<30} {last:<30}", file=out)
+        if product != "?":
+            for gap in stream_gaps(group):
+                if args.json:
+                    out.write(orjson.dumps({"product": product, "channel": channel,
+                                            "gap": gap}).decode() + "\n")
+                else:
+                    print(f"  gap: {product}/{channel} {gap}", file=out)
+    if not args.json:
+        print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
+              f"{total_disk} bytes on disk", file=out)
+    return EXIT_PROBLEMS if errors else EXIT_OK

@@ -1,0 +1,97 @@
+"""Turning what a user typed (a file, a data root, a product or channel folder) into segments.
+
+Shared by `inspect` and `compact` so both accept the same arguments and report a missing or
+foreign path the same way: one line naming the path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from storage.archive import ArchiveReader, open_any
+from storage.layout import SegmentRef, iter_segments, parse_segment_path, validate_name
+from storage.reader import SegmentReader
+from tools.console_cli import EXIT_USAGE, ToolError
+
+
+def open_reader(path: Path) -> SegmentReader | ArchiveReader:
+    """Open a segment or archive, or raise ToolError with one line naming the file."""
+    try:
+        return open_any(path)
+    except FileNotFoundError:
+        raise ToolError(f"{path}: no such file", EXIT_USAGE) from None
+    except IsADirectoryError:
+        raise ToolError(f"{path}: is a directory, not a segment file", EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise ToolError(describe(path, exc)) from None
+
+
+def describe(path: Path, exc: BaseException) -> str:
+    """`path: what is wrong`, without repeating the path when the message already has it."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def _under(root: Path, product: str | None, channel: str | None) -> list[SegmentRef]:
+    try:
+        return list(iter_segments(root, product=product, channel=channel))
+    except ValueError as exc:  # an invalid --product/--channel name
+        raise ToolError(str(exc), EXIT_USAGE) from None
+
+
+def find_segments(
+    target: str | os.PathLike[str], product: str | None = None, channel: str | None = None,
+) -> list[SegmentRef]:
+    """Segments (and archives) selected by a file, a data root, or a product/channel folder.
+
+    A single file is accepted whatever its name (so a copied or renamed file can still be read);
+    its stream is then whatever its header says.
+    """
+    path = Path(target)
+    if not path.exists():
+        raise ToolError(f"{path}: no such file or directory", EXIT_USAGE)
+    if path.is_file():
+        try:
+            return [parse_segment_path(path)]
+        except ValueError:
+            return [SegmentRef(path, "?", "?", dt.date.min, 0, path.name.endswith(".zst"))]
+    refs = _under(path, product, channel)
+    if refs:
+        return refs
+    # a product folder (<root>/<product>) or a channel folder (<root>/<product>/<channel>)?
+    for name, parent in ((path.name, path.parent), (path.parent.name, path.parent.parent)):
+        try:
+            validate_name(name, "name")
+        except ValueError:
+            continue
+        if parent == path.parent:
+            if product not in (None, name):
+                continue
+            refs = _under(parent, name, channel)
+        else:
+            if product not in (None, path.parent.name) or channel not in (None, path.name):
+                continue
+            refs = _under(parent, path.parent.name, path.name)
+        if refs:
+            return refs
+    return []
+
+
+def latest_per_segment(refs: Iterable[SegmentRef]) -> list[SegmentRef]:
+    """One file per segment: while compaction runs both `X.seg` and `X.seg.zst` can exist for
+    a moment; they hold the same records, so the segment is listed once (the `.seg`)."""
+    seen: set[tuple[str, str, dt.date, int, Path]] = set()
+    out: list[SegmentRef] = []
+    for r in refs:
+        key = (r.product, r.channel, r.day, r.number,
+               r.path.parent if r.product != "?" else r.path)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+    return out
