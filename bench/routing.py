@@ -5,12 +5,13 @@ frames are multi-megabyte level2 snapshots. This prints, for realistic frame mix
 project's generator and for large snapshots built here, the time per message of
 
   scan   ``FeedState.on_message`` (byte scan + sequence/trade-id checks, what the daemon runs)
+  before the same router before its hot-path rewrite (``bench/routing_baseline.py``, a frozen
+           copy): the same-run baseline of that change
   orjson a router that parses the whole frame with orjson and reads the same fields
-           (the same-run baseline)
   floor  calling ``len`` on each frame: the loop's own cost, for calibration
 
-and the ratio orjson/scan (> 1 means the scan is faster). Figures are noisy on a shared
-machine: read the ratios. Run: ``.venv/bin/python bench/routing.py [--quick]``.
+and the ratios before/scan and orjson/scan (> 1 means the current scan is faster). Figures are
+noisy on a shared machine: read the ratios. Run: ``.venv/bin/python bench/routing.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ import orjson
 
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
 
+try:
+    from routing_baseline import FeedState as BaselineFeedState
+except ImportError:  # run as a module: python -m bench.routing
+    from bench.routing_baseline import FeedState as BaselineFeedState
 
-def _feed(dialect: Dialect, products: Sequence[str]) -> FeedState:
+
+def _channels(dialect: Dialect, products: Sequence[str]) -> dict[str, list[str]]:
     channels: dict[str, list[str]] = {}
     for channel in dialect.channels:
         shared = channel in dialect.shared_channels
         bare = shared and (channel == dialect.keepalive_channel or dialect is EXCHANGE)
         channels[channel] = [] if bare else list(products)
-    return FeedState(dialect, "0", channels)
+    return channels
+
+
+def _feed(dialect: Dialect, products: Sequence[str]) -> FeedState:
+    return FeedState(dialect, "0", _channels(dialect, products))
 
 
 def orjson_router(dialect: Dialect) -> Callable[[bytes], tuple[str, str]]:
@@ -122,11 +132,17 @@ def main(argv: Sequence[str]) -> int:
     quick = "--quick" in argv
     seconds = 0.3 if quick else 1.0
     print(f"{'frames':34} {'avg bytes':>10} {'floor ns':>9} {'scan ns/msg':>12}"
-          f" {'orjson ns/msg':>14} {'orjson/scan':>12}")
+          f" {'before ns/msg':>14} {'orjson ns/msg':>14} {'before/scan':>12}"
+          f" {'orjson/scan':>12}")
     for name, dialect, products, frames in mixes(quick):
         def make_scan(dialect: Dialect = dialect, products: list[str] = products
                       ) -> Callable[[bytes], object]:
             return _feed(dialect, products).on_message
+
+        def make_before(dialect: Dialect = dialect, products: list[str] = products
+                        ) -> Callable[[bytes], object]:
+            feed = BaselineFeedState(dialect, "0", _channels(dialect, products))
+            return feed.on_message
 
         def make_json(dialect: Dialect = dialect) -> Callable[[bytes], object]:
             return orjson_router(dialect)
@@ -134,11 +150,11 @@ def main(argv: Sequence[str]) -> int:
         def make_floor() -> Callable[[bytes], object]:
             return len
 
-        scan_ns, json_ns, floor_ns = compare([make_scan, make_json, make_floor], frames,
-                                             seconds)
+        scan_ns, before_ns, json_ns, floor_ns = compare(
+            [make_scan, make_before, make_json, make_floor], frames, seconds)
         avg = sum(map(len, frames)) / len(frames)
-        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f} {json_ns:14.0f}"
-              f" {json_ns / scan_ns:12.2f}")
+        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f} {before_ns:14.0f}"
+              f" {json_ns:14.0f} {before_ns / scan_ns:12.2f} {json_ns / scan_ns:12.2f}")
     return 0
 
 

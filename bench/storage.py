@@ -12,6 +12,13 @@ What is measured (see docs/STORAGE_BENCH.md for how to read it):
   into a ``bytearray`` flushed with ``os.write`` every 10 000 records; and ``file.write`` —
   each framed record written with one ``file.write`` call (Python's buffered file).
   Every engine figure is printed as a ratio to both baselines measured alongside it.
+* the ingest-shaped case (``--ingest``; part of every run): what the daemon actually asks of
+  the engine. 2 800 streams (400 products x 7 channels); each commit holds 10 000 records of
+  140-600 bytes spread Zipf-like (exponent 1.43) over the streams, which touches ~640 of them
+  with ~15 records each (one ``extend`` per touched stream, as the sink's storage thread does).
+  Reported per backend: records/s and CPU us/record, CPU us per commit and per stream-commit,
+  and, separately, the first commit that creates the 2 800 segments and the close that seals
+  them (wall and CPU seconds: both are stalls of the storage thread).
 * syscalls per record, per backend, counted with ``strace -c -f`` around a child process that
   runs a fixed workload twice the size of another: (calls(2N) - calls(N)) / N, so interpreter
   start-up, imports and engine set-up cancel out and only the steady state is left.
@@ -28,7 +35,9 @@ is the best of ``--repeat`` runs, baselines and backends interleaved. Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import random
 import shutil
 import statistics
 import struct
@@ -180,6 +189,140 @@ class EngineBench:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# -- ingest-shaped case ----------------------------------------------------------------------------
+
+INGEST_STREAMS = 2800
+INGEST_ZIPF = 1.43  # 10 000 draws over 2 800 ranks touch ~640 distinct streams
+
+
+@dataclass
+class IngestFigure:
+    backend: str
+    create_wall: float  # first commit: one record into each of 2 800 new segments
+    create_cpu: float
+    commits: int
+    records: int
+    stream_commits: int  # sum over commits of the streams each one touched
+    cpu_seconds: float
+    wall_seconds: float
+    close_wall: float  # close(): seal every open segment
+    close_cpu: float
+
+    @property
+    def rps(self) -> float:
+        return self.records / self.cpu_seconds
+
+    @property
+    def us_per_record(self) -> float:
+        return self.cpu_seconds / self.records * 1e6
+
+    @property
+    def us_per_commit(self) -> float:
+        return self.cpu_seconds / self.commits * 1e6
+
+    @property
+    def us_per_stream_commit(self) -> float:
+        return self.cpu_seconds / self.stream_commits * 1e6
+
+
+IngestPlan = list[list[tuple[int, list[int], list[bytes]]]]
+
+
+def ingest_plan(commits: int, seed: int, t0: int) -> IngestPlan:
+    """Per commit: (stream, timestamps, payloads) for each touched stream, in arrival order of
+    the stream's first record (as the sink hands them over). Busy ranks are shuffled over the
+    streams so the busy ones are not all the same product."""
+    rng = random.Random(seed)
+    weights = list(itertools.accumulate(1 / (i + 1) ** INGEST_ZIPF for i in range(INGEST_STREAMS)))
+    rank_to_stream = list(range(INGEST_STREAMS))
+    rng.shuffle(rank_to_stream)
+    blob = os.urandom(1 << 20)
+    plan: IngestPlan = []
+    ts = t0
+    for _ in range(commits):
+        per: dict[int, tuple[list[int], list[bytes]]] = {}
+        for rank in rng.choices(range(INGEST_STREAMS), cum_weights=weights, k=COMMIT_RECORDS):
+            size = rng.randint(140, 600)
+            off = rng.randrange(0, len(blob) - size)
+            stamps, payloads = per.setdefault(rank_to_stream[rank], ([], []))
+            stamps.append(ts)
+            payloads.append(blob[off : off + size])
+            ts += 1000
+        plan.append([(s, st, pl) for s, (st, pl) in per.items()])
+    return plan
+
+
+def run_ingest(backend: str, commits: int, workdir: Path, seed: int = 7) -> IngestFigure:
+    """One engine on a fresh root: first commit (creates 2 800 segments), ``commits`` timed
+    ingest-shaped commits, close (seals 2 800 segments)."""
+    root = Path(tempfile.mkdtemp(prefix=f"ingest-{backend}-", dir=workdir))
+    try:
+        eng = Engine(EngineConfig(root=root, backend=backend, commit_records=COMMIT_RECORDS))
+        if eng.backend_name != backend:
+            raise SystemExit(f"asked for {backend}, engine runs {eng.backend_name}")
+        handles = [eng.stream(p, c) for p, c in stream_names(INGEST_STREAMS)]
+        now = time.time_ns()
+        plan = ingest_plan(commits, seed, now + 1)
+        watch = Stopwatch()
+        for h in handles:
+            eng.append(h, now, b'{"type":"subscriptions"}')
+        result = eng.commit(now)
+        first = watch.figure(INGEST_STREAMS, 0)
+        if result.errors:
+            raise SystemExit(f"{backend}: first commit errors {result.errors[:3]}")
+        extend, commit = eng.extend, eng.commit
+        n = sum(len(st) for c in plan for _, st, _ in c)
+        touched = sum(len(c) for c in plan)
+        watch = Stopwatch()
+        for c in plan:
+            for s, stamps, payloads in c:
+                extend(handles[s], stamps, payloads)
+            result = commit(now)
+            if result.errors:
+                raise SystemExit(f"{backend}: commit errors {result.errors[:3]}")
+        steady = watch.figure(n, 0)
+        watch = Stopwatch()
+        eng.close()
+        closing = watch.figure(INGEST_STREAMS, 0)
+        return IngestFigure(backend, first.wall_seconds, first.cpu_seconds, commits, n, touched,
+                            steady.cpu_seconds, steady.wall_seconds,
+                            closing.wall_seconds, closing.cpu_seconds)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -> None:
+    """Every backend ``repeat`` times, interleaved; best steady state, and the create/close
+    stalls of the same runs (min and max)."""
+    runs: dict[str, list[IngestFigure]] = {b: [] for b in backends}
+    for _ in range(repeat):
+        for b in backends:
+            fig = run_ingest(b, commits, workdir)
+            runs[b].append(fig)
+            print(f"# ingest {b}: {fig.rps:,.0f} records/s, {fig.us_per_stream_commit:.1f} us "
+                  f"per stream-commit, create {fig.create_wall:.2f} s, "
+                  f"close {fig.close_wall:.2f} s", file=sys.stderr)
+    print(f"# ingest-shaped: {INGEST_STREAMS} streams, {commits} commits x {COMMIT_RECORDS} "
+          f"records of 140-600 B, Zipf {INGEST_ZIPF}; best of {repeat} (CPU time of the process); "
+          "create = first commit into 2 800 new segments, close = seal 2 800 (min-max, s)")
+    header = (f"{'backend':<9}{'records/s':>11}{'us/rec':>8}{'us/commit':>11}{'streams/c':>10}"
+              f"{'us/str-c':>9}{'wall rec/s':>12}{'create wall':>13}{'create cpu':>12}"
+              f"{'close wall':>12}{'close cpu':>11}")
+    print(header)
+    print("-" * len(header))
+    for b, figs in runs.items():
+        f = min(figs, key=lambda x: x.cpu_seconds)
+        cw = [x.create_wall for x in figs]
+        cc = [x.create_cpu for x in figs]
+        lw = [x.close_wall for x in figs]
+        lc = [x.close_cpu for x in figs]
+        print(f"{b:<9}{f.rps:>11,.0f}{f.us_per_record:>8.2f}{f.us_per_commit:>11,.0f}"
+              f"{f.stream_commits / f.commits:>10.0f}{f.us_per_stream_commit:>9.1f}"
+              f"{f.records / f.wall_seconds:>12,.0f}"
+              f"{min(cw):>6.2f}-{max(cw):<6.2f}{min(cc):>5.2f}-{max(cc):<6.2f}"
+              f"{min(lw):>5.2f}-{max(lw):<6.2f}{min(lc):>5.2f}-{max(lc):<5.2f}", flush=True)
+
+
 # -- baselines -------------------------------------------------------------------------------------
 
 
@@ -294,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     ap.add_argument("--backends", default="mmap,uring,pwrite")
     ap.add_argument("--no-strace", action="store_true", help="skip the syscall count")
+    ap.add_argument("--ingest", action="store_true",
+                    help="only the ingest-shaped case (2 800 streams, Zipf, create/close)")
+    ap.add_argument("--ingest-commits", type=int, default=None,
+                    help="timed commits per ingest run (default 30, quick 10)")
     ap.add_argument("--syscall-child", nargs=5, metavar="X", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -317,6 +464,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeat = args.repeat or 3
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=args.dir))
+    ingest_commits = args.ingest_commits or (10 if args.quick else 30)
+    if args.ingest:
+        try:
+            print(f"# bench/storage.py --ingest  python {sys.version.split()[0]}  "
+                  f"cpus={os.cpu_count()}  load={_load()}  dir={workdir}")
+            ingest_grid(backends, ingest_commits, args.repeat or 2, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     try:
         print(f"# bench/storage.py{' --quick' if args.quick else ''}  python "
               f"{sys.version.split()[0]}  cpus={os.cpu_count()}  load={_load()}  dir={workdir}")
@@ -324,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"every {COMMIT_RECORDS} records; io_uring probe: {why}")
         rows = run_grid(backends, sizes, batches, stream_counts, records, repeat, workdir)
         print_table(rows)
+        ingest_grid(backends, ingest_commits, 1 if args.quick else 2, workdir)
         if not args.no_strace:
             print_syscalls(backends, args.quick, workdir)
         print_targets(rows)

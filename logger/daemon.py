@@ -86,7 +86,7 @@ class RunResult:
 
 
 class Daemon:
-    """One ingest process (``ingest.workers`` > 1 is not implemented: see docs/RUNTIME.md)."""
+    """One ingest process: one event loop thread, one storage thread (docs/RUNTIME.md)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

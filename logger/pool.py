@@ -125,13 +125,22 @@ class Pool:
 
     def update_products(self, wanted: Sequence[str], plan_new: Callable[[list[str]], Plan]
                         ) -> tuple[list[str], list[str]]:
-        """Move to the ``wanted`` product set; returns (added, removed)."""
+        """Move to the ``wanted`` product set; returns (added, removed).
+
+        Removed products are unsubscribed where they are held. Added ones fill connections
+        with level2 room first (on every product channel of that connection: on Advanced
+        Trade that is level2 alone); on Advanced Trade their other channels join the
+        connection that already carries those channels for every product; whatever is left
+        gets new connections, from ``plan_new`` minus what is already placed.
+        """
         want = list(dict.fromkeys(wanted))
         have = self.products()
         removed = sorted(have - set(want))
         added = [p for p in want if p not in have]
         gone = set(removed)
-        l2 = self.dialect.level2_channel
+        dialect = self.dialect
+        l2 = dialect.level2_channel
+        shared = dialect.shared_channels
         room_left: list[tuple[Connection, dict[str, list[str]]]] = []
         for conn in list(self.connections.values()):
             req = {ch: [p for p in ps if p not in gone] for ch, ps in conn.feed.requested.items()}
@@ -141,27 +150,40 @@ class Pool:
         for _conn, req in room_left:
             if not rest:
                 break
-            product_channels = [ch for ch in req if ch not in self.dialect.shared_channels]
+            product_channels = [ch for ch in req if ch not in shared]
             if l2 not in req or not product_channels:
                 continue
             while rest and len(req[l2]) < cap:
                 p = rest.pop(0)
                 for ch in product_channels:
                     req[ch].append(p)
-        shared_with_products = [ch for ch in self.dialect.shared_channels
-                                if ch != self.dialect.keepalive_channel]
+        shared_with_products = [ch for ch in shared if ch != dialect.keepalive_channel]
         for _conn, req in room_left:  # e.g. status: on one connection, with every product
             for ch in shared_with_products:
                 if req.get(ch):
                     req[ch].extend(p for p in added if p not in req[ch])
+        if dialect.level2_cap is not None:  # the connection carrying non-level2 channels
+            for _conn, req in room_left:
+                if l2 in req:
+                    continue
+                for ch, ps in req.items():
+                    if ch not in shared and ps:
+                        ps.extend(p for p in added if p not in ps)
         for conn, req in room_left:
             if {ch: tuple(ps) for ch, ps in req.items()} != dict(conn.feed.requested):
                 frames = conn.feed.update_subscriptions(req)
                 conn.send_paced(frames, "product refresh")
                 conn.run_actions()
         if rest:
+            placed = {(ch, p) for _conn, req in room_left for ch, ps in req.items() for p in ps}
+            bare = {ch for _conn, req in room_left for ch, ps in req.items() if not ps}
             for shard in plan_new(rest):
-                self._add_connection(shard)
+                keep = {ch: [p for p in ps if (ch, p) not in placed] for ch, ps in shard.items()}
+                keep = {ch: ps for ch, ps in keep.items()
+                        if ps or (not shard[ch] and (ch not in bare
+                                                     or ch == dialect.keepalive_channel))}
+                if any(ch != dialect.keepalive_channel or ps for ch, ps in keep.items()):
+                    self._add_connection(keep)
         if added or removed:
             log.info("event=products_refreshed added=%d removed=%d connections=%d",
                      len(added), len(removed), len(self.connections))

@@ -1,17 +1,29 @@
-"""Products → connections: as few connections as the venue allows, balanced by expected load.
+"""Products → connections: as few subscribe frames and connections as the venue allows.
 
-Advanced Trade refuses a 31st level2 product on one connection, so N products need
-ceil(N / 30) connections; the same per-connection bound is applied on Exchange (configurable)
-to keep any one socket's message rate moderate. Every product's channels (level2, ticker,
-trades, candles, Exchange heartbeat …) follow the product onto the same connection: a product
-then depends on one socket only, a sequence gap or reconnect concerns exactly the products
-whose streams get the marker, and the level2 bound is the only one that matters.
+Startup is paced by the venue's subscribe-message limit (8 messages/s per IP), so the plan
+minimises frames. Advanced Trade takes one channel per subscribe message and caps only
+``level2`` at 30 products per connection; every other channel takes any number of products
+in one message. Hence, on Advanced Trade:
 
-Channels that are not per product (Advanced Trade ``status``, Exchange ``status``) are placed
-on the first connection only, with all products, so each status message is stored once; the
-keepalive channel (``heartbeats``) is on every connection. Products are spread by their 24 h
-quote volume, heaviest first onto the least loaded connection with room (ties broken by
-product id and connection index), so the plan is deterministic for a given input.
+- ``level2`` is spread over ceil(N / 30) connections, each carrying ``level2`` and the
+  keepalive ``heartbeats``: two frames per connection;
+- every other channel (candles, status, ticker, ticker_batch, market_trades) rides, for ALL
+  products, on one more connection placed first (``_conn0``): one frame per channel (more
+  only when a frame would exceed ``SUBSCRIBE_FRAME_MAX_BYTES``, see ``logger.protocol.dialects``)
+  plus its ``heartbeats``.
+
+400 products then need 14 × 2 + 6 = 34 frames instead of 14 × 7 = 98. A sequence gap still
+concerns exactly one connection: a level2 connection's gap marks and resubscribes its level2
+products; a gap on the first connection marks and resubscribes its channels for all products.
+
+Exchange takes every channel in one subscribe message, so frames already equal connections
+there; its products keep all their channels on one connection, bounded by the same per
+connection product count (configurable) to keep any one socket's message rate moderate, and
+``status`` (no products) goes on the first connection only.
+
+Products are spread by their 24 h quote volume, heaviest first onto the least loaded
+connection with room (ties broken by product id and connection index), so the plan is
+deterministic for a given input.
 """
 
 from __future__ import annotations
@@ -70,8 +82,12 @@ def plan_connections(products: Sequence[str], channels: Sequence[str], dialect: 
             raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
     wanted = set(channels) | {dialect.keepalive_channel}
     ordered = [ch for ch in dialect.channels if ch in wanted]
-    groups = assign(products, limit, weights)
     every = sorted(dict.fromkeys(products))
+    if not every:
+        return []
+    if cap is not None:
+        return _plan_level2_apart(every, ordered, dialect, limit, weights)
+    groups = assign(products, limit, weights)
     plan: Plan = []
     for index, group in enumerate(groups):
         shard: dict[str, list[str]] = {}
@@ -84,6 +100,23 @@ def plan_connections(products: Sequence[str], channels: Sequence[str], dialect: 
             else:
                 shard[channel] = list(group)
         plan.append(shard)
+    return plan
+
+
+def _plan_level2_apart(every: list[str], ordered: list[str], dialect: Dialect, limit: int,
+                       weights: Mapping[str, float] | None) -> Plan:
+    """Advanced Trade: level2 (+ keepalive) over capped connections, the rest on one."""
+    keepalive = dialect.keepalive_channel
+    level2 = dialect.level2_channel
+    plan: Plan = []
+    broad = [ch for ch in ordered if ch not in (keepalive, level2)]
+    if broad or level2 not in ordered:
+        shard: dict[str, list[str]] = {keepalive: []}
+        for channel in broad:
+            shard[channel] = list(every) if channel_takes_products(dialect, channel) else []
+        plan.append(shard)
+    if level2 in ordered:
+        plan.extend({keepalive: [], level2: group} for group in assign(every, limit, weights))
     return plan
 
 

@@ -3,7 +3,8 @@
 An archive's content, decompressed end to end, is byte for byte the source segment's header
 and committed batches. Frame 0 holds the header alone (so opening an archive reads a few hundred
 bytes); every further frame holds ~1 MiB of whole batches, and the seek table keeps each frame's
-time bounds, so `records(from_ns=...)` decompresses only the frames that can hold such records.
+time bounds and marker counts, so `records(from_ns=...)` decompresses only the frames that can
+hold such records, and `records(kinds=...)` for markers only the frames that hold markers.
 Offsets in records and batches are the source segment's file offsets, so a record is addressed
 the same way before and after compaction.
 """
@@ -38,8 +39,9 @@ from storage.format import (
     read_batch,
 )
 from storage.layout import ARCHIVE_SUFFIX
+from storage.markers import MarkerCounts, batch_kinds, holds_kinds, markers_of
 from storage.reader import SegmentReader
-from storage.records import Record
+from storage.records import Record, RecordKind
 
 FRAME_TARGET_BYTES = 1 << 20
 DEFAULT_LEVEL = 3
@@ -95,7 +97,7 @@ def write_archive(
         writer.add_frame(
             cctx.compress(buf[start:end]), end - start,
             min(b.first_ts_ns for b in group), max(b.last_ts_ns for b in group),
-            sum(b.count for b in group),
+            sum(b.count for b in group), markers_of(batch_kinds(buf, b.offset) for b in group),
         )
     writer.finish(dictionary)
     return writer.frames
@@ -140,6 +142,12 @@ class ArchiveReader:
     def data_frames(self) -> tuple[FrameEntry, ...]:
         return self.table.frames[1:]
 
+    @property
+    def marker_counts(self) -> MarkerCounts | None:
+        """Records of each marker kind, from the seek table alone (None: a version-1 archive,
+        whose table does not keep them)."""
+        return self.table.marker_counts
+
     def frame_content(self, entry: FrameEntry) -> bytes:
         """One frame's decompressed bytes (source offsets entry.uncompressed_offset onwards)."""
         try:
@@ -173,8 +181,11 @@ class ArchiveReader:
             for info, _ in self.frame_batches(entry, self.frame_content(entry)):
                 yield info
 
-    def _frames_for(self, from_ns: int | None, to_ns: int | None) -> Iterator[FrameEntry]:
-        """Frames that may hold records in [from_ns, to_ns), chosen from the seek table alone."""
+    def _frames_for(
+        self, from_ns: int | None, to_ns: int | None, kinds: frozenset[int] | None = None,
+    ) -> Iterator[FrameEntry]:
+        """Frames that may hold records in [from_ns, to_ns) of the given kinds, chosen from the
+        seek table alone."""
         frames = self.data_frames
         # suffix minimum of min_ts: once every later frame starts at or after to_ns, stop
         suffix_min = [1 << 63] * (len(frames) + 1)
@@ -191,11 +202,21 @@ class ArchiveReader:
                 continue
             if to_ns is not None and f.min_ts_ns >= to_ns:
                 continue
+            if kinds is not None and f.markers is not None and not _may_hold(f, kinds):
+                continue
             yield f
 
-    def records(self, from_ns: int | None = None, to_ns: int | None = None) -> Iterator[Record]:
+    def records(
+        self, from_ns: int | None = None, to_ns: int | None = None,
+        kinds: frozenset[int] | None = None,
+    ) -> Iterator[Record]:
         """Records with ``from_ns <= ts_ns < to_ns`` (either bound optional) in file order,
-        as `SegmentReader.records`; only frames whose time bounds overlap are read."""
+        as `SegmentReader.records`; only frames whose time bounds overlap are read. With
+        ``kinds``, only records of those kinds, and frames the seek table says hold none of
+        them are not read at all (so listing the markers of a day reads little)."""
+        if kinds is not None:
+            yield from self._records_of_kinds(from_ns, to_ns, kinds)
+            return
         lo = -(1 << 63) if from_ns is None else from_ns
         hi = 1 << 63 if to_ns is None else to_ns
         for entry in self._frames_for(from_ns, to_ns):
@@ -207,6 +228,21 @@ class ArchiveReader:
                     continue
                 for rec in batch_records(blob, info.offset):
                     if lo <= rec.ts_ns < hi:
+                        yield rec
+
+    def _records_of_kinds(
+        self, from_ns: int | None, to_ns: int | None, kinds: frozenset[int],
+    ) -> Iterator[Record]:
+        lo = -(1 << 63) if from_ns is None else from_ns
+        hi = 1 << 63 if to_ns is None else to_ns
+        for entry in self._frames_for(from_ns, to_ns, kinds):
+            for info, blob in self.frame_batches(entry, self.frame_content(entry)):
+                if info.last_ts_ns < lo or info.first_ts_ns >= hi:
+                    continue
+                if not holds_kinds(batch_kinds(blob), kinds):
+                    continue
+                for rec in batch_records(blob, info.offset):
+                    if rec.kind in kinds and lo <= rec.ts_ns < hi:
                         yield rec
 
     def records_in_batch(self, batch: BatchInfo) -> list[Record]:
@@ -233,6 +269,16 @@ class ArchiveReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _may_hold(frame: FrameEntry, kinds: frozenset[int]) -> bool:
+    """Whether a frame can hold records of ``kinds``, from its seek-table counts."""
+    markers = frame.markers
+    assert markers is not None
+    if RecordKind.DATA in kinds and frame.record_count > markers.total:
+        return True
+    slots = {min(k, len(markers)) - 1 for k in kinds if k != RecordKind.DATA}
+    return any(markers[i] for i in slots)
 
 
 def is_archive(path: str | os.PathLike[str]) -> bool:

@@ -1,7 +1,8 @@
 """Seekable zstd container: independent zstd frames, an embedded dictionary, a seek table.
 
 The container is generic over bytes: the caller decides the frame boundaries (for segment
-archives, ~1 MiB of whole batches each) and gives each frame its time bounds and record count.
+archives, ~1 MiB of whole batches each) and gives each frame its time bounds, record count
+and marker counts (records of each marker kind: `inspect ls` shows them from the table alone).
 The file stays a valid zstd stream — `zstd -d` yields the concatenated frame contents, because
 the dictionary and the seek table live in *skippable* frames — and a reader finds the seek table
 from the fixed-size trailer at the very end, so jumping to a time costs one small read for the
@@ -20,14 +21,20 @@ from typing import BinaryIO
 import google_crc32c
 import zstandard
 
+from storage.markers import MARKER_SLOTS, NO_MARKERS, MarkerCounts
+
 SKIPPABLE_DICT_MAGIC = 0x184D2A5D
 SKIPPABLE_TABLE_MAGIC = 0x184D2A5C
 TRAILER_MAGIC = b"CBLSEEK1"
-VERSION = 1
+VERSION = 2  # 2: entries carry per-frame marker counts. Version 1 is still read (counts unknown)
+READ_VERSIONS = (1, 2)
 
 # compressed_offset, compressed_size, uncompressed_offset, uncompressed_size,
 # min_ts_ns, max_ts_ns, record_count
-ENTRY = struct.Struct("<QIQIqqI")
+ENTRY_V1 = struct.Struct("<QIQIqqI")
+# ... then u32 counts of GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, other kinds
+ENTRY = struct.Struct(f"<QIQIqqI{MARKER_SLOTS}I")
+_ENTRY_BY_VERSION = {1: ENTRY_V1, 2: ENTRY}
 # dict_offset, dict_size, frame_count, entry_size, version, crc32c, magic
 TRAILER = struct.Struct("<QIIHHI8s")
 SKIPPABLE_HEADER = struct.Struct("<II")
@@ -56,6 +63,8 @@ class FrameEntry:
     min_ts_ns: int
     max_ts_ns: int
     record_count: int
+    # records of each marker kind in the frame; None for a version-1 archive (not recorded)
+    markers: MarkerCounts | None = NO_MARKERS
 
     @property
     def compressed_end(self) -> int:
@@ -84,6 +93,17 @@ class SeekTable:
     def record_count(self) -> int:
         return sum(f.record_count for f in self.frames)
 
+    @property
+    def marker_counts(self) -> MarkerCounts | None:
+        """Markers of the whole archive, from the table alone; None if the archive predates
+        per-frame counts (version 1)."""
+        total = NO_MARKERS
+        for f in self.frames:
+            if f.markers is None:
+                return None
+            total = total.plus(f.markers)
+        return total
+
 
 def _u32(value: int, what: str) -> int:
     if not 0 <= value < 1 << 32:
@@ -95,10 +115,13 @@ def encode_table(frames: Sequence[FrameEntry], dict_offset: int, dict_size: int)
     """The complete trailing skippable frame: header, entries, trailer (CRC32C covers both)."""
     body = bytearray()
     for f in frames:
+        if f.markers is None or len(f.markers) != MARKER_SLOTS:
+            raise ValueError(f"frame at {f.compressed_offset} has no marker counts")
         body += ENTRY.pack(
             f.compressed_offset, _u32(f.compressed_size, "frame size"), f.uncompressed_offset,
             _u32(f.uncompressed_size, "frame content size"), f.min_ts_ns, f.max_ts_ns,
             _u32(f.record_count, "frame record count"),
+            *(_u32(c, "frame marker count") for c in f.markers),
         )
     head = TRAILER.pack(dict_offset, dict_size, len(frames), ENTRY_SIZE, VERSION, 0, TRAILER_MAGIC)
     crc = google_crc32c.value(bytes(body) + head[:-12])
@@ -149,9 +172,13 @@ def read_table(src: CountingFile) -> SeekTable:
     dict_offset, dict_size, count, entry_size, version, crc, magic = TRAILER.unpack(trailer)
     if magic != TRAILER_MAGIC:
         raise ArchiveFormatError("no archive seek table at the end of the file", size - 8)
-    if version != VERSION:
-        raise ArchiveFormatError(f"unsupported archive version {version}", size - TRAILER_SIZE)
-    if entry_size < ENTRY_SIZE:
+    entry = _ENTRY_BY_VERSION.get(version)
+    if entry is None:
+        raise ArchiveFormatError(
+            f"unsupported archive version {version} (this reader knows versions "
+            f"{', '.join(map(str, READ_VERSIONS))}; a newer cbl-inspect may read it)",
+            size - TRAILER_SIZE)
+    if entry_size < entry.size:
         raise ArchiveFormatError(f"bad seek table entry size {entry_size}", size - TRAILER_SIZE)
     body_size = count * entry_size
     table_offset = size - TRAILER_SIZE - body_size - SKIPPABLE_HEADER.size
@@ -164,11 +191,16 @@ def read_table(src: CountingFile) -> SeekTable:
     body = raw[SKIPPABLE_HEADER.size:SKIPPABLE_HEADER.size + body_size]
     if google_crc32c.value(body + trailer[:-12]) != crc:
         raise ArchiveFormatError("seek table CRC mismatch", table_offset)
-    frames = tuple(
-        FrameEntry(*ENTRY.unpack_from(body, i * entry_size)) for i in range(count)
-    )
+    frames = tuple(_entry(version, body, i * entry_size) for i in range(count))
     _check_layout(frames, dict_offset, dict_size, table_offset)
     return SeekTable(frames, dict_offset, dict_size, table_offset, size)
+
+
+def _entry(version: int, body: bytes, offset: int) -> FrameEntry:
+    fields = _ENTRY_BY_VERSION[version].unpack_from(body, offset)
+    c_off, c_size, u_off, u_size, lo, hi, count = fields[:7]
+    markers = MarkerCounts(*fields[7:]) if version >= 2 else None
+    return FrameEntry(c_off, c_size, u_off, u_size, lo, hi, count, markers)
 
 
 def _check_layout(
@@ -187,7 +219,8 @@ def _check_layout(
                 f"seek table frame {i} content offset {f.uncompressed_offset}, expected {upos}",
                 pos,
             )
-        if f.compressed_size == 0 or (f.record_count and f.min_ts_ns > f.max_ts_ns):
+        if f.compressed_size == 0 or (f.record_count and f.min_ts_ns > f.max_ts_ns) or (
+                f.markers is not None and f.markers.total > f.record_count):
             raise ArchiveFormatError(f"seek table frame {i} is malformed", pos)
         pos = f.compressed_end
         upos = f.uncompressed_end
@@ -236,11 +269,12 @@ class ContainerWriter:
 
     def add_frame(
         self, compressed: bytes, uncompressed_size: int, min_ts_ns: int, max_ts_ns: int,
-        record_count: int,
+        record_count: int, markers: MarkerCounts = NO_MARKERS,
     ) -> FrameEntry:
+        """Append one compressed frame; ``markers`` counts its records of each marker kind."""
         entry = FrameEntry(
             self._pos, len(compressed), self._upos, uncompressed_size, min_ts_ns, max_ts_ns,
-            record_count,
+            record_count, MarkerCounts(*markers),
         )
         self._out.write(compressed)
         self._frames.append(entry)

@@ -3,6 +3,11 @@
 Used by `tools/inspect verify` and kept in `storage/` beside the formats it checks. It only
 reads: a damaged file is reported, never rewritten, so nothing is "repaired" into silent loss.
 Archive frames are independent, so one bad frame does not hide problems in the others.
+
+Findings come in two grades. A *problem* means bytes are damaged or disagree with their
+header or seek table. A *warning* means the file is intact but something looks unusual: time
+running backwards between batches is one (a host clock step does that to healthy data), so it is
+reported without making the file bad; `inspect verify --strict` counts warnings as problems.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 from storage.archive import ArchiveReader, is_archive
 from storage.format import HEADER_SIZE, BatchInfo, CorruptSegment, SegmentHeader, scan_batches
+from storage.markers import MarkerCounts, batch_kinds, markers_of
 from storage.reader import SegmentReader
 
 
@@ -34,27 +40,36 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
+    """What verifying one file found: ``problems`` (damage, exit 1) and ``warnings`` (intact
+    but unusual, e.g. time going backwards; exit 1 only with ``--strict``)."""
+
     path: Path
     problems: tuple[Problem, ...]
     records: int
     batches: int
+    warnings: tuple[Problem, ...] = ()
 
 
-def _ordering(path: Path, batches: Iterable[BatchInfo], where: dict[int, int]) -> list[Problem]:
-    """Timestamps must not run backwards across batches or inside one batch's bounds."""
-    out: list[Problem] = []
+def _ordering(
+    path: Path, batches: Iterable[BatchInfo], where: dict[int, int]
+) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings): a batch whose header bounds are inverted is damage; time running
+    backwards from one batch to the next is a warning (a clock step does it to healthy data:
+    records and CRCs are intact, the receive clock moved)."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
     prev_last: int | None = None
     for b in batches:
         if b.first_ts_ns > b.last_ts_ns:
-            out.append(Problem(path, where.get(b.offset, b.offset),
-                               f"batch at segment offset {b.offset} ends before it starts"))
+            problems.append(Problem(path, where.get(b.offset, b.offset),
+                                    f"batch at segment offset {b.offset} ends before it starts"))
         if prev_last is not None and b.first_ts_ns < prev_last:
-            out.append(Problem(
+            warnings.append(Problem(
                 path, where.get(b.offset, b.offset),
-                f"time goes back {(prev_last - b.first_ts_ns) / 1e6:.3f} ms at batch "
-                f"(segment offset {b.offset})"))
+                f"warning: time goes back {(prev_last - b.first_ts_ns) / 1e6:.3f} ms at batch "
+                f"(segment offset {b.offset}); records are intact (a clock step?)"))
         prev_last = b.last_ts_ns
-    return out
+    return problems, warnings
 
 
 def _totals(
@@ -99,14 +114,17 @@ def verify_segment(path: Path) -> VerifyReport:
             problems.append(Problem(path, covered, f"invalid batch (bad magic, length or CRC); "
                                                    f"{end - covered} committed bytes unreadable"))
         problems += _totals(path, header, batches, 0) if covered == end else []
-        problems += _ordering(path, batches, {})
-        return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches))
+        damaged, warnings = _ordering(path, batches, {})
+        problems += damaged
+        return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches),
+                            tuple(warnings))
     finally:
         reader.close()
 
 
 def verify_archive(path: Path) -> VerifyReport:
-    """A `.seg.zst`: seek table, every frame's checksum and batches, counts, bounds, order."""
+    """A `.seg.zst`: seek table, every frame's checksum and batches, record and marker counts,
+    bounds, order."""
     try:
         reader = ArchiveReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
@@ -124,12 +142,12 @@ def verify_archive(path: Path) -> VerifyReport:
         complete = True
         for entry in reader.data_frames:
             try:
-                found = [info for info, _ in
-                         reader.frame_batches(entry, reader.frame_content(entry))]
+                pairs = reader.frame_batches(entry, reader.frame_content(entry))
             except CorruptSegment as exc:
                 problems.append(Problem(path, entry.compressed_offset, _strip(str(exc), path)))
                 complete = False
                 continue
+            found = [info for info, _ in pairs]
             count = sum(b.count for b in found)
             if count != entry.record_count:
                 problems.append(Problem(path, entry.compressed_offset,
@@ -139,13 +157,24 @@ def verify_archive(path: Path) -> VerifyReport:
                     entry.min_ts_ns, entry.max_ts_ns):
                 problems.append(Problem(path, entry.compressed_offset,
                                         "seek table time bounds disagree with the frame"))
+            markers = markers_of(batch_kinds(blob) for _, blob in pairs)
+            if entry.markers is not None and markers != entry.markers:
+                problems.append(Problem(path, entry.compressed_offset,
+                                        f"seek table marker counts {_counts(entry.markers)} "
+                                        f"disagree with the frame's {_counts(markers)}"))
             for b in found:
                 where[b.offset] = entry.compressed_offset
             batches += found
         if complete:
             problems += _totals(path, header, batches, None)
-        problems += _ordering(path, batches, where)
-    return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches))
+        damaged, warnings = _ordering(path, batches, where)
+        problems += damaged
+    return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches),
+                        tuple(warnings))
+
+
+def _counts(m: MarkerCounts) -> str:
+    return ", ".join(f"{k} {v}" for k, v in m.as_dict().items() if v) or "none"
 
 
 def _strip(message: str, path: Path) -> str:

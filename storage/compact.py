@@ -7,8 +7,8 @@ The procedure never has a moment where the data exists only in an unverified pla
 2. write `X.seg.zst.tmp` (held under an exclusive lock, so two compactors never share it)
    straight from the segment's memory map, then fsync it;
 3. reopen the temporary file as an archive and check every frame: zstd checksum, content equal
-   to the source bytes, every batch CRC valid, record counts and time bounds as the seek table
-   says;
+   to the source bytes, every batch CRC valid, record counts, marker counts and time bounds as
+   the seek table says;
 4. rename it to `X.seg.zst` atomically and fsync the directory — only now is the archive real;
 5. remove the source (not fsynced: a crash that undoes the removal is finished by the next run).
 
@@ -32,6 +32,7 @@ from pathlib import Path
 from storage.archive import DEFAULT_LEVEL, FRAME_TARGET_BYTES, ArchiveReader, write_archive
 from storage.format import HEADER_SIZE, BatchInfo, CorruptSegment, decode_header, scan_batches
 from storage.layout import ARCHIVE_SUFFIX, SEGMENT_SUFFIX, parse_segment_path
+from storage.markers import batch_kinds, markers_of
 
 TMP_SUFFIX = ".tmp"
 
@@ -139,12 +140,14 @@ def verify_against_source(archive: Path, buf: memoryview, end: int, records: int
                 raise CompactError(
                     f"{archive}: frame at byte {entry.compressed_offset} differs from the source"
                 )
-            batches = [info for info, _ in reader.frame_batches(entry, content)]
+            found = reader.frame_batches(entry, content)
+            batches = [info for info, _ in found]
             count = sum(b.count for b in batches)
             lo = min((b.first_ts_ns for b in batches), default=0)
             hi = max((b.last_ts_ns for b in batches), default=0)
+            markers = markers_of(batch_kinds(blob) for _, blob in found)
             if count != entry.record_count or (count and (lo, hi) != (
-                    entry.min_ts_ns, entry.max_ts_ns)):
+                    entry.min_ts_ns, entry.max_ts_ns)) or markers != entry.markers:
                 raise CompactError(
                     f"{archive}: seek table entry at byte {entry.compressed_offset} disagrees "
                     "with the frame's batches"

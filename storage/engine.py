@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import resource
+import sys
 import time
 from array import array
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from storage.format import (
     CorruptSegment,
     ForeignFile,
     batch_size,
+    encode_joined,
     encode_parts,
 )
 from storage.layout import iter_segments, parse_segment_path, segment_path, validate_name
@@ -214,9 +216,17 @@ class Engine:
         self._past: dict[Stream, None] = {}
         self._to_seal: dict[tuple[Stream, dt.date], Segment] = {}
         self._failing: set[tuple[str, str]] = set()
+        self._days: dict[int, dt.date] = {}
+        # the per-stream fast path writes columns in host order: little-endian hosts only
+        self._fast_ok = sys.byteorder == "little"
         self._closed = False
+        # unsealed-looking segments of past days left by an earlier run: checked and sealed a
+        # few per commit (recovering one reads it whole), so a restart after a crash is fast
+        self._stale: dict[Path, None] = {}
         if config.seal_stale_on_open:
-            self.seal_stale(time.time_ns())
+            today = day_of(time.time_ns())
+            self._stale = {r.path: None for r in iter_segments(self.root)
+                           if not r.archived and r.day < today}
 
     # -- ingest side -----------------------------------------------------------------------
 
@@ -294,7 +304,7 @@ class Engine:
         if self._pending >= self.config.commit_records:
             return True
         now = time.monotonic() if now_monotonic is None else now_monotonic
-        waiting = self._pending or self._to_seal
+        waiting = self._pending or self._to_seal or self._stale
         if waiting and now - self._last_commit >= self.config.commit_interval_s:
             return True
         fsync = self.config.fsync_interval_s
@@ -311,58 +321,132 @@ class Engine:
         now = time.time_ns() if now_ns is None else now_ns
         result = CommitResult()
         data_ops: list[WriteOp] = []
-        touched: list[Segment] = []
+        head_ops: list[WriteOp] = []
+        commit_ops: list[WriteOp] = []  # the fast path's commit points
+        fast_segs: list[Segment] = []  # segments staged by the fast path
+        touched: list[Segment] = []  # ... by the general path
         retiring: list[Segment] = []
-        staged: list[tuple[Stream, int]] = []
-        for stream in list(self._dirty):
+        staged: list[Stream] = []
+        nbytes = 0
+        dirty = list(self._dirty)
+        stage_fast = self._stage_fast if self._fast_ok else None
+        for stream in dirty:
             try:
-                nbytes = self._stage(stream, now, data_ops, touched, retiring)
+                size = -1 if stage_fast is None else stage_fast(
+                    stream, data_ops, head_ops, commit_ops, fast_segs)
+                if size < 0:
+                    size = self._stage(stream, now, data_ops, touched, retiring)
             except (OSError, ValueError) as e:
                 self._report(result, stream, e)
                 continue
-            staged.append((stream, nbytes))
-        if touched:
-            head_ops: list[WriteOp] = []
+            staged.append(stream)
+            nbytes += size
+        if touched or fast_segs:
             for seg in touched:
                 head_ops += seg.header_ops()
             try:
-                self._backend.write(data_ops + head_ops)
+                self._backend.write(data_ops + head_ops if data_ops else head_ops)
                 if retiring:  # a stream's full segment commits before its successor: a
                     # crash in between leaves a prefix even if a backend reorders one call
                     self._backend.write([seg.commit_op() for seg in retiring])
                 rest = [seg.commit_op() for seg in touched if seg not in retiring]
+                rest += commit_ops
                 if rest:
                     self._backend.write(rest)
             except OSError as e:
                 for seg in touched:
                     seg.discard()
+                for seg in fast_segs:
+                    seg.discard()
                 staged = []
                 log.error("commit write failed, %d records stay pending: %s", self._pending, e)
                 result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
             else:
+                track = self.config.fsync_interval_s is not None
                 for seg in touched:
                     seg.apply()
-                    self._unsynced[seg] = None
-        for stream, nbytes in staged:
-            n = stream.pending
-            result.records += n
-            result.bytes += nbytes
-            self._pending -= n
-            stream.clear_pending()
-            del self._dirty[stream]
-            if (stream.product, stream.channel) in self._failing:
-                self._failing.discard((stream.product, stream.channel))
-                log.info("stream %s/%s writes again", stream.product, stream.channel)
+                    if track:
+                        self._unsynced[seg] = None
+                for seg in fast_segs:
+                    seg.apply()
+                    if track:
+                        self._unsynced[seg] = None
+        if staged:
+            records = 0
+            failing = self._failing
+            for stream in staged:
+                records += len(stream.lens)
+                stream.clear_pending()
+                if failing and (stream.product, stream.channel) in failing:
+                    failing.discard((stream.product, stream.channel))
+                    log.info("stream %s/%s writes again", stream.product, stream.channel)
+            if len(staged) == len(dirty):
+                self._dirty.clear()
+            else:
+                for stream in staged:
+                    del self._dirty[stream]
+            result.records = records
+            result.bytes = nbytes
+            self._pending -= records
         fsync = self.config.fsync_interval_s is not None
         for seg in retiring:
             self._unsynced.pop(seg, None)
             seg.seal(fsync=fsync)
             result.sealed.append(seg.path)
-        self._seal_past_days(day_of(now), result)
+        self._seal_past_days(self._day(now // NS_PER_DAY), result)
         self._maybe_sync(result)
         self._last_commit = time.monotonic()
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _day(self, d: int) -> dt.date:
+        """The date of day number ``d`` since the epoch (cached: one timedelta per day)."""
+        day = self._days.get(d)
+        if day is None:
+            if len(self._days) > 1024:
+                self._days.clear()
+            day = self._days[d] = _EPOCH + dt.timedelta(days=d)
+        return day
+
+    def _stage_fast(
+        self,
+        stream: Stream,
+        data_ops: list[WriteOp],
+        head_ops: list[WriteOp],
+        commit_ops: list[WriteOp],
+        segs: list[Segment],
+    ) -> int:
+        """The common case in a few C-level calls: all pending records of one day, one batch
+        (below ``max_batch_bytes``), into the stream's open segment of that day, which has
+        room. Returns the batch length, or -1 when the general path (:meth:`_stage`) must
+        take the stream (nothing staged then). OSError (full disk) before anything is staged."""
+        lo, hi = stream.lo, stream.hi
+        d = lo // NS_PER_DAY
+        if d != hi // NS_PER_DAY:
+            return -1
+        seg = stream.segments.get(self._days.get(d) or self._day(d))
+        if seg is None:
+            return -1
+        lens = stream.lens
+        n = len(lens)
+        payload_len = sum(lens)
+        total = (BATCH_HEADER_SIZE + 13 * n + payload_len + BATCH_ALIGN - 1) & ~(BATCH_ALIGN - 1)
+        if total > self._max_batch or (
+            seg.staged_end + total > self._policy.cap and not seg.empty
+        ):
+            return -1
+        if stream.markers:
+            kb = bytearray(n)
+            for pos, k in stream.markers:
+                kb[pos] = k
+            kinds = bytes(kb)
+        else:
+            kinds = bytes(n)
+        head, body, total = encode_joined(stream.ts, kinds, lens, stream.payloads, lo, hi,
+                                          payload_len)
+        seg.stage_joined(head, body, total, n, lo, hi, data_ops, head_ops, commit_ops)
+        segs.append(seg)
+        return total
 
     def _report(self, result: CommitResult, stream: Stream, e: OSError | ValueError) -> None:
         code = e.errno if isinstance(e, OSError) else None
@@ -482,6 +566,8 @@ class Engine:
             self._note_day(stream, day, now_ns)
             return queued
         refs = list(iter_segments(self.root, stream.product, stream.channel, day))
+        for ref in refs:
+            self._stale.pop(ref.path, None)  # handled here
         next_number = max((r.number for r in refs), default=-1) + 1
         chan_dir = self.root / stream.product / stream.channel
         for tmp in chan_dir.glob(f"{day.isoformat()}.*.seg.tmp") if chan_dir.is_dir() else ():
@@ -517,7 +603,7 @@ class Engine:
                 raise ForeignFile(f"its header names {named}, not its path")
             seg, rec = Segment.reopen(path, self._policy)
         except (CorruptSegment, ForeignFile) as e:
-            log.error("cannot continue %s (%s); starting a new segment", path, e)
+            log.error("cannot continue %s (%s); leaving it as it is", path, e)
             return None
         if rec.corrupt_at is not None:
             log.error(
@@ -536,7 +622,8 @@ class Engine:
         number = stream.next_number.get(day, 0)
         path = segment_path(self.root, stream.product, stream.channel, day, number)
         seg = Segment.create(path, stream.product, stream.channel, day, number, now_ns,
-                             self._policy, self._index_step)
+                             self._policy, self._index_step,
+                             durable=self.config.fsync_interval_s is not None)
         stream.next_number[day] = number + 1
         stream.segments[day] = seg
         self._note_day(stream, day, now_ns)
@@ -566,18 +653,44 @@ class Engine:
             self._past.pop(stream, None)
         fsync = self.config.fsync_interval_s is not None
         deadline = time.perf_counter() + self.config.seal_budget_s
+        done = 0
         for key in list(itertools.islice(self._to_seal, self.config.seals_per_commit)):
-            if result.sealed and time.perf_counter() > deadline:
-                break
+            if done and time.perf_counter() > deadline:
+                return
             seg = self._to_seal.pop(key)
             self._unsynced.pop(seg, None)
             seg.seal(fsync=fsync)
             result.sealed.append(seg.path)
+            done += 1
+        while self._stale and done < self.config.seals_per_commit:
+            if done and time.perf_counter() > deadline:
+                return
+            path = next(iter(self._stale))
+            del self._stale[path]
+            if self._seal_if_stale(path):
+                result.sealed.append(path)
+            done += 1
+
+    def _seal_if_stale(self, path: Path) -> bool:
+        """Recover and seal ``path`` if it is an unsealed segment (not a corrupt one)."""
+        try:
+            seg = self._recover(path)
+        except FileNotFoundError:
+            return False  # archived and removed meanwhile (tools/compact takes sealed ones)
+        except OSError as e:
+            log.error("cannot check %s left by an earlier run: %s", path, e)
+            return False
+        if seg is None:
+            return False
+        seg.seal(fsync=self.config.fsync_interval_s is not None)
+        log.info("sealed %s left unsealed by an earlier run", path)
+        return True
 
     @property
     def seals_pending(self) -> int:
-        """Segments of past days waiting to be sealed by the next commits."""
-        return len(self._to_seal)
+        """Segments waiting to be checked or sealed by the next commits: those of past days,
+        and those an earlier run left unsealed."""
+        return len(self._to_seal) + len(self._stale)
 
     def _maybe_sync(self, result: CommitResult) -> None:
         interval = self.config.fsync_interval_s
@@ -597,8 +710,9 @@ class Engine:
         self._last_sync = now
 
     def seal_stale(self, now_ns: int) -> list[Path]:
-        """Seal unsealed segments of days before ``now_ns``'s day left by an earlier run (a
-        crash skips sealing). Corrupt ones are logged and left as they are."""
+        """Seal now every unsealed segment of days before ``now_ns``'s day left by an earlier
+        run (a crash skips sealing). Corrupt ones are logged and left as they are. (With
+        ``seal_stale_on_open`` the engine does this gradually, at commits.)"""
         today = day_of(now_ns)
         sealed: list[Path] = []
         open_paths = {seg.path for s in self._streams.values() for seg in s.segments.values()}
@@ -606,11 +720,9 @@ class Engine:
         for ref in iter_segments(self.root):
             if ref.archived or ref.day >= today or ref.path in open_paths:
                 continue
-            seg = self._recover(ref.path)
-            if seg is not None:
-                seg.seal(fsync=self.config.fsync_interval_s is not None)
+            self._stale.pop(ref.path, None)
+            if self._seal_if_stale(ref.path):
                 sealed.append(ref.path)
-                log.info("sealed %s left unsealed by an earlier run", ref.path)
         return sealed
 
     # -- shutdown --------------------------------------------------------------------------
@@ -632,6 +744,10 @@ class Engine:
             seg.seal(fsync=fsync)
             result.sealed.append(seg.path)
         self._to_seal.clear()
+        for path in list(self._stale):
+            if self._seal_if_stale(path):
+                result.sealed.append(path)
+        self._stale.clear()
         self._unsynced.clear()
         self._backend.close()
         os.close(self._lock_fd)

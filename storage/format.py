@@ -52,6 +52,7 @@ __all__ = [
     "encode_batch",
     "encode_columns",
     "encode_header",
+    "encode_joined",
     "encode_parts",
     "iter_batch_records",
     "pack_committed_len",
@@ -339,6 +340,35 @@ def encode_parts(
     if pad:
         out.append(pad)
     return EncodedBatch(out, total, n, first, last)
+
+
+_HEAD8 = struct.Struct("<4sI")  # batch magic + crc
+
+
+def encode_joined(
+    ts: array[int],
+    kinds: bytes,
+    lengths: array[int],
+    payloads: Sequence[bytes],
+    first: int,
+    last: int,
+    payload_len: int,
+) -> tuple[bytes, bytes, int]:
+    """Encode one batch as ``(head, body, length)``: ``head`` is the 8 bytes magic + CRC,
+    ``body`` everything after them (one join of the columns and payloads: one copy of the
+    payload bytes, one CRC call). The engine's per-stream fast path for small and medium
+    batches; the caller guarantees consistent columns (``first``/``last`` = min/max of ``ts``,
+    ``payload_len`` = sum of ``lengths`` = total payload bytes) and a little-endian host."""
+    n = len(lengths)
+    raw = BATCH_HEADER_SIZE + 13 * n + payload_len
+    total = (raw + BATCH_ALIGN - 1) & ~(BATCH_ALIGN - 1)
+    parts = [_BATCH_TAIL.pack(total, n, first, last, payload_len, 0), ts.tobytes(),
+             lengths.tobytes(), kinds]
+    parts += payloads
+    if total != raw:
+        parts.append(_PAD[: total - raw])
+    body = b"".join(parts)
+    return _HEAD8.pack(BATCH_MAGIC, google_crc32c.value(body)), body, total
 
 
 def _slice(buf: bytes | bytearray | memoryview | object, a: int, b: int) -> bytes:

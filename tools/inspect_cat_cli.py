@@ -1,8 +1,12 @@
 """`inspect cat` and `inspect tail`: records printed as raw bytes, JSON lines or a table.
 
 Raw mode writes each message's original bytes untouched (stdout stays pure venue JSON for
-`jq`), and markers go to stderr so a gap is never silently dropped from view. Output is written
-in large chunks; a closed pipe ends the command quietly (see console_cli.run_tool).
+`jq`), and markers go to stderr so a gap is never silently dropped from view — unless no data
+records are selected (`--markers-only`, `--kind gap,...`): then the marker lines are the output
+and go to stdout. Selecting kinds reads little: a segment's batches are picked by their kinds
+column and an archive's frames by the seek table's marker counts, so only batches holding a
+selected record are decoded. Output is written in large chunks; a closed pipe ends the command
+quietly (see console_cli.run_tool).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orjson
 
 from storage.archive import ArchiveReader, is_archive
 from storage.layout import SegmentRef, iter_segments, validate_name
+from storage.markers import SegmentScan
 from storage.reader import SegmentReader
 from storage.records import Record, RecordKind
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
@@ -33,19 +38,37 @@ from tools.select_cli import describe, find_segments, latest_per_segment, open_r
 
 FORMATS = ("raw", "jsonl", "table")
 _KIND_NAMES = {k.value: k.name.lower() for k in RecordKind}
+# every kind but DATA, including kinds this code does not know yet: a reader must see them
+MARKER_KINDS = frozenset(range(1, 256))
 
 
 def kind_name(kind: int) -> str:
     return _KIND_NAMES.get(kind, f"kind{kind}")
 
 
+def parse_kinds(text: str) -> frozenset[int]:
+    """`gap,disconnect` → their kind numbers; ToolError (usage) naming the valid names."""
+    by_name = {name: value for value, name in _KIND_NAMES.items()}
+    by_name["markers"] = -1  # shorthand for every kind but data
+    kinds: set[int] = set()
+    for word in (w.strip().lower() for w in text.split(",")):
+        if word not in by_name:
+            raise ToolError(f"unknown record kind {word!r}: use {', '.join(by_name)} "
+                            "(comma-separated)", EXIT_USAGE)
+        kinds |= MARKER_KINDS if word == "markers" else {by_name[word]}
+    return frozenset(kinds)
+
+
 class RecordPrinter:
     """Formats records of one stream at a time; buffers output and flushes per call to flush."""
 
-    def __init__(self, fmt: str, out: BinaryIO, err: BinaryIO) -> None:
+    def __init__(self, fmt: str, out: BinaryIO, err: BinaryIO,
+                 markers_to_stdout: bool = False) -> None:
         self.fmt = fmt
         self.out = out
         self.err = err
+        # raw format: marker lines go to stderr, unless they are all that was asked for
+        self.marker_out = out if markers_to_stdout else err
         self.width = shutil.get_terminal_size((160, 24)).columns
         self.count = 0
 
@@ -55,7 +78,7 @@ class RecordPrinter:
             if rec.kind == RecordKind.DATA:
                 self.out.write(rec.payload + b"\n")
             else:
-                self.err.write(b"# %s %s %s/%s %s\n" % (
+                self.marker_out.write(b"# %s %s %s/%s %s\n" % (
                     kind_name(rec.kind).upper().encode(), format_time(rec.ts_ns).encode(),
                     product.encode(), channel.encode(), rec.payload))
         elif self.fmt == "jsonl":
@@ -115,7 +138,9 @@ class ReadTotals:
 
 def records_of(
     ref: SegmentRef, from_ns: int | None, to_ns: int | None, reads: ReadTotals,
+    kinds: frozenset[int] | None = None,
 ) -> Iterator[tuple[str, str, Record]]:
+    """Records of one file in a time window (and of the given kinds only, if any)."""
     reader = open_reader(ref.path)
     reads.files += 1
     try:
@@ -126,12 +151,25 @@ def records_of(
         ):
             return
         product, channel = reader.header.product, reader.header.channel
-        for rec in reader.records(from_ns, to_ns):
+        if kinds is None:
+            records = reader.records(from_ns, to_ns)
+        elif isinstance(reader, ArchiveReader):
+            records = reader.records(from_ns, to_ns, kinds)
+        else:
+            records = _segment_records(ref.path, kinds, from_ns, to_ns)
+        for rec in records:
             yield product, channel, rec
     finally:
         if isinstance(reader, ArchiveReader):
             reads.archive_bytes += reader.bytes_read
         reader.close()
+
+
+def _segment_records(path: Path, kinds: frozenset[int], from_ns: int | None,
+                     to_ns: int | None) -> Iterator[Record]:
+    """Records of some kinds from a .seg, decoding only the batches that hold one."""
+    with SegmentScan(path) as scan:
+        yield from scan.records(kinds, from_ns, to_ns)
 
 
 def selected(args: argparse.Namespace) -> list[SegmentRef]:
@@ -144,7 +182,9 @@ def cmd_cat(args: argparse.Namespace) -> int:
     refs = selected(args)
     if not refs:
         raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
-    printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer)
+    kinds: frozenset[int] | None = MARKER_KINDS if args.markers_only else args.kinds
+    printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer,
+                            markers_to_stdout=kinds is not None and RecordKind.DATA not in kinds)
     reads = ReadTotals()
     streams: dict[tuple[str, str], list[SegmentRef]] = {}
     for r in refs:
@@ -153,7 +193,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     def chain(group: list[SegmentRef]) -> Iterator[tuple[str, str, Record]]:
         for r in group:
-            yield from records_of(r, args.from_ns, args.to_ns, reads)
+            yield from records_of(r, args.from_ns, args.to_ns, reads, kinds)
 
     try:
         if args.merge and len(streams) > 1:

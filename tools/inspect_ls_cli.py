@@ -1,7 +1,11 @@
-"""`inspect ls`: what is recorded where — from headers and seek tables only, so it is quick.
+"""`inspect ls`: what is recorded where, and where a stream may be missing messages.
 
-Gaps listed here are structural (a day or a segment number missing from a stream); gaps inside
-the data (GAP markers, trade-id jumps) are what `inspect stats` counts.
+Quick by construction: an archive is described by its header frame and seek table (which keeps
+per-frame marker counts); a live or sealed segment by its header plus, for the marker columns,
+each batch's 40-byte header and kinds column read through the memory map — payloads are never
+read. Two kinds of gap are shown: markers the recorder wrote into the data (GAP, DISCONNECT,
+DROPPED, ... per segment) and structural ones (a day or a segment number missing from a
+stream). Trade-id jumps inside the messages are what `inspect stats` counts.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from itertools import groupby, pairwise
 
 import orjson
 
+from storage.archive import ArchiveReader
+from storage.format import CorruptSegment
 from storage.layout import SegmentRef
+from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
 from tools.select_cli import describe, find_segments, open_reader
 
@@ -31,6 +38,8 @@ class Row:
     last_ns: int
     error: str | None = None
     stream: str | None = None  # product/channel from the header
+    markers: MarkerCounts | None = None  # None: unknown (marker_error says why, if damage)
+    marker_error: str | None = None
 
 
 def _row(ref: SegmentRef) -> Row:
@@ -41,11 +50,29 @@ def _row(ref: SegmentRef) -> Row:
         return Row(ref, "error", 0, 0, disk, 0, 0, str(exc))
     try:
         h = reader.header
+        if isinstance(reader, ArchiveReader):
+            markers, note = reader.marker_counts, None  # None: a version-1 archive
+        else:
+            markers, note = _segment_markers(ref)
         state = "archived" if ref.archived else ("sealed" if h.sealed else "live")
         return Row(ref, state, h.record_count, h.committed_len, disk, h.first_ts_ns,
-                   h.last_ts_ns, stream=f"{h.product}/{h.channel}")
+                   h.last_ts_ns, stream=f"{h.product}/{h.channel}", markers=markers,
+                   marker_error=note)
     finally:
         reader.close()
+
+
+def _segment_markers(ref: SegmentRef) -> tuple[MarkerCounts | None, str | None]:
+    """Markers of a .seg from batch headers and kinds columns (no payload read, no CRC)."""
+    try:
+        with SegmentScan(ref.path) as scan:
+            return scan.marker_counts(), None
+    except (CorruptSegment, OSError, ValueError) as exc:
+        return None, f"markers unknown: {describe(ref.path, exc)} (run `cbl-inspect verify`)"
+
+
+def _count(markers: MarkerCounts | None, field: str) -> str:
+    return "?" if markers is None else str(getattr(markers, field))
 
 
 def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
@@ -70,8 +97,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     out = sys.stdout
     errors = 0
     total_records = total_data = total_disk = 0
+    total_markers = NO_MARKERS
+    unknown_markers = 0
     if not args.json:
         print(f"{'STREAM':<28} {'DAY':<10} {'SEG':>4} {'STATE':<8} {'RECORDS':>10} "
+              f"{'GAP':>5} {'DISC':>5} {'DROP':>5} "
               f"{'DATA':>10} {'DISK':>10}  {'FIRST':<30} {'LAST':<30}", file=out)
     for (product, channel), group_iter in groupby(refs, key=lambda r: (r.product, r.channel)):
         group = list(group_iter)
@@ -80,6 +110,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
             if row.error:
                 errors += 1
                 print(f"cbl-inspect: {describe(ref.path, ToolError(row.error))}", file=sys.stderr)
+            elif row.marker_error:
+                errors += 1
+                print(f"cbl-inspect: {row.marker_error}", file=sys.stderr)
+            if row.markers is None:
+                unknown_markers += 1
+            else:
+                total_markers = total_markers.plus(row.markers)
             total_records += row.records
             total_data += row.data_bytes
             total_disk += row.disk_bytes
@@ -91,15 +128,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     "data_bytes": row.data_bytes, "disk_bytes": row.disk_bytes,
                     "first": format_time(row.first_ns) if row.records else None,
                     "last": format_time(row.last_ns) if row.records else None,
-                    "error": row.error}).decode() + "\n")
+                    "markers": None if row.markers is None else row.markers.as_dict(),
+                    "error": row.error or row.marker_error}).decode() + "\n")
                 continue
             first = format_time(row.first_ns) if row.records else "-"
             last = format_time(row.last_ns) if row.records else "-"
             day = ref.day.isoformat() if ref.day != dt.date.min else "?"
             stream = row.stream if product == "?" and row.stream else f"{product}/{channel}"
-            print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} "
-                  f"{row.records:>10} {row.data_bytes:>10} {row.disk_bytes:>10}  "
-                  f"{first:<30} {last:<30}", file=out)
+            m = row.markers
+            print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} {row.records:>10} "
+                  f"{_count(m, 'gap'):>5} {_count(m, 'disconnect'):>5} {_count(m, 'dropped'):>5} "
+                  f"{row.data_bytes:>10} {row.disk_bytes:>10}  {first:<30} {last:<30}",
+                  file=out)
         if product != "?":
             for gap in stream_gaps(group):
                 if args.json:
@@ -108,6 +148,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 else:
                     print(f"  gap: {product}/{channel} {gap}", file=out)
     if not args.json:
+        tm = total_markers
+        unknown = f"; '?' = not known for {unknown_markers} file(s)" if unknown_markers else ""
         print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
-              f"{total_disk} bytes on disk", file=out)
+              f"{total_disk} bytes on disk; markers: {tm.gap} gap, {tm.disconnect} disconnect, "
+              f"{tm.reconnect} reconnect, {tm.dropped} dropped, {tm.subscribe} subscribe, "
+              f"{tm.note} note{unknown}", file=out)
     return EXIT_PROBLEMS if errors else EXIT_OK

@@ -1,7 +1,9 @@
-"""`inspect verify`: every problem on its own line with file and offset; exit 0/1/2.
+"""`inspect verify`: every finding on its own line with file and offset; exit 0/1/2.
 
 Every file is checked, including both copies of a segment while compaction runs, so a damaged
-archive cannot hide behind an intact source (or the other way round).
+archive cannot hide behind an intact source (or the other way round). Problems (damage) make the
+exit status 1; warnings (intact but unusual, such as time going backwards after a host clock
+step) are printed the same way but only count with `--strict`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     refs = find_segments(args.target, args.product, args.channel)
     if not refs:
         raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
-    problems = records = 0
-    bad_files = 0
+    problems = warnings = records = 0
+    bad_files = warned_files = 0
     for ref in refs:
         report = verify_file(ref.path)
         records += report.records
-        if report.problems:
-            bad_files += 1
-        for p in report.problems:
-            problems += 1
+        bad_files += bool(report.problems)
+        warned_files += bool(report.warnings)
+        for p in (*report.problems, *report.warnings):
             sys.stdout.write(f"{p}\n")
+        problems += len(report.problems)
+        warnings += len(report.warnings)
     sys.stdout.flush()
+    failed = problems + (warnings if args.strict else 0)
     if not args.quiet:
         verdict = "clean" if not problems else f"{problems} problem(s) in {bad_files} file(s)"
+        if warnings:
+            verdict += (f"; {warnings} warning(s) in {warned_files} file(s)"
+                        + (" (--strict: counted as problems)" if args.strict else ""))
         print(f"cbl-inspect: verified {len(refs)} file(s), {records} records: {verdict}",
               file=sys.stderr)
-    return EXIT_PROBLEMS if problems else EXIT_OK
+    return EXIT_PROBLEMS if failed else EXIT_OK

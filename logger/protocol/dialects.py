@@ -17,6 +17,36 @@ import orjson
 ProductsByChannel = Mapping[str, Sequence[str]]
 """Subscribe-channel name → product ids (empty for channels that take none)."""
 
+SUBSCRIBE_FRAME_MAX_BYTES = 8192
+"""Largest subscribe/unsubscribe frame we send; longer product lists are split over frames.
+
+Coinbase documents a disconnect for "Message too big" (Exchange) without a number. 8 KiB
+holds about 700 product ids (the whole Advanced Trade list in one frame per channel), is far
+below common WebSocket server read limits (the simulator closes at 64 KiB) and costs at most
+a frame or two more than an unbounded frame would on the largest lists."""
+
+
+def _chunks(products: Sequence[str], fixed: int, budget: int) -> list[list[str]]:
+    """Split ``products`` so that ``fixed`` bytes plus each chunk's JSON list fit ``budget``.
+
+    ``fixed`` is the frame's size with an empty list. A single id longer than the budget gets
+    a frame of its own (ids are at most 64 characters: never in practice).
+    """
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = fixed
+    for product in products:
+        item = len(orjson.dumps(product)) + (1 if current else 0)
+        if current and size + item > budget:
+            chunks.append(current)
+            current, size = [], fixed
+            item -= 1
+        current.append(product)
+        size += item
+    if current:
+        chunks.append(current)
+    return chunks
+
 
 class Dialect(Protocol):
     """What the rest of the logger needs to know about one Coinbase WebSocket dialect."""
@@ -71,11 +101,14 @@ class Dialect(Protocol):
         """The public REST products-list URL."""
         ...
 
-    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
-        """Frames subscribing to every (channel, products) given, in order."""
+    def subscribe_frames(self, products_by_channel: ProductsByChannel,
+                         max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
+        """Frames subscribing to every (channel, products) given, in order, each at most
+        ``max_bytes`` long (a product list is split over frames where needed)."""
         ...
 
-    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel,
+                           max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
         """Frames unsubscribing from every (channel, products) given, in order."""
         ...
 
@@ -112,25 +145,30 @@ class AdvancedTradeDialect:
     ack_aliases: Mapping[str, str] = {"l2_data": "level2"}
     """Acks use subscribe names; accept the frame name too, in case."""
 
-    def _frames(self, op: str, products_by_channel: ProductsByChannel) -> list[bytes]:
+    def _frames(self, op: str, products_by_channel: ProductsByChannel,
+                max_bytes: int) -> list[bytes]:
         _check_channels(self, products_by_channel)
         frames = []
         for channel, products in products_by_channel.items():
             if channel == self.keepalive_channel and not products:
                 frames.append(orjson.dumps({"type": op, "channel": channel}))
             elif products:
-                frames.append(
-                    orjson.dumps({"type": op, "product_ids": list(products), "channel": channel})
-                )
+                fixed = len(orjson.dumps({"type": op, "product_ids": [], "channel": channel}))
+                frames.extend(
+                    orjson.dumps({"type": op, "product_ids": chunk, "channel": channel})
+                    for chunk in _chunks(list(dict.fromkeys(products)), fixed, max_bytes))
         return frames
 
-    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
-        """One frame per channel (the venue accepts one channel per message)."""
-        return self._frames("subscribe", products_by_channel)
+    def subscribe_frames(self, products_by_channel: ProductsByChannel,
+                         max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
+        """One frame per channel (the venue accepts one channel per message), more for a
+        product list longer than ``max_bytes``."""
+        return self._frames("subscribe", products_by_channel, max_bytes)
 
-    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel,
+                           max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
         """One frame per channel; ``heartbeats`` without products drops the whole channel."""
-        return self._frames("unsubscribe", products_by_channel)
+        return self._frames("unsubscribe", products_by_channel, max_bytes)
 
 
 class ExchangeDialect:
@@ -152,25 +190,44 @@ class ExchangeDialect:
     wire_channels: Mapping[str, str] = {}
     """Exchange frames have a ``type``, not a channel; routing maps types in the feed."""
 
-    def _frames(self, op: str, products_by_channel: ProductsByChannel) -> list[bytes]:
+    def _frames(self, op: str, products_by_channel: ProductsByChannel,
+                max_bytes: int) -> list[bytes]:
         _check_channels(self, products_by_channel)
+        envelope = len(orjson.dumps({"type": op, "channels": []}))
+        budget = max_bytes - envelope
         objects: list[dict[str, object]] = []
         for channel, products in products_by_channel.items():
             if products:
-                objects.append({"name": channel, "product_ids": list(products)})
+                fixed = len(orjson.dumps({"name": channel, "product_ids": []}))
+                objects.extend({"name": channel, "product_ids": chunk} for chunk in
+                               _chunks(list(dict.fromkeys(products)), fixed, budget))
             elif channel in self.shared_channels:
                 objects.append({"name": channel})
-        if not objects:
-            return []
-        return [orjson.dumps({"type": op, "channels": objects})]
+        frames: list[bytes] = []
+        batch: list[dict[str, object]] = []
+        size = 0
+        for obj in objects:  # pack channel objects into as few frames as the budget allows
+            item = len(orjson.dumps(obj)) + (1 if batch else 0)
+            if batch and size + item > budget:
+                frames.append(orjson.dumps({"type": op, "channels": batch}))
+                batch, size = [], 0
+                item -= 1
+            batch.append(obj)
+            size += item
+        if batch:
+            frames.append(orjson.dumps({"type": op, "channels": batch}))
+        return frames
 
-    def subscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
-        """One frame with a channel object per channel, products inside each object."""
-        return self._frames("subscribe", products_by_channel)
+    def subscribe_frames(self, products_by_channel: ProductsByChannel,
+                         max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
+        """One frame with a channel object per channel, products inside each object; more
+        frames only if that one would exceed ``max_bytes``."""
+        return self._frames("subscribe", products_by_channel, max_bytes)
 
-    def unsubscribe_frames(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+    def unsubscribe_frames(self, products_by_channel: ProductsByChannel,
+                           max_bytes: int = SUBSCRIBE_FRAME_MAX_BYTES) -> list[bytes]:
         """One frame; a channel object without products drops the whole channel."""
-        return self._frames("unsubscribe", products_by_channel)
+        return self._frames("unsubscribe", products_by_channel, max_bytes)
 
 
 ADVANCED_TRADE = AdvancedTradeDialect()

@@ -93,8 +93,8 @@ class ExchangeFrames:
         return None
 
     def product_heartbeat(self, st: ProductState, t_ns: int) -> Event:
-        body = b'{"type":"heartbeat","last_trade_id":%d,"product_id":"%s","sequence":%d,' \
-               b'"time":"%s"}' % (st.trade_id, st.pid_b, st.sequence, self._stamp.us(t_ns))
+        body = (b'{"type":"heartbeat","last_trade_id":%d,"product_id":"%s","sequence":%d,'
+                b'"time":"%s"}' % (st.trade_id, st.pid_b, st.sequence, self._stamp.us(t_ns)))
         return ("heartbeat", "heartbeat", st.ptuple, body, b"", st.sequence)
 
     def status(self, states: Iterable[ProductState], t_ns: int,

@@ -133,8 +133,8 @@ class ReplayServer:
         """(product, channel) → segments in order, a `.seg` preferred over its archive."""
         chosen: dict[tuple[str, str, dt.date, int], SegmentRef] = {}
         for ref in iter_segments(root, day=day):
-            if products is not None and not ref.product.startswith("_") \
-                    and ref.product not in products:
+            if (products is not None and not ref.product.startswith("_")
+                    and ref.product not in products):
                 continue
             key = (ref.product, ref.channel, ref.day, ref.number)
             if key not in chosen or chosen[key].archived:

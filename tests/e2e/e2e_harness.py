@@ -101,9 +101,7 @@ class DaemonProc:
 def start_daemon(sim: Sim, root: Path, *, dialect: str, sets: tuple[str, ...] = ()) -> DaemonProc:
     cmd = [sys.executable, "-m", "logger", "run", "--ws-url", sim.ws_url,
            "--rest-url", sim.rest_url, "--data-dir", str(root), "--dialect", dialect,
-           "--metrics-port", "0", "--set", "log.format=text",
-           # the simulator does not enforce the venue's 8 subscribe messages/s
-           "--set", "connections.messages_per_second=1000"]
+           "--metrics-port", "0", "--set", "log.format=text"]
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(REPO))

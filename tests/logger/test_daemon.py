@@ -69,3 +69,4 @@ def test_cli_refuses_data_dir_of_other_dialect(tmp_path: Path) -> None:
                  "metrics.enabled=false"])
     logging.getLogger().handlers.clear()
     assert code == 2
+

@@ -32,11 +32,11 @@ def test_startup_and_refresh_without_restart(tmp_path: Path) -> None:
             listed = [p.product_id for p in
                       await asyncio.to_thread(fetch_products, sim.rest_url, "advanced_trade")]
             first, later = listed[:50], listed[50:]
-            pool = Pool(ADVANCED_TRADE, sim.ws_url, sink, ConnSettings(ack_timeout_s=5),
-                        messages_per_second=1000)
-            pool.start(_plan(first))
+            pool = Pool(ADVANCED_TRADE, sim.ws_url, sink, ConnSettings(ack_timeout_s=5))
+            pool.start(_plan(first))  # the venue's default 8 subscribe messages/s
             report = await pool.wait_started(20)
-            assert (report.connections, report.products, report.settled) == (2, 50, 2)
+            # ticker for all 50 on one connection, level2 on two: 2 + 2 + 2 frames
+            assert (report.connections, report.products, report.settled) == (3, 50, 3)
             assert report.missing == 0
 
             # a refresh: 5 delisted, 20 new listings — existing connections keep running
@@ -47,11 +47,20 @@ def test_startup_and_refresh_without_restart(tmp_path: Path) -> None:
             while time.monotonic() < end:
                 acked = {p for c in pool.connections.values()
                          for p in c.feed.acknowledged.get("level2", ())}
-                if acked == set(wanted):
+                ticker = [p for c in pool.connections.values()
+                          for p in c.feed.acknowledged.get("ticker", ())]
+                if acked == set(wanted) and sorted(ticker) == sorted(wanted):
                     break
                 await asyncio.sleep(0.05)
             assert acked == set(wanted)
-            assert all(len(c.feed.requested["level2"]) <= 30 for c in pool.connections.values())
+            assert sorted(ticker) == sorted(wanted)  # each product's ticker exactly once
+            assert all(len(c.feed.requested.get("level2", ())) <= 30
+                       for c in pool.connections.values())
+            # 45 kept level2 products + 20 new: the two level2 connections fill up to 30,
+            # 5 get a new level2 connection; the ticker connection takes all 20
+            assert len(pool.connections) == 4
+            assert [set(c.feed.requested) for c in pool.connections.values()] == [
+                {"heartbeats", "ticker"}] + [{"heartbeats", "level2"}] * 3
             assert sum(c.stats.reconnects for c in pool.connections.values()) == 0
             await pool.stop()
         finally:

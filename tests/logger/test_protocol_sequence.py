@@ -251,3 +251,30 @@ def test_feed_flags_exactly_the_injected_trade_gaps(steps: list[tuple[str, int]]
         p = orjson.loads(action.payload)
         found.append((action.product, p["first_missing_trade_id"], p["last_missing_trade_id"]))
     assert found == injected
+
+
+def test_exchange_heartbeat_suspicion_pending_at_disconnect_is_reported_as_a_gap() -> None:
+    fs = FeedState(EXCHANGE, "2", {"matches": PRODUCTS, "heartbeat": PRODUCTS})
+    fs.on_connect()
+    fs.on_message(ex_match("BTC-USD", 100, "last_match"))
+    fs.on_message(ex_match("ETH-USD", 7, "last_match"))
+    fs.on_message(ex_heartbeat("BTC-USD", 103))  # 101..103 may still be in flight
+    fs.on_message(ex_heartbeat("ETH-USD", 7))  # nothing owed on ETH-USD
+    assert fs.drain() == []
+    fs.on_disconnect("connection lost")  # ... and now they never will come on this socket
+    gaps = markers(fs.drain(), MarkerKind.GAP)
+    assert [(m.product, m.channel) for m in gaps] == [("BTC-USD", "matches")]
+    payload = orjson.loads(gaps[0].payload)
+    assert (payload["first_missing_trade_id"], payload["last_missing_trade_id"]) == (101, 103)
+    assert payload["missing_trades"] == 3
+    assert "disconnect" in payload["detected_by"]
+    assert fs.counters.gaps == 1 and fs.counters.missing == 3
+    # reported once: the last_match after the reconnect names only the trades after 103
+    fs.on_connect()
+    fs.drain()
+    fs.on_message(ex_match("BTC-USD", 105, "last_match"))
+    gaps = markers(fs.drain(), MarkerKind.GAP)
+    assert [(orjson.loads(g.payload)["first_missing_trade_id"],
+             orjson.loads(g.payload)["last_missing_trade_id"]) for g in gaps] == [(104, 104)]
+    fs.on_disconnect("connection lost")
+    assert markers(fs.drain(), MarkerKind.GAP) == []  # nothing was owed any more

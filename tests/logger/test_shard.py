@@ -4,29 +4,97 @@ from __future__ import annotations
 
 import math
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logger.protocol import ADVANCED_TRADE, EXCHANGE, FeedState
+from logger.protocol import ADVANCED_TRADE, EXCHANGE, FeedState, Marker, MarkerKind, Send
+from logger.protocol.dialects import SUBSCRIBE_FRAME_MAX_BYTES
 from logger.shard import assign, connections_needed, plan_connections
 
 PRODUCTS = [f"P{i:03d}-USD" for i in range(407)]
 
 
-def test_fewest_connections_under_the_level2_cap() -> None:
+def test_level2_apart_and_every_other_channel_on_one_connection() -> None:
     plan = plan_connections(PRODUCTS, ADVANCED_TRADE.channels, ADVANCED_TRADE)
-    assert len(plan) == math.ceil(407 / 30) == 14
-    assert all(len(shard["level2"]) <= 30 for shard in plan)
-    held = [p for shard in plan for p in shard["level2"]]
-    assert sorted(held) == PRODUCTS
-    for shard in plan:  # every product channel follows the product
-        for channel in ("candles", "ticker", "ticker_batch", "market_trades"):
-            assert shard[channel] == shard["level2"]
-        assert shard["heartbeats"] == []
-        FeedState(ADVANCED_TRADE, "0", shard)  # each shard is a valid connection
-    assert plan[0]["status"] == PRODUCTS
-    assert all("status" not in shard for shard in plan[1:])
+    level2 = plan[1:]
+    assert len(level2) == math.ceil(407 / 30) == 14
+    assert all(shard == {"heartbeats": [], "level2": shard["level2"]} for shard in level2)
+    assert all(len(shard["level2"]) <= 30 for shard in level2)
+    assert sorted(p for shard in level2 for p in shard["level2"]) == PRODUCTS
+    broad = plan[0]  # first, so status stays on _conn0
+    assert broad["heartbeats"] == [] and "level2" not in broad
+    for channel in ("candles", "status", "ticker", "ticker_batch", "market_trades"):
+        assert broad[channel] == PRODUCTS
+    for index, shard in enumerate(plan):  # each shard is a valid connection
+        FeedState(ADVANCED_TRADE, str(index), shard)
+
+
+def test_startup_needs_two_frames_per_level2_connection_plus_one_per_channel() -> None:
+    plan = plan_connections(PRODUCTS[:400], ADVANCED_TRADE.channels, ADVANCED_TRADE)
+    frames = [FeedState(ADVANCED_TRADE, str(i), shard).opening_frames()
+              for i, shard in enumerate(plan)]
+    assert [len(f) for f in frames] == [6] + [2] * 14  # was 7 per connection: 98 in all
+    assert sum(map(len, frames)) == 34
+    assert all(len(f) <= SUBSCRIBE_FRAME_MAX_BYTES for fs in frames for f in fs)
+    assert frames[0][0] == b'{"type":"subscribe","channel":"heartbeats"}'  # keepalive first
+
+
+def test_long_product_lists_are_split_below_the_frame_cap() -> None:
+    products = [f"LONGNAME{i:05d}-USDC" for i in range(3000)]
+    for dialect, channels in ((ADVANCED_TRADE, {"ticker": products}),
+                              (EXCHANGE, {"ticker": products, "matches": products,
+                                          "status": []})):
+        for make in (dialect.subscribe_frames, dialect.unsubscribe_frames):
+            frames = make(channels, 4096)
+            assert len(frames) > 2
+            assert all(len(f) <= 4096 for f in frames)
+            got: dict[str, list[str]] = {}
+            for frame in frames:
+                obj = orjson.loads(frame)
+                if dialect is ADVANCED_TRADE:
+                    got.setdefault(obj["channel"], []).extend(obj["product_ids"])
+                else:
+                    for ch in obj["channels"]:
+                        got.setdefault(ch["name"], []).extend(ch.get("product_ids", []))
+            assert got == {k: list(v) for k, v in channels.items()}
+    # the default cap holds a realistic full list (400 ids) in one frame per channel
+    assert len(ADVANCED_TRADE.subscribe_frames({"ticker": PRODUCTS})) == 1
+
+
+def test_a_gap_resubscribes_and_marks_exactly_its_own_connection() -> None:
+    plan = plan_connections(PRODUCTS[:60], ADVANCED_TRADE.channels, ADVANCED_TRADE)
+    assert len(plan) == 3
+    feeds = []
+    for index, shard in enumerate(plan):
+        fs = FeedState(ADVANCED_TRADE, str(index), shard)
+        fs.on_connect()
+        fs.opening_frames()
+        feeds.append(fs)
+    l2 = feeds[1]
+    l2.on_message(b'{"channel":"heartbeats","client_id":"","timestamp":"t","sequence_num":5,'
+                  b'"events":[]}')
+    actions = l2.drain()
+    gap_streams = {(a.product, a.channel) for a in actions
+                   if isinstance(a, Marker) and a.kind is MarkerKind.GAP}
+    assert gap_streams == ({(p, "level2") for p in plan[1]["level2"]}
+                           | {("_conn1", "heartbeats"), ("_conn1", "subscriptions"),
+                              ("_multi", "level2")})
+    sends = [a for a in actions if isinstance(a, Send)]
+    assert [orjson.loads(f)["channel"] for f in sends[0].frames] == ["level2", "level2"]
+    assert orjson.loads(sends[0].frames[1])["product_ids"] == plan[1]["level2"]
+    broad = feeds[0]
+    broad.on_message(b'{"channel":"heartbeats","client_id":"","timestamp":"t",'
+                     b'"sequence_num":3,"events":[]}')
+    actions = broad.drain()
+    gap_streams = {(a.product, a.channel) for a in actions
+                   if isinstance(a, Marker) and a.kind is MarkerKind.GAP}
+    assert ("BTC-USD", "level2") not in gap_streams
+    assert {(p, "market_trades") for p in PRODUCTS[:60]} <= gap_streams
+    assert {(p, "ticker") for p in PRODUCTS[:60]} <= gap_streams
+    sends = [a for a in actions if isinstance(a, Send)]
+    assert [orjson.loads(f)["channel"] for f in sends[0].frames] == ["market_trades"] * 2
 
 
 def test_exchange_plan_places_status_once_without_products() -> None:

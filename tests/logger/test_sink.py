@@ -83,10 +83,10 @@ def test_slow_disk_never_blocks_and_drops_are_counted_and_marked(tmp_path: Path)
     t = time.time_ns()
     key = ("BTC-USD", "level2")
     n = 2000
-    t0 = time.monotonic()
     for i in range(n):
         sink.add(key, t + i, b"%05d" % i + b"x" * 45, FALLBACK)
-    loop_s = time.monotonic() - t0
+    # the disk is still gated shut: a producer that waited for it would still be waiting,
+    # and one that buffered without bound would not have dropped anything
     assert sink.queue.depth <= 2
     assert sink.stats.records_dropped > 0
     SlowEngine.gate.set()
@@ -102,7 +102,6 @@ def test_slow_disk_never_blocks_and_drops_are_counted_and_marked(tmp_path: Path)
     for d in drops:
         assert d["reason"] == "storage_queue_full"
         assert d["first_ts_ns"] <= d["last_ts_ns"]
-    assert loop_s < 30  # the producer never waited for the gated disk
 
 
 def test_storage_thread_failure_surfaces_on_close(tmp_path: Path) -> None:

@@ -275,3 +275,21 @@ def test_one_commit_costs_per_file_or_per_ring_syscalls(name: str, tmp_path: Pat
     else:
         assert pwritevs == 0
         assert 1 <= enters <= 3  # the probe child is not involved; one submit_and_wait
+
+
+@needs_uring
+def test_loading_liburing_bypasses_its_racy_import_machinery() -> None:
+    # liburing's __init__ rewrites a cache file in site-packages on every import (a race
+    # between processes, and a failure on a read-only install); the backend must not run it.
+    child = (
+        "import sys\n"
+        "from storage.backends.uring_backend import UringBackend\n"
+        "UringBackend(8).close()\n"
+        "print('dynamic_import' in sys.modules, 'liburing' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]

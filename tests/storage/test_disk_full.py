@@ -19,6 +19,7 @@ import pytest
 from disk_full_scenario import run_scenario
 
 SCENARIO = Path(__file__).with_name("disk_full_scenario.py")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _can_mount_tmpfs() -> str | None:
@@ -36,7 +37,9 @@ def _can_mount_tmpfs() -> str | None:
 def test_enospc_on_a_real_small_tmpfs(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # only the repository: the test run's sys.path may hold tests/, where tests/storage would
+    # shadow the storage package as a namespace package
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     script = ('mount -t tmpfs -o size=4m tmpfs "$1" && exec "$2" "$3" "$1"')
     out = subprocess.run(
         ["unshare", "--mount", "sh", "-c", script, "sh", str(mnt), sys.executable, str(SCENARIO)],

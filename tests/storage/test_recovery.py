@@ -235,3 +235,29 @@ def test_engine_start_seals_what_a_crash_left_of_past_days(root: Path) -> None:
     Engine(EngineConfig(root=root, backend="mmap")).close()  # default: seal stale on open
     with SegmentReader.open(ref.path) as r:
         assert r.header.sealed and [x.payload for x in r.records()] == [b"old"]
+
+
+def test_stale_segments_are_sealed_gradually_at_commits(root: Path) -> None:
+    past = int(dt.datetime(2020, 1, 1, 12, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
+    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    for i in range(3):
+        eng.append(eng.stream(f"P{i}-USD", "level2"), past, b"old%d" % i)
+    eng.commit(now_ns=past)
+    refs = list(iter_segments(root))
+    images = [r.path.read_bytes() for r in refs]
+    eng.close()
+    for ref, image in zip(refs, images, strict=True):
+        ref.path.write_bytes(image)  # unsealed, as a kill -9 leaves them
+    (root / "P0-USD" / "level2" / "2020-01-01.0007.seg").write_bytes(b"not a segment")
+    eng = Engine(EngineConfig(root=root, backend="mmap", seal_budget_s=0.0))
+    assert eng.seals_pending == 4  # found at start, nothing read yet
+    assert eng.commit_due(eng._last_commit + 5.0)
+    assert eng.commit().sealed == [refs[0].path]  # one per commit with a zero budget
+    assert eng.seals_pending == 3
+    assert eng.commit().sealed == []  # the foreign file: checked, left alone
+    assert eng.seals_pending == 2
+    eng.close()  # drains the rest; the foreign file is logged and left alone
+    for ref in refs:
+        with SegmentReader.open(ref.path) as r:
+            assert r.header.sealed
+    assert (root / "P0-USD" / "level2" / "2020-01-01.0007.seg").read_bytes() == b"not a segment"

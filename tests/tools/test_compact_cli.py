@@ -12,7 +12,7 @@ from segfiles import DAY, all_records, make_batches, message, write_segment
 
 import storage.compact
 from storage.archive import ArchiveReader
-from tools.compact_cli import main
+from tools.compact_cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,3 +109,16 @@ def test_executable_wrapper_runs_from_a_checkout(tmp_path: Path) -> None:
     help_ = subprocess.run([str(REPO / "tools" / "compact"), "--help"], capture_output=True,
                            text=True, timeout=60)
     assert help_.returncode == 0 and "exit status" in help_.stdout
+
+
+def test_help_is_a_manual_whose_examples_parse(capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capfd, "--help")
+    assert code == 0
+    for section in ("exit status:", "examples:", "scheduling:", "see also:"):
+        assert section in out
+    examples = out.split("examples:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(examples) >= 4
+    for line in examples:
+        argv = line.split("#")[0].split()
+        assert argv[0] == "cbl-compact"
+        build_parser().parse_args(argv[1:])

@@ -15,7 +15,7 @@ from segfiles import DAY, DAY_NS, append_batches, make_batches, write_segment
 
 from storage.archive import ArchiveReader
 from storage.compact import compact_segment
-from tools.inspect_cli import main
+from tools.inspect_cli import build_parser, main
 
 TODAY = DAY + dt.timedelta(days=1)
 REPO = Path(__file__).resolve().parents[2]
@@ -279,7 +279,13 @@ def test_help_reads_like_a_manual(capfd: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "exit status" in out and "examples" in out
     for cmd in ("ls", "cat", "tail", "verify", "stats"):
         code, out, _ = run(capfd, cmd, "--help")
-        assert code == 0 and "usage: cbl-inspect " + cmd in out
+        assert code == 0 and "usage: cbl-inspect " + cmd in out and "examples:" in out
+        # each example is a command of this tool that its parser accepts
+        examples = out.split("examples:\n", 1)[1].splitlines()
+        for line in (e.strip() for e in examples):
+            if line.startswith("cbl-inspect "):
+                argv = line.split("|")[0].split("#")[0].split(">")[0].split("&&")[0].split()
+                build_parser().parse_args(argv[1:])
 
 
 def test_verify_reports_records_outside_their_day(
@@ -345,3 +351,40 @@ def test_tail_follow_moves_on_from_an_abandoned_unsealed_segment(tmp_path: Path)
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert b"is not sealed but a newer segment exists; moving on" in err
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_verify_time_going_back_is_a_warning_unless_strict(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], archived: bool
+) -> None:
+    """A host clock step makes receive times jump back between batches: the data is intact,
+    so verify warns (exit 0); --strict makes it a failure."""
+    start = DAY_NS + 3_600_000_000_000
+    first = make_batches(100, 50, start_ns=start)
+    stepped = make_batches(100, 50, start_ns=start - 2_000_000_000)  # the clock stepped back 2 s
+    path = write_segment(tmp_path, first + stepped)
+    if archived:
+        path = compact_segment(path, today=TODAY, frame_target=8 << 10).archive
+    code, out, err = run(capfd, "verify", str(path))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert len(lines) == 1 and f"{path}@" in lines[0]
+    assert "warning: time goes back 2099.000 ms" in lines[0]
+    assert "clean; 1 warning(s) in 1 file(s)" in err
+    code, out, err = run(capfd, "verify", "--strict", str(path))
+    assert code == 1 and "warning: time goes back" in out and "--strict" in err
+    # a real problem next to the warning still fails without --strict
+    if not archived:
+        raw = bytearray(path.read_bytes())
+        raw[-20] ^= 0x01  # a payload byte of the last batch
+        path.write_bytes(bytes(raw))
+        code, out, err = run(capfd, "verify", str(path))
+        assert code == 1 and "invalid batch" in out and "1 problem(s)" in err
+
+
+def test_no_arguments_prints_usage_and_exits_2(capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capfd)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: cbl-inspect") and "ls, cat, tail, verify, stats" in err
+    proc = subprocess.run([INSPECT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: cbl-inspect")

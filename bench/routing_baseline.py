@@ -1,0 +1,714 @@
+"""The protocol core's router as it was before the hot-path rewrite (frozen copy), for
+``bench/routing.py`` to measure the current ``FeedState.on_message`` against in the same run.
+
+Not used by the logger. It is ``logger/protocol/feed.py`` of the checkpoint commit 371cee1
+(byte scan with ``int()`` of the sequence number, one method per dialect); only this docstring
+differs. It imports the live helpers (router, acks, sequence), which kept their interfaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from logger.protocol.acks import classify_error, parse_at_ack, parse_exchange_ack
+from logger.protocol.actions import (
+    Acknowledged,
+    Action,
+    Marker,
+    MarkerKind,
+    Reconnect,
+    Refused,
+    Send,
+    Settled,
+)
+from logger.protocol.dialects import ADVANCED_TRADE, Dialect, ProductsByChannel
+from logger.protocol.names import (
+    ERROR_CHANNEL,
+    MULTI,
+    SUBSCRIPTIONS_CHANNEL,
+    UNROUTED,
+    check_product_id,
+    conn_stream,
+    is_valid_name,
+    is_valid_product_id,
+)
+from logger.protocol.router import (
+    AT_PREFIX,
+    AT_PREFIX_LEN,
+    EX_HEAD,
+    EX_HEAD_LEN,
+    INT_MAX,
+    INT_MIN,
+    PRODUCT_KEY,
+    PRODUCT_KEY_LEN,
+    SEQ_KEY,
+    SEQ_KEY_LEN,
+    int_after,
+    only_product,
+    parse_slow,
+    product_needle,
+)
+from logger.protocol.sequence import SeqGap, SequenceTracker, TradeGap, TradeIdTracker
+
+Route = tuple[str, str]
+GapPolicy = Literal["resubscribe", "reconnect"]
+
+AT_RESUBSCRIBE_CHANNELS = ("level2", "market_trades")
+"""Advanced Trade channels re-subscribed after a sequence gap: level2 for a fresh book
+snapshot, market_trades because its snapshot repeats recent trades that may have been lost.
+The other channels send full state in every message; the next one supersedes a lost one."""
+
+# Exchange message type codes.
+(_EX_PLAIN, _EX_MATCH, _EX_LAST_MATCH, _EX_HEARTBEAT, _EX_TICKER,
+ _EX_SHARED, _EX_ACK, _EX_ERROR) = range(8)
+_EX_TYPES: Mapping[bytes, tuple[int, str]] = {
+    b"l2update": (_EX_PLAIN, "level2_batch"),
+    b"snapshot": (_EX_PLAIN, "level2_batch"),
+    b"match": (_EX_MATCH, "matches"),
+    b"last_match": (_EX_LAST_MATCH, "matches"),
+    b"ticker": (_EX_TICKER, "ticker"),
+    b"heartbeat": (_EX_HEARTBEAT, "heartbeat"),
+    b"auction": (_EX_PLAIN, "auctionfeed"),
+    b"status": (_EX_SHARED, "status"),
+    b"subscriptions": (_EX_ACK, SUBSCRIPTIONS_CHANNEL),
+    b"error": (_EX_ERROR, ERROR_CHANNEL),
+}
+_EX_INT_KEY: Mapping[int, bytes] = {
+    _EX_MATCH: b'"trade_id":',
+    _EX_LAST_MATCH: b'"trade_id":',
+    _EX_HEARTBEAT: b'"last_trade_id":',
+    _EX_TICKER: b'"trade_id":',
+}
+_EX_INT_FIELD: Mapping[int, str] = {
+    _EX_MATCH: "trade_id", _EX_LAST_MATCH: "trade_id", _EX_HEARTBEAT: "last_trade_id",
+    _EX_TICKER: "trade_id",
+}
+
+_Entry = tuple[Route, bytes]
+"""A routable product on one channel: its stream and its exact ``product_id`` needle."""
+
+
+@dataclass(slots=True)
+class FeedCounters:
+    """Monotonic counters of one connection's protocol health (read by metrics)."""
+
+    messages: int = 0
+    unrouted: int = 0
+    malformed: int = 0
+    unknown: int = 0
+    unexpected_product: int = 0
+    invalid_product: int = 0
+    gaps: int = 0
+    missing: int = 0
+    late: int = 0
+    acks: int = 0
+    errors: int = 0
+    refused: int = 0
+    resubscribes: int = 0
+    reconnects_requested: int = 0
+    connects: int = 0
+    disconnects: int = 0
+
+
+def _dumps(obj: Mapping[str, object]) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+class FeedState:
+    """Protocol state of one WebSocket connection of either dialect (see module docstring)."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        conn_id: str,
+        products_by_channel: ProductsByChannel,
+        *,
+        gap_policy: GapPolicy = "resubscribe",
+    ) -> None:
+        self.dialect = dialect
+        self.conn_id = conn_id
+        self.gap_policy: GapPolicy = gap_policy
+        self.actions: list[Action] = []
+        self.counters = FeedCounters()
+        self.acknowledged: dict[str, frozenset[str]] = {}
+        self._at = dialect.name == ADVANCED_TRADE.name
+        self._conn = conn_stream(conn_id)
+        self._unrouted: Route = (self._conn, UNROUTED)
+        self._error_route: Route = (self._conn, ERROR_CHANNEL)
+        self._subs_route: Route = (self._conn, SUBSCRIPTIONS_CHANNEL)
+        self._shared: dict[str, Route] = {}
+        self._multi: dict[str, Route] = {}
+        self._known: dict[str, dict[bytes, _Entry]] = {}
+        self._requested: dict[str, tuple[str, ...]] = {}
+        self._reported_missing: set[tuple[str, str]] = set()
+        self._pending = 0
+        self._resubscribing = False
+        self._seq = SequenceTracker()
+        self._late_expected = 0
+        self._trades = TradeIdTracker()
+        self._ticker_trade: dict[bytes, int] = {}
+        for channel in dialect.channels:
+            if channel not in dialect.shared_channels:
+                self._known[channel] = {}
+        self._ex_plain: dict[bytes, dict[bytes, _Entry]] = {
+            kind: self._known[channel] for kind, (code, channel) in _EX_TYPES.items()
+            if code == _EX_PLAIN and channel in self._known}
+        """Exchange types routed by product alone (no checks): type → that channel's routes."""
+        self._at_wire: dict[bytes, tuple[str, bool, dict[bytes, _Entry]]] = {}
+        if self._at:
+            for wire, channel in dialect.wire_channels.items():
+                shared = channel in dialect.shared_channels or channel == SUBSCRIPTIONS_CHANNEL
+                self._at_wire[wire.encode()] = (channel, shared, self._known.get(channel, {}))
+        self._set_requested(self._normalise(products_by_channel))
+        self.on_message: Callable[[bytes], Route] = self._on_at if self._at else self._on_ex
+        """``on_message(raw)``: the (product, channel) stream for ``raw``; side effects go to
+        ``actions``. An attribute bound to the dialect's router, not a method, to spare the hot
+        path one Python call."""
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _normalise(self, products_by_channel: ProductsByChannel) -> dict[str, tuple[str, ...]]:
+        """Validate channels and product ids; add the keepalive channel if it is missing."""
+        dialect = self.dialect
+        out: dict[str, tuple[str, ...]] = {}
+        for channel, products in products_by_channel.items():
+            if channel not in dialect.channels:
+                raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
+            out[channel] = tuple(dict.fromkeys(check_product_id(p) for p in products))
+        cap = dialect.level2_cap
+        l2 = out.get(dialect.level2_channel, ())
+        if cap is not None and len(l2) > cap:
+            raise ValueError(
+                f"{dialect.name}: {len(l2)} {dialect.level2_channel} products on one connection,"
+                f" the venue allows at most {cap}"
+            )
+        keepalive = dialect.keepalive_channel
+        shared_keepalive = keepalive in dialect.shared_channels
+        if keepalive not in out or (not shared_keepalive and not out[keepalive]):
+            if shared_keepalive:
+                out[keepalive] = ()
+            else:
+                every = (p for ch, ps in out.items() if ch not in dialect.shared_channels
+                         for p in ps)
+                out[keepalive] = tuple(dict.fromkeys(every))
+        return out
+
+    def _set_requested(self, requested: dict[str, tuple[str, ...]]) -> None:
+        self._requested = requested
+        for channel, products in requested.items():
+            if channel in self.dialect.shared_channels:
+                continue
+            for product in products:
+                self._add_known(channel, product)
+
+    def _add_known(self, channel: str, product: str) -> None:
+        known = self._known[channel]
+        key = product.encode()
+        if key not in known:
+            known[key] = ((product, channel), product_needle(key))
+
+    @property
+    def requested(self) -> Mapping[str, tuple[str, ...]]:
+        """What this connection asks for (channel → products), keepalive channel included."""
+        return self._requested
+
+    @property
+    def pending_acks(self) -> int:
+        """Subscribe/unsubscribe frames sent and not yet answered by a ``subscriptions`` ack."""
+        return self._pending
+
+    @property
+    def all_acknowledged(self) -> bool:
+        """Every request answered and nothing asked for is missing from the server's ack."""
+        return self._pending == 0 and not self._missing()
+
+    def opening_frames(self) -> list[bytes]:
+        """Subscribe frames to send right after connecting (within the venue's 5 s)."""
+        ordered = dict(self._requested)
+        keepalive = self.dialect.keepalive_channel
+        ordered = {keepalive: ordered.pop(keepalive), **ordered}
+        frames = self.dialect.subscribe_frames(ordered)
+        self._pending += len(frames)
+        return frames
+
+    def update_subscriptions(self, products_by_channel: ProductsByChannel) -> list[bytes]:
+        """Frames moving this connection to a new product set (periodic product refresh).
+
+        Unsubscribes come first so the level2 cap has room for the additions. Products that
+        are dropped stay routable: frames already in flight still reach their stream.
+        """
+        new = self._normalise(products_by_channel)
+        old = self._requested
+        removed: dict[str, list[str]] = {}
+        added: dict[str, list[str]] = {}
+        for channel in dict.fromkeys([*old, *new]):
+            before, after = old.get(channel, ()), new.get(channel, ())
+            if channel == self.dialect.keepalive_channel and not before and not after:
+                continue
+            gone = [p for p in before if p not in set(after)]
+            came = [p for p in after if p not in set(before)]
+            if gone or (channel not in new and channel in old):
+                removed[channel] = gone
+            if came or (channel in new and channel not in old):
+                added[channel] = came
+        frames = self.dialect.unsubscribe_frames(removed) + self.dialect.subscribe_frames(added)
+        self._set_requested(new)
+        self._reported_missing = {(c, p) for c, p in self._reported_missing
+                                  if p in set(new.get(c, ()))}
+        self._pending += len(frames)
+        return frames
+
+    def ack_timeout(self) -> None:
+        """The shell's ack timer expired: settle with what the server acknowledged so far."""
+        if self._pending:
+            self._pending = 0
+            self._settle("not acknowledged within the ack timeout")
+
+    def drain(self) -> list[Action]:
+        """Take the queued actions (the shell executes them in order)."""
+        actions, self.actions = self.actions, []
+        return actions
+
+    # ------------------------------------------------------------------ connection events
+
+    def on_connect(self) -> None:
+        """A (re)connection is open: sequence numbering and acks restart from scratch."""
+        self.counters.connects += 1
+        if self.counters.connects > 1:
+            self._mark_all(MarkerKind.RECONNECT, _dumps({
+                "event": "reconnect", "conn": self.conn_id, "dialect": self.dialect.name,
+                "connection": self.counters.connects,
+                "note": "resubscribing; fresh snapshots follow the SUBSCRIBE markers",
+            }))
+        self._seq.reset()
+        self._ticker_trade.clear()  # the first ticker after subscribing repeats the last trade
+        self.acknowledged = {}
+        self._pending = 0
+        self._resubscribing = False
+        self._reported_missing = set()
+
+    def on_disconnect(self, reason: str) -> None:
+        """The socket is gone: every stream of this connection may miss what follows."""
+        self.counters.disconnects += 1
+        payload: dict[str, object] = {
+            "event": "disconnect", "conn": self.conn_id, "dialect": self.dialect.name,
+            "reason": reason,
+        }
+        if self._at:
+            payload["last_sequence_num"] = self._seq.expected - 1
+        self._mark_all(MarkerKind.DISCONNECT, _dumps(payload))
+
+    def streams(self) -> Iterator[Route]:
+        """Every stream this connection feeds now, for markers that concern all of them.
+
+        That is the shared streams of its channels, and each product stream it asked for or
+        the server acknowledged (products unsubscribed earlier are no longer included), plus
+        ``_multi`` of each Advanced Trade product channel.
+        """
+        dialect = self.dialect
+        for channel in self._requested:
+            if channel in dialect.shared_channels:
+                yield self._shared_route(channel)
+        yield self._subs_route
+        acked = self.acknowledged
+        for channel, known in self._known.items():
+            products = set(self._requested.get(channel, ())) | acked.get(channel, frozenset())
+            if not products:
+                continue
+            for product in sorted(products):
+                entry = known.get(product.encode())
+                if entry is not None:
+                    yield entry[0]
+            if self._at:
+                yield self._multi_route(channel)
+
+    def _mark_all(self, kind: MarkerKind, payload: bytes) -> None:
+        self.actions.extend(Marker(p, c, kind, payload) for p, c in self.streams())
+
+    # ------------------------------------------------------------------ routing
+
+    def _shared_route(self, channel: str) -> Route:
+        route = self._shared.get(channel)
+        if route is None:
+            route = self._shared[channel] = (self._conn, channel)
+        return route
+
+    def _multi_route(self, channel: str) -> Route:
+        route = self._multi.get(channel)
+        if route is None:
+            route = self._multi[channel] = (MULTI, channel)
+        return route
+
+    def _unroutable(self, *, malformed: bool = False, unknown: bool = False) -> Route:
+        counters = self.counters
+        counters.unrouted += 1
+        if malformed:
+            counters.malformed += 1
+        if unknown:
+            counters.unknown += 1
+        return self._unrouted
+
+    def _reject_product(self, pid: bytes) -> Route:
+        text = pid.decode("utf-8", "replace")
+        if is_valid_product_id(text):
+            self.counters.unexpected_product += 1
+        else:
+            self.counters.invalid_product += 1
+        return self._unroutable()
+
+    # -- Advanced Trade
+
+    def _on_at(self, raw: bytes) -> Route:
+        self.counters.messages += 1
+        # Hot path, kept inline: envelope prefix, channel, sequence_num, first product id.
+        if not (raw.startswith(AT_PREFIX) and raw.endswith(b"]}")):
+            return self._at_slow(raw)
+        j = raw.find(b'"', AT_PREFIX_LEN)
+        i = raw.find(SEQ_KEY, j)
+        if i < 0:
+            return self._at_slow(raw)
+        i += SEQ_KEY_LEN
+        k = raw.find(b",", i)
+        try:
+            seq = int(raw[i:k])
+        except ValueError:
+            return self._at_slow(raw)
+        if not 0 <= seq <= INT_MAX:
+            return self._at_slow(raw)
+        tracker = self._seq
+        late = False
+        if seq == tracker.expected:
+            tracker.expected = seq + 1
+        else:
+            late = self._at_seq_anomaly(seq)
+        wire = self._at_wire.get(raw[AT_PREFIX_LEN:j])
+        if wire is None:
+            route = self._unroutable(unknown=True)
+        elif wire[1]:
+            route = self._shared_route(wire[0])
+            if wire[0] == SUBSCRIPTIONS_CHANNEL:
+                self._at_ack(raw)
+        else:
+            p = raw.find(PRODUCT_KEY, k)
+            if p < 0:
+                route = self._shared_route(wire[0])
+            else:
+                p += PRODUCT_KEY_LEN
+                q = raw.find(b'"', p)
+                entry = wire[2].get(raw[p:q])
+                if entry is not None and raw.find(PRODUCT_KEY, q) < 0:
+                    route = entry[0]
+                else:
+                    route = self._at_product(raw, q, wire[0], raw[p:q], entry)
+        if late:
+            self._note_late(route, seq)
+        return route
+
+    def _at_product(self, raw: bytes, end: int, channel: str, pid: bytes,
+                    entry: _Entry | None) -> Route:
+        """Several product ids in the frame, or an unknown one (the uncommon cases)."""
+        if not only_product(raw, end, entry[1] if entry is not None else product_needle(pid)):
+            return self._multi_route(channel)
+        if entry is not None:
+            return entry[0]
+        return self._reject_product(pid)
+
+    def _at_slow(self, raw: bytes) -> Route:
+        parsed = parse_slow(raw, "channel", "sequence_num")
+        if parsed is None:
+            return self._unroutable(malformed=True)
+        if parsed.channel is None:
+            if parsed.obj.get("type") == "error":
+                self._on_error(parsed.obj)
+                return self._error_route
+            return self._unroutable(unknown=True)
+        late = False
+        if parsed.seq is not None:
+            tracker = self._seq
+            if parsed.seq == tracker.expected:
+                tracker.expected = parsed.seq + 1
+            else:
+                late = self._at_seq_anomaly(parsed.seq)
+        wire = self._at_wire.get(parsed.channel.encode())
+        if wire is None:
+            route = self._unroutable(unknown=True)
+        elif wire[1]:
+            route = self._shared_route(wire[0])
+            if wire[0] == SUBSCRIPTIONS_CHANNEL:
+                self._at_ack_obj(parsed.obj)
+        else:
+            route = self._products_route(wire[0], parsed.products)
+        if late and parsed.seq is not None:
+            self._note_late(route, parsed.seq)
+        return route
+
+    def _products_route(self, channel: str, products: Sequence[str]) -> Route:
+        if not products:
+            return self._shared_route(channel)
+        if len(products) > 1:
+            return self._multi_route(channel)
+        pid = products[0].encode()
+        known = self._known.get(channel)
+        entry = known.get(pid) if known is not None else None
+        return entry[0] if entry is not None else self._reject_product(pid)
+
+    def _at_seq_anomaly(self, seq: int) -> bool:
+        """Handle an out-of-line ``sequence_num``; True if the frame is late (not a gap)."""
+        expected = self._seq.expected
+        result = self._seq.observe(seq)
+        if result is False:
+            self.counters.late += 1
+            self._late_expected = expected
+            return True
+        if isinstance(result, SeqGap):
+            missing = result.last - result.first + 1
+            self.counters.gaps += 1
+            self.counters.missing += missing
+            self._mark_all(MarkerKind.GAP, _dumps({
+                "event": "gap", "conn": self.conn_id, "dialect": self.dialect.name,
+                "scope": "connection", "first_missing_sequence_num": result.first,
+                "last_missing_sequence_num": result.last, "missing_frames": missing,
+                "note": "the lost frames may belong to any channel and product of this"
+                        " connection",
+            }))
+            self._recover(f"sequence_num gap: {missing} frame(s) missing before {seq}")
+        return False
+
+    def _recover(self, reason: str) -> None:
+        """Ask for fresh snapshots: resubscribe, or reconnect if that is already under way."""
+        if self.gap_policy == "reconnect" or self._resubscribing:
+            self.counters.reconnects_requested += 1
+            self.actions.append(Reconnect(reason))
+            return
+        channels = {ch: self._requested[ch] for ch in AT_RESUBSCRIBE_CHANNELS
+                    if self._requested.get(ch)}
+        frames = (self.dialect.unsubscribe_frames(channels)
+                  + self.dialect.subscribe_frames(channels))
+        if not frames:
+            return
+        self._resubscribing = True
+        self._pending += len(frames)
+        self.counters.resubscribes += 1
+        self.actions.append(Send(tuple(frames), reason))
+
+    def _note_late(self, route: Route, seq: int) -> None:
+        self.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, _dumps({
+            "event": "late", "conn": self.conn_id, "sequence_num": seq,
+            "expected_sequence_num": self._late_expected,
+            "note": "frame arrived after a later one: duplicate or out of order",
+        })))
+
+    def _at_ack(self, raw: bytes) -> None:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.counters.malformed += 1
+            return
+        if isinstance(obj, dict):
+            self._at_ack_obj(obj)
+
+    def _at_ack_obj(self, obj: dict[str, Any]) -> None:
+        self._apply_ack(parse_at_ack(obj, self.dialect.ack_aliases))
+
+    # -- Exchange
+
+    def _on_ex(self, raw: bytes) -> Route:
+        self.counters.messages += 1
+        if not raw.startswith(EX_HEAD) or not raw.endswith(b"}"):
+            return self._ex_slow(raw)
+        j = raw.find(b'"', EX_HEAD_LEN)
+        kind = raw[EX_HEAD_LEN:j]
+        known = self._ex_plain.get(kind)
+        if known is not None:  # level2 and auctions: the bulk of the feed, nothing to check
+            p = raw.find(PRODUCT_KEY, j)
+            if p < 0:
+                return self._ex_slow(raw)
+            p += PRODUCT_KEY_LEN
+            pid = raw[p:raw.find(b'"', p)]
+            entry = known.get(pid)
+            return entry[0] if entry is not None else self._reject_product(pid)
+        spec = _EX_TYPES.get(kind)
+        if spec is None:
+            return self._unroutable(unknown=True)
+        code, channel = spec
+        if code >= _EX_SHARED:
+            if code == _EX_SHARED:
+                return self._shared_route(channel)
+            return self._ex_slow(raw)
+        p = raw.find(PRODUCT_KEY, j)
+        if p < 0:
+            return self._ex_slow(raw)
+        p += PRODUCT_KEY_LEN
+        pid = raw[p:raw.find(b'"', p)]
+        return self._ex_product(code, channel, pid, int_after(raw, _EX_INT_KEY[code], j))
+
+    def _ex_slow(self, raw: bytes) -> Route:
+        parsed = parse_slow(raw, "type", "sequence")
+        if parsed is None:
+            return self._unroutable(malformed=True)
+        spec = _EX_TYPES.get(parsed.channel.encode()) if parsed.channel is not None else None
+        if spec is None:
+            return self._unroutable(unknown=True)
+        code, channel = spec
+        obj = parsed.obj
+        if code == _EX_SHARED:
+            return self._shared_route(channel)
+        if code == _EX_ACK:
+            self._ex_ack(obj)
+            return self._subs_route
+        if code == _EX_ERROR:
+            self._on_error(obj)
+            return self._error_route
+        pid = obj.get("product_id")
+        if not isinstance(pid, str):
+            return self._unroutable(unknown=True)
+        field = _EX_INT_FIELD.get(code)
+        value = obj.get(field) if field is not None else None
+        if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+                INT_MIN <= value <= INT_MAX):
+            value = None
+        return self._ex_product(code, channel, pid.encode(), value)
+
+    def _ex_product(self, code: int, channel: str, pid: bytes, value: int | None) -> Route:
+        if code == _EX_TICKER:
+            channel = self._ticker_channel(pid, value)
+        known = self._known.get(channel)
+        entry = known.get(pid) if known is not None else None
+        if entry is None:
+            return self._reject_product(pid)
+        route = entry[0]
+        if value is not None:
+            if code in (_EX_MATCH, _EX_LAST_MATCH):
+                result = self._trades.on_trade(route[0], value,
+                                               baseline=code == _EX_LAST_MATCH)
+                if isinstance(result, TradeGap):
+                    self._trade_gap(result, "trade_id")
+                elif result is False:
+                    self.counters.late += 1
+                    self.actions.append(Marker(route[0], "matches", MarkerKind.NOTE, _dumps({
+                        "event": "late", "conn": self.conn_id, "trade_id": value,
+                        "note": "trade arrived after a later one: duplicate or out of order",
+                    })))
+            elif code == _EX_HEARTBEAT:
+                gap = self._trades.on_heartbeat(route[0], value)
+                if gap is not None:
+                    self._trade_gap(gap, "heartbeat last_trade_id")
+        return route
+
+    def _ticker_channel(self, pid: bytes, trade_id: int | None) -> str:
+        """Exchange sends ``ticker`` and ``ticker_batch`` with the same type and schema.
+
+        When a product has both, tell them apart by ``trade_id``: ``ticker`` is sent on every
+        match, so each one carries a new, higher trade id; a batch message repeats the latest
+        state, so its trade id is not above the highest one seen on this product. (Its
+        ``sequence`` is no help: the product's sequence moves on book events too.)
+        """
+        in_ticker = pid in self._known.get("ticker", {})
+        in_batch = pid in self._known.get("ticker_batch", {})
+        if not (in_ticker and in_batch):
+            return "ticker" if in_ticker else "ticker_batch"
+        if trade_id is None:
+            return "ticker"
+        last = self._ticker_trade.get(pid)
+        if last is not None and trade_id <= last:
+            return "ticker_batch"
+        self._ticker_trade[pid] = trade_id
+        return "ticker"
+
+    def _trade_gap(self, gap: TradeGap, detected_by: str) -> None:
+        missing = gap.last - gap.first + 1
+        self.counters.gaps += 1
+        self.counters.missing += missing
+        self.actions.append(Marker(gap.product, "matches", MarkerKind.GAP, _dumps({
+            "event": "gap", "conn": self.conn_id, "dialect": self.dialect.name,
+            "scope": "product", "product": gap.product, "channel": "matches",
+            "first_missing_trade_id": gap.first, "last_missing_trade_id": gap.last,
+            "missing_trades": missing, "detected_by": detected_by,
+            "note": "missing trades can be fetched from the REST trades endpoint",
+        })))
+
+    def _ex_ack(self, obj: dict[str, Any]) -> None:
+        self._apply_ack(parse_exchange_ack(obj, self.dialect.ack_aliases))
+
+    # -- acks and errors (both dialects)
+
+    def _apply_ack(self, state: dict[str, frozenset[str]]) -> None:
+        """Record the server's cumulative subscription state; report what changed."""
+        self.counters.acks += 1
+        if self._pending:
+            self._pending -= 1
+        old = self.acknowledged
+        dialect = self.dialect
+        for channel in dict.fromkeys([*old, *state]):
+            before = old.get(channel, frozenset())
+            after = state.get(channel, frozenset())
+            added, removed = after - before, before - after
+            if channel in old and channel in state and not added and not removed:
+                continue
+            self.actions.append(Acknowledged(channel, tuple(sorted(added)),
+                                             tuple(sorted(removed))))
+            if channel not in dialect.channels or not is_valid_name(channel):
+                continue
+            payload = _dumps({"event": "subscribed", "conn": self.conn_id, "channel": channel,
+                              "note": "acknowledged by the server; a snapshot follows where the"
+                                      " channel has one"})
+            if channel in dialect.shared_channels:
+                if channel in state and channel not in old:
+                    route = self._shared_route(channel)
+                    self.actions.append(Marker(route[0], route[1], MarkerKind.SUBSCRIBE,
+                                               payload))
+                continue
+            known = self._known[channel]
+            for product in sorted(added):
+                if product.encode() in known:
+                    self.actions.append(Marker(product, channel, MarkerKind.SUBSCRIBE, payload))
+                elif is_valid_product_id(product):  # acked, never asked for: not routable
+                    self.counters.unexpected_product += 1
+                else:
+                    self.counters.invalid_product += 1
+            if removed:
+                gone = _dumps({"event": "unsubscribed", "conn": self.conn_id,
+                               "channel": channel})
+                self.actions.extend(Marker(p, channel, MarkerKind.NOTE, gone)
+                                    for p in sorted(removed) if p.encode() in known)
+        self.acknowledged = state
+        if not self._pending:
+            self._settle("not acknowledged by the server")
+
+    def _missing(self) -> dict[str, frozenset[str]]:
+        missing: dict[str, frozenset[str]] = {}
+        acked = self.acknowledged
+        for channel, products in self._requested.items():
+            if not products:
+                if channel not in acked:
+                    missing[channel] = frozenset({channel})
+                continue
+            gone = frozenset(products) - acked.get(channel, frozenset())
+            if gone:
+                missing[channel] = gone
+        return missing
+
+    def _settle(self, reason: str) -> None:
+        self._resubscribing = False
+        missing = self._missing()
+        for channel, products in missing.items():
+            for product in sorted(products):
+                if (channel, product) not in self._reported_missing:
+                    self._reported_missing.add((channel, product))
+                    self.counters.refused += 1
+                    self.actions.append(Refused(channel, product, reason))
+        self.actions.append(Settled(dict(self.acknowledged), missing))
+
+    def _on_error(self, obj: dict[str, Any]) -> None:
+        error, refused = classify_error(obj, self.dialect.level2_channel)
+        self.counters.errors += 1
+        self.actions.append(error)
+        if refused is not None:
+            self.counters.refused += 1
+            self.actions.append(refused)
