@@ -5,12 +5,10 @@ frames are multi-megabyte level2 snapshots. This prints, for realistic frame mix
 project's generator and for large snapshots built here, the time per message of
 
   scan   ``FeedState.on_message`` (byte scan + sequence/trade-id checks, what the daemon runs)
-  before the same router before its hot-path rewrite (``bench/routing_baseline.py``, a frozen
-           copy): the same-run baseline of that change
   orjson a router that parses the whole frame with orjson and reads the same fields
   floor  calling ``len`` on each frame: the loop's own cost, for calibration
 
-and the ratios before/scan and orjson/scan (> 1 means the current scan is faster). Figures are
+and the ratio orjson/scan (> 1 means the scan is faster). Figures are
 noisy on a shared machine: read the ratios. Run: ``.venv/bin/python bench/routing.py [--quick]``.
 """
 
@@ -24,11 +22,6 @@ from typing import Any
 import orjson
 
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
-
-try:
-    from routing_baseline import FeedState as BaselineFeedState
-except ImportError:  # run as a module: python -m bench.routing
-    from bench.routing_baseline import FeedState as BaselineFeedState
 
 
 def _channels(dialect: Dialect, products: Sequence[str]) -> dict[str, list[str]]:
@@ -92,13 +85,18 @@ def compare(makers: Sequence[Callable[[], Callable[[bytes], object]]], frames: S
     return best
 
 
-def at_snapshot(product: str, levels: int) -> bytes:
+def at_snapshot(product: str, levels: int, seq: int = 0) -> bytes:
     level = (b'{"side":"bid","event_time":"2026-09-07T01:57:58.894355Z","price_level":"%d.01",'
              b'"new_quantity":"1.5"}')
     updates = b",".join(level % (100000 - i) for i in range(levels))
     return (b'{"channel":"l2_data","client_id":"","timestamp":"2026-09-07T01:57:58.894355Z",'
-            b'"sequence_num":0,"events":[{"type":"snapshot","product_id":"%s","updates":[%s]}]}'
-            % (product.encode(), updates))
+            b'"sequence_num":%d,"events":[{"type":"snapshot","product_id":"%s","updates":[%s]}]}'
+            % (seq, product.encode(), updates))
+
+
+def at_snapshots(product: str, levels: int, count: int) -> list[bytes]:
+    """``count`` snapshots in sequence on one connection (steady state, not a first call)."""
+    return [at_snapshot(product, levels, seq) for seq in range(count)]
 
 
 def ex_snapshot(product: str, levels: int) -> bytes:
@@ -120,11 +118,11 @@ def mixes(quick: bool) -> list[tuple[str, Dialect, list[str], list[bytes]]]:
             frames = [raw for _, _, raw in model.day_of_messages(n)][n // 5:]  # live mix
             out.append((f"{dialect.name} live mix", dialect, list(model.products), frames))
     out.append(("advanced_trade l2 snapshot 1 MB", ADVANCED_TRADE, ["BTC-USD"],
-                [at_snapshot("BTC-USD", 9_500)]))
+                at_snapshots("BTC-USD", 9_500, 8)))
     out.append(("advanced_trade l2 snapshot 5 MB", ADVANCED_TRADE, ["BTC-USD"],
-                [at_snapshot("BTC-USD", 48_000)]))
-    out.append(("exchange snapshot 1 MB", EXCHANGE, ["BTC-USD"], [ex_snapshot("BTC-USD",
-                                                                              30_000)]))
+                at_snapshots("BTC-USD", 48_000, 4)))
+    out.append(("exchange snapshot 1 MB", EXCHANGE, ["BTC-USD"],
+                [ex_snapshot("BTC-USD", 30_000)] * 8))
     return out
 
 
@@ -132,17 +130,11 @@ def main(argv: Sequence[str]) -> int:
     quick = "--quick" in argv
     seconds = 0.3 if quick else 1.0
     print(f"{'frames':34} {'avg bytes':>10} {'floor ns':>9} {'scan ns/msg':>12}"
-          f" {'before ns/msg':>14} {'orjson ns/msg':>14} {'before/scan':>12}"
-          f" {'orjson/scan':>12}")
+          f" {'orjson ns/msg':>14} {'orjson/scan':>12}")
     for name, dialect, products, frames in mixes(quick):
         def make_scan(dialect: Dialect = dialect, products: list[str] = products
                       ) -> Callable[[bytes], object]:
             return _feed(dialect, products).on_message
-
-        def make_before(dialect: Dialect = dialect, products: list[str] = products
-                        ) -> Callable[[bytes], object]:
-            feed = BaselineFeedState(dialect, "0", _channels(dialect, products))
-            return feed.on_message
 
         def make_json(dialect: Dialect = dialect) -> Callable[[bytes], object]:
             return orjson_router(dialect)
@@ -150,11 +142,10 @@ def main(argv: Sequence[str]) -> int:
         def make_floor() -> Callable[[bytes], object]:
             return len
 
-        scan_ns, before_ns, json_ns, floor_ns = compare(
-            [make_scan, make_before, make_json, make_floor], frames, seconds)
+        scan_ns, json_ns, floor_ns = compare([make_scan, make_json, make_floor], frames, seconds)
         avg = sum(map(len, frames)) / len(frames)
-        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f} {before_ns:14.0f}"
-              f" {json_ns:14.0f} {before_ns / scan_ns:12.2f} {json_ns / scan_ns:12.2f}")
+        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f}"
+              f" {json_ns:14.0f} {json_ns / scan_ns:12.2f}")
     return 0
 
 
