@@ -18,7 +18,9 @@ What is measured (see docs/STORAGE_BENCH.md for how to read it):
   with ~15 records each (one ``extend`` per touched stream, as the sink's storage thread does).
   Reported per backend: records/s and CPU us/record, CPU us per commit and per stream-commit,
   and, separately, the first commit that creates the 2 800 segments and the close that seals
-  them (wall and CPU seconds: both are stalls of the storage thread).
+  them (wall and CPU seconds: both are stalls of the storage thread); then the UTC day roll
+  under the same load on the engine's clock: the slowest commit of the last 10 minutes, the
+  first after midnight and the slowest after it.
 * syscalls per record, per backend, counted with ``strace -c -f`` around a child process that
   runs a fixed workload twice the size of another: (calls(2N) - calls(N)) / N, so interpreter
   start-up, imports and engine set-up cancel out and only the steady state is left.
@@ -291,6 +293,51 @@ def run_ingest(backend: str, commits: int, workdir: Path, seed: int = 7) -> Inge
         shutil.rmtree(root, ignore_errors=True)
 
 
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def run_midnight(backend: str, workdir: Path, before: int = 60, after: int = 20) -> str:
+    """The UTC day roll under ingest-shaped load, on the engine's clock (``commit(now_ns)``):
+    ``before`` commits spread over the last 10 minutes of a day, then ``after`` commits past
+    midnight (whose records belong to the new day). Reports the slowest commit before
+    midnight, the first one after it, and the slowest of the rest (wall seconds: stalls)."""
+    root = Path(tempfile.mkdtemp(prefix=f"midnight-{backend}-", dir=workdir))
+    try:
+        eng = Engine(EngineConfig(root=root, backend=backend, commit_records=COMMIT_RECORDS))
+        handles = [eng.stream(p, c) for p, c in stream_names(INGEST_STREAMS)]
+        midnight = (time.time_ns() // NS_PER_DAY + 1) * NS_PER_DAY
+        start = midnight - 900 * 10**9
+        for h in handles:
+            eng.append(h, start, b'{"type":"subscriptions"}')
+        eng.commit(start)
+        walls: list[float] = []
+        step = 600 * 10**9 // before
+        plans = ingest_plan(before, 11, 0) + ingest_plan(after, 12, 0)
+        for k, c in enumerate(plans):
+            now = midnight - 600 * 10**9 + k * step if k < before else midnight + (
+                k - before + 1) * 10**9
+            w = time.perf_counter()
+            for s, stamps, payloads in c:
+                eng.extend(handles[s], [now - 10**6 + (t % 10**6) for t in stamps], payloads)
+            result = eng.commit(now)
+            walls.append(time.perf_counter() - w)
+            if result.errors:
+                raise SystemExit(f"{backend}: commit errors {result.errors[:3]}")
+        eng.close()
+        return (f"{backend:<9}{max(walls[:before]):>14.3f}{walls[before]:>14.3f}"
+                f"{max(walls[before + 1:]):>14.3f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def midnight_grid(backends: list[str], workdir: Path) -> None:
+    print("# UTC day roll, ingest-shaped (2 800 streams): wall seconds per commit; 60 commits "
+          "in the last 10 min of the day, then 20 after midnight")
+    print(f"{'backend':<9}{'max before':>14}{'first after':>14}{'max after':>14}")
+    for b in backends:
+        print(run_midnight(b, workdir), flush=True)
+
+
 def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -> None:
     """Every backend ``repeat`` times, interleaved; best steady state, and the create/close
     stalls of the same runs (min and max)."""
@@ -470,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"# bench/storage.py --ingest  python {sys.version.split()[0]}  "
                   f"cpus={os.cpu_count()}  load={_load()}  dir={workdir}")
             ingest_grid(backends, ingest_commits, args.repeat or 2, workdir)
+            midnight_grid(backends, workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
@@ -481,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run_grid(backends, sizes, batches, stream_counts, records, repeat, workdir)
         print_table(rows)
         ingest_grid(backends, ingest_commits, 1 if args.quick else 2, workdir)
+        if not args.quick:
+            midnight_grid(backends, workdir)
         if not args.no_strace:
             print_syscalls(backends, args.quick, workdir)
         print_targets(rows)

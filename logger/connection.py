@@ -7,10 +7,11 @@ module: nothing else imports picows.
 
 The hot path (``_Listener.on_ws_frame``) does, per text frame: one ``time.time_ns()``, one
 ``bytes`` copy of the payload (the object storage keeps), ``FeedState.on_message`` for the
-route, two list appends in the sink, two int increments. Everything else — actions (markers,
-resubscribe, reconnect), the watchdog, the ack timer, backoff — runs on rare events or on a
-1 s timer. The watchdog compares message counts between ticks instead of stamping each
-message with a clock.
+route, one dict lookup by the route's channel and two slot-int increments (messages and bytes
+per connection and channel, read by metrics at scrape time), two list appends and two int
+increments in the sink. Everything else — actions (markers, resubscribe, reconnect), the
+watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The watchdog
+compares message counts between ticks instead of stamping each message with a clock.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class _Listener(WSListener):
         self._feed = feed
         self._add = conn.sink.add
         self._stats = conn.stats
+        self._chan = conn.stats.channels  # channel → ChannelCount, kept across reconnects
         self._unrouted = conn.unrouted_key
         self._frag: bytearray | None = None
         self._frag_text = True
@@ -105,11 +107,16 @@ class _Listener(WSListener):
         mt = frame.msg_type
         if mt is _TEXT and frame.fin and self._frag is None:
             raw = frame.get_payload_as_bytes()
-            self._stats.bytes += len(raw)
             try:
                 route = self._on_message(raw)
             except Exception:  # a protocol-core bug must not cost the frame or the socket
                 route = self._route_failed(raw)
+            try:  # per (connection, channel), read at scrape time; cost: bench/metrics_cost.py
+                c = self._chan[route[1]]
+            except KeyError:
+                c = self._stats.channel(route[1])
+            c.messages += 1
+            c.bytes += len(raw)
             self._add(route, ts, raw, self._unrouted)
             if self._feed.actions:
                 self.conn.run_actions()
@@ -166,20 +173,25 @@ class _Listener(WSListener):
         # PING is answered by picows (auto pong); PONG needs nothing
 
     def _deliver(self, raw: bytes, ts: int) -> None:
-        self._stats.bytes += len(raw)
         try:
             route = self._on_message(raw)
         except Exception:
             route = self._route_failed(raw)
+        self._count(route[1], raw)
         self._add(route, ts, raw, self._unrouted)
         if self._feed.actions:
             self.conn.run_actions()
 
     def _store_unrouted(self, raw: bytes, ts: int) -> None:
-        st = self._stats
-        st.bytes += len(raw)
-        st.raw_frames += 1
+        self._stats.raw_frames += 1
+        self._count(self._unrouted[1], raw)
         self._add(self._unrouted, ts, raw, self._unrouted)
+
+    def _count(self, channel: str, raw: bytes) -> None:
+        """The hot path's per-channel count, for the rare paths."""
+        c = self._stats.channel(channel)
+        c.messages += 1
+        c.bytes += len(raw)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.conn.on_disconnected()

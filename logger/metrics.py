@@ -2,7 +2,11 @@
 
 Why a custom collector: the hot path only bumps plain ints on a per-connection ``ConnStats``
 (and the sink's ``SinkStats``); Prometheus objects are built at scrape time from those ints,
-so a scrape costs microseconds per connection and a message costs no label lookup at all.
+so a scrape costs microseconds per connection and a message costs no Prometheus call at all.
+Per message, the connection bumps the two slot ints of its ``ChannelCount`` for the channel
+the frame was routed to (one dict lookup by the channel string, whose hash is cached; it
+replaces the per-connection byte count that was there before: ``bench/metrics_cost.py``
+measures the difference). Per-connection totals are sums over those, made at scrape time.
 Only the commit-latency histogram is observed directly, once per commit, from the storage
 thread (prometheus-client is thread-safe).
 """
@@ -24,18 +28,31 @@ from logger.sink import SinkStats
 log = logging.getLogger("logger.metrics")
 
 
+class ChannelCount:
+    """Messages and bytes one connection received on one channel (loop thread writes)."""
+
+    __slots__ = ("bytes", "messages")
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+
+
 class ConnStats:
     """Counters of one connection, written by the loop thread only.
 
     Message, gap and unrouted counts come from the protocol core's ``FeedCounters`` (it
     already counts every frame it routes); the shell adds what never reaches the core
-    (binary or broken fragmented frames) and the byte count.
+    (binary or broken fragmented frames) and, per channel, messages and bytes
+    (``channels``: the channel each message was routed to, ``_unrouted`` for frames kept
+    raw). The label set is bounded: the protocol core routes only to its
+    dialect's channels, ``subscriptions``, ``error`` and ``_unrouted``, whatever the wire says.
     """
 
     def __init__(self, conn_id: str, feed: FeedCounters) -> None:
         self.conn_id = conn_id
         self.feed = feed
-        self.bytes = 0
+        self.channels: dict[str, ChannelCount] = {}
         self.raw_frames = 0
         self.route_errors = 0
         self.reconnects = 0
@@ -45,9 +62,27 @@ class ConnStats:
         self.last_message_monotonic = 0.0
         self.acked_products = 0
 
+    def channel(self, name: str) -> ChannelCount:
+        """The counters of ``name``, created on its first message (rare path)."""
+        c = self.channels.get(name)
+        if c is None:
+            c = self.channels[name] = ChannelCount()
+        return c
+
+    def channel_counts(self) -> list[tuple[str, int, int]]:
+        """(channel, messages, bytes) now; safe from the scrape thread (a list copy under
+        the GIL: the loop thread may add a channel meanwhile)."""
+        return [(name, c.messages, c.bytes) for name, c in list(self.channels.items())]
+
     @property
     def messages(self) -> int:
+        """Every frame received (the protocol core's count plus frames kept raw); equals the
+        sum of ``channels`` messages."""
         return self.feed.messages + self.raw_frames
+
+    @property
+    def bytes(self) -> int:
+        return sum(c.bytes for c in list(self.channels.values()))
 
     @property
     def unrouted(self) -> int:
@@ -75,9 +110,6 @@ class IngestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = time.monotonic()
         per_conn: list[tuple[str, str, str, Callable[[ConnStats], float]]] = [
-            ("cbl_messages", "counter", "messages received per connection",
-             lambda c: c.messages),
-            ("cbl_bytes", "counter", "bytes received per connection", lambda c: c.bytes),
             ("cbl_gaps", "counter", "sequence gaps detected per connection", lambda c: c.gaps),
             ("cbl_reconnects", "counter", "reconnects per connection", lambda c: c.reconnects),
             ("cbl_unrouted", "counter", "messages stored to _unrouted per connection",
@@ -92,6 +124,18 @@ class IngestCollector(Collector):
              lambda c: c.acked_products),
         ]
         conns = list(self._conns())
+        msgs = CounterMetricFamily(
+            "cbl_messages", "messages received per connection and channel (the channel each "
+            "was routed to; _unrouted: kept raw)", labels=["conn", "channel"])
+        nbytes = CounterMetricFamily(
+            "cbl_bytes", "payload bytes received per connection and channel",
+            labels=["conn", "channel"])
+        for c in conns:
+            for ch, n, b in c.channel_counts():
+                msgs.add_metric([c.conn_id, ch], float(n))
+                nbytes.add_metric([c.conn_id, ch], float(b))
+        yield msgs
+        yield nbytes
         for name, kind, doc, get in per_conn:
             fam: Any
             if kind == "counter":
@@ -102,10 +146,12 @@ class IngestCollector(Collector):
                 fam.add_metric([c.conn_id], float(get(c)))
             yield fam
         s = self._sink
-        cm = CounterMetricFamily("cbl_channel_messages", "messages stored per channel",
-                                 labels=["channel"])
-        cb = CounterMetricFamily("cbl_channel_bytes", "bytes stored per channel",
-                                 labels=["channel"])
+        cm = CounterMetricFamily(
+            "cbl_stored_records", "records (data and markers) the storage thread wrote, "
+            "per channel", labels=["channel"])
+        cb = CounterMetricFamily(
+            "cbl_stored_bytes", "payload bytes (data and markers) the storage thread wrote, "
+            "per channel", labels=["channel"])
         for ch, n in list(s.channel_records.items()):
             cm.add_metric([ch], float(n))
         for ch, n in list(s.channel_bytes.items()):

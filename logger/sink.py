@@ -11,6 +11,14 @@ If the storage thread falls behind, batches stay pending on the loop side (the b
 growing) until ``max_pending_bytes``; only then is the pending data dropped, counted per
 stream, and a ``DROPPED`` marker written at the head of that stream's next batch, so a reader
 knows exactly which interval is missing. Nothing is ever lost silently.
+
+The storage thread bounds the engine in the same way: while commits fail (ENOSPC, EIO) the
+engine keeps the records pending and retries them at every commit; once those pending bytes
+reach ``max_backlog_bytes`` the thread stops handing the engine more, counts what it drops per
+stream, and when a commit succeeds again (space is back) writes one ``DROPPED`` marker
+``{"reason":"storage_commit_failing","records":N,"first_ts_ns":…,"last_ts_ns":…,"errno":E}``
+into each affected stream, before its next records. Commit errors are logged once per distinct
+(stream, errno) while they last, and their end once.
 """
 
 from __future__ import annotations
@@ -85,6 +93,8 @@ class SinkStats:
     commits: int = 0
     committed_records: int = 0
     commit_errors: int = 0
+    backlog_drop_events: int = 0  # batches dropped while commits were failing
+    backlog_peak_bytes: int = 0  # most payload bytes the engine held while commits failed
     last_commit_s: float = 0.0
     channel_records: dict[str, int] = field(default_factory=dict)
     channel_bytes: dict[str, int] = field(default_factory=dict)
@@ -164,6 +174,7 @@ class Sink:
         queue_batches: int = 8,
         queue_bytes: int = 256 << 20,
         max_pending_bytes: int = 128 << 20,
+        max_backlog_bytes: int = 256 << 20,
         on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         self.commit_records = commit_records
@@ -176,7 +187,8 @@ class Sink:
         self.last_flush = time.monotonic()
         self.stats = SinkStats()
         self.queue = BoundedBatchQueue(queue_batches, queue_bytes)
-        self._writer = StorageWriter(engine_factory, self.queue, self.stats, on_commit)
+        self._writer = StorageWriter(engine_factory, self.queue, self.stats, on_commit,
+                                     max_backlog_bytes)
         self._closed = False
 
     def start(self) -> None:
@@ -355,8 +367,15 @@ class StorageWriter(threading.Thread):
         queue: BoundedBatchQueue,
         stats: SinkStats,
         on_commit: Callable[[float, int], None] | None,
+        max_backlog_bytes: int = 256 << 20,
     ) -> None:
         super().__init__(name="storage-writer", daemon=True)
+        self._max_backlog = max_backlog_bytes
+        self._failing = False  # the last commit reported errors
+        self._logged: set[tuple[str, str, int | None]] = set()  # errors logged, not yet over
+        # per stream dropped while commits failed: [records, first_ts_ns, last_ts_ns]
+        self._backlog_drops: dict[StreamKey, list[int]] = {}
+        self._drop_errno: int | None = None
         self._factory = engine_factory
         self._queue = queue
         self._stats = stats
@@ -375,8 +394,19 @@ class StorageWriter(threading.Thread):
                     # idle: still commit with the wall clock so past UTC days get sealed
                     self._commit(engine, 0)
                     continue
-                self._write(engine, batch)
-                self._commit(engine, batch.records)
+                backlog = engine.pending_bytes if self._failing else 0
+                if backlog > self._stats.backlog_peak_bytes:
+                    self._stats.backlog_peak_bytes = backlog
+                if backlog >= self._max_backlog:
+                    self._drop(batch)
+                    if batch.final:
+                        self._write_drop_markers(engine)  # tiny: kept if close commits
+                    self._commit(engine, 0)
+                else:
+                    if self._backlog_drops:
+                        self._write_drop_markers(engine)
+                    self._write(engine, batch)
+                    self._commit(engine, batch.records)
                 if batch.final:
                     break
             engine.close()
@@ -406,6 +436,46 @@ class StorageWriter(threading.Thread):
             crec[c.channel] = crec.get(c.channel, 0) + len(c.ts)
             cbytes[c.channel] = cbytes.get(c.channel, 0) + sum(map(len, c.payloads))
 
+    def _drop(self, batch: Batch) -> None:
+        """Commits are failing and the engine holds ``max_backlog_bytes``: count the batch's
+        records per stream instead of buffering them (markers follow when commits work)."""
+        drops = self._backlog_drops
+        for c in batch.chunks:
+            if not c.ts:
+                continue
+            d = drops.get((c.product, c.channel))
+            lo, hi = min(c.ts), max(c.ts)
+            if d is None:
+                drops[(c.product, c.channel)] = [len(c.ts), lo, hi]
+            else:
+                d[0] += len(c.ts)
+                d[1], d[2] = min(d[1], lo), max(d[2], hi)
+        st = self._stats
+        st.records_dropped += batch.records
+        st.drop_events += 1
+        st.backlog_drop_events += 1
+        if st.backlog_drop_events == 1 or not st.backlog_drop_events % 100:
+            log.error("event=dropped records=%d reason=storage_commit_failing "
+                      "backlog_bytes_max=%d drop_events=%d", batch.records, self._max_backlog,
+                      st.backlog_drop_events)
+
+    def _write_drop_markers(self, engine: Engine) -> None:
+        """One DROPPED marker per stream that lost records while commits were failing."""
+        now = time.time_ns()
+        for (product, channel), (n, lo, hi) in self._backlog_drops.items():
+            key = (product, channel)
+            s = self._handles.get(key)
+            if s is None:
+                s = self._handles[key] = engine.stream(product, channel)
+            engine.append(s, now, marker_payload(
+                reason="storage_commit_failing", records=n, first_ts_ns=lo, last_ts_ns=hi,
+                errno=self._drop_errno), RecordKind.DROPPED)
+        if self._backlog_drops:
+            log.warning("event=drop_markers streams=%d records=%d reason=storage_commit_failing",
+                        len(self._backlog_drops),
+                        sum(d[0] for d in self._backlog_drops.values()))
+        self._backlog_drops.clear()
+
     def _commit(self, engine: Engine, records: int) -> None:
         t0 = time.perf_counter()
         result = engine.commit(time.time_ns())
@@ -416,8 +486,21 @@ class StorageWriter(threading.Thread):
         st.last_commit_s = dt
         if errors:
             st.commit_errors += 1
-            log.error("event=commit_error errors=%r pending_kept=true", errors)
+            self._failing = True
+            for e in errors:  # once per distinct (stream, errno) while it lasts
+                key = (e.product, e.channel, e.errno)
+                if key not in self._logged:
+                    self._logged.add(key)
+                    log.error("event=commit_error stream=%s/%s errno=%s error=%r "
+                              "pending_kept=true", e.product, e.channel, e.errno, str(e))
+                self._drop_errno = e.errno
         else:
-            st.committed_records += records
+            if self._failing:
+                log.warning("event=commit_recovered errors_seen=%d pending=%d",
+                            len(self._logged), engine.pending_records)
+            self._failing = False
+            self._logged.clear()
+            # what the engine made durable: this batch, and what earlier failed commits kept
+            st.committed_records += getattr(result, "records", records)
         if self._on_commit is not None and records:
             self._on_commit(dt, records)

@@ -21,6 +21,7 @@ import sys
 import time
 from array import array
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
@@ -75,7 +76,10 @@ class EngineConfig:
     with ``first_extent_bytes`` and grows by doubling up to ``max_extent_bytes`` per step.
     ``max_batch_bytes`` caps one batch (bigger commits are split); ``seals_per_commit`` and
     ``seal_budget_s`` bound how many past-day segments one commit seals and how long it may
-    spend on it (the rest follow at the next commits)."""
+    spend on it (the rest follow at the next commits). ``io_threads`` threads seal (trim) files
+    in parallel — at close, and in waves within that budget — and create the next UTC day's
+    segments of the active streams during the last ``precreate_s`` seconds of a day (within
+    the same budget per commit), so midnight does not create 2 800 files in one commit."""
 
     root: Path
     backend: str = "auto"
@@ -89,6 +93,8 @@ class EngineConfig:
     seal_stale_on_open: bool = True
     seals_per_commit: int = 256
     seal_budget_s: float = 0.05
+    io_threads: int = 4
+    precreate_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.commit_records < 1:
@@ -103,6 +109,8 @@ class EngineConfig:
             raise ValueError("extent sizes must be positive")
         if self.seals_per_commit < 1:
             raise ValueError(f"seals_per_commit must be >= 1, got {self.seals_per_commit}")
+        if self.io_threads < 1:
+            raise ValueError(f"io_threads must be >= 1, got {self.io_threads}")
         if self.max_batch_bytes < 4096:
             raise ValueError(f"max_batch_bytes too small: {self.max_batch_bytes}")
 
@@ -178,6 +186,17 @@ class Stream:
         self.markers = []
 
 
+def _seal_each(segs: list[Segment], fsync: bool) -> dict[Segment, BaseException]:
+    """Seal ``segs`` one after the other (in an I/O thread); the ones that failed, and why."""
+    failed: dict[Segment, BaseException] = {}
+    for seg in segs:
+        try:
+            seg.seal(fsync=fsync)
+        except Exception as e:  # reported by the engine's thread, after the others
+            failed[seg] = e
+    return failed
+
+
 class Engine:
     """Owns every open segment under one data root. Single-threaded; one engine per root
     (enforced with an exclusive lock file ``<root>/.lock``)."""
@@ -217,6 +236,8 @@ class Engine:
         self._to_seal: dict[tuple[Stream, dt.date], Segment] = {}
         self._failing: set[tuple[str, str]] = set()
         self._days: dict[int, dt.date] = {}
+        self._pool: ThreadPoolExecutor | None = None  # sealing and pre-creation, lazily
+        self._precreated: dict[Segment, None] = {}  # next-day segments not written yet
         # the per-stream fast path writes columns in host order: little-endian hosts only
         self._fast_ok = sys.byteorder == "little"
         self._closed = False
@@ -298,6 +319,12 @@ class Engine:
     def pending_records(self) -> int:
         return self._pending
 
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes buffered and not committed (O(pending records); for callers that
+        bound the engine's memory while commits fail, not for every record)."""
+        return sum(sum(s.lens) for s in self._dirty)
+
     def commit_due(self, now_monotonic: float | None = None) -> bool:
         """True when ``commit_records`` are pending, or records (or segments to seal) have
         waited ``commit_interval_s``, or unsynced bytes ``fsync_interval_s``."""
@@ -371,6 +398,9 @@ class Engine:
                     seg.apply()
                     if track:
                         self._unsynced[seg] = None
+                if self._precreated:  # written now: an ordinary segment from here on
+                    for seg in itertools.chain(touched, fast_segs):
+                        self._precreated.pop(seg, None)
         if staged:
             records = 0
             failing = self._failing
@@ -394,6 +424,8 @@ class Engine:
             seg.seal(fsync=fsync)
             result.sealed.append(seg.path)
         self._seal_past_days(self._day(now // NS_PER_DAY), result)
+        if self.config.precreate_s > 0:
+            self._precreate(now)
         self._maybe_sync(result)
         self._last_commit = time.monotonic()
         result.seconds = time.perf_counter() - t0
@@ -654,14 +686,19 @@ class Engine:
         fsync = self.config.fsync_interval_s is not None
         deadline = time.perf_counter() + self.config.seal_budget_s
         done = 0
-        for key in list(itertools.islice(self._to_seal, self.config.seals_per_commit)):
+        # waves of io_threads parallel seals (trimming a file blocks ~1-4 ms on some disks,
+        # mostly waiting, not CPU); a budget of 0 seals one segment per commit
+        wave = self.config.io_threads if self.config.seal_budget_s > 0 else 1
+        while self._to_seal and done < self.config.seals_per_commit:
             if done and time.perf_counter() > deadline:
                 return
-            seg = self._to_seal.pop(key)
-            self._unsynced.pop(seg, None)
-            seg.seal(fsync=fsync)
-            result.sealed.append(seg.path)
-            done += 1
+            keys = list(itertools.islice(self._to_seal,
+                                         min(wave, self.config.seals_per_commit - done)))
+            segs = [self._to_seal.pop(key) for key in keys]
+            for seg in segs:
+                self._unsynced.pop(seg, None)
+            self._seal_all(segs, fsync, result)
+            done += len(segs)
         while self._stale and done < self.config.seals_per_commit:
             if done and time.perf_counter() > deadline:
                 return
@@ -670,6 +707,73 @@ class Engine:
             if self._seal_if_stale(path):
                 result.sealed.append(path)
             done += 1
+
+    def _io_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.io_threads, thread_name_prefix="cbl-io")
+        return self._pool
+
+    def _seal_all(self, segs: list[Segment], fsync: bool, result: CommitResult) -> None:
+        """Seal ``segs`` (in parallel when several: the syscalls release the GIL); every one
+        is attempted, sealed paths go to ``result``, the first error is raised after all.
+        A segment created in advance for a day and never written is removed instead."""
+        if self._precreated:
+            removed: set[Segment] = set()
+            for seg in segs:
+                if self._precreated.pop(seg, 0) is None and seg.empty:
+                    seg.close()
+                    seg.path.unlink(missing_ok=True)
+                    removed.add(seg)
+            segs = [seg for seg in segs if seg not in removed]
+        if not segs:
+            return
+        if len(segs) == 1 or self.config.io_threads == 1:
+            for seg in segs:
+                seg.seal(fsync=fsync)
+                result.sealed.append(seg.path)
+            return
+        k = min(self.config.io_threads, len(segs))
+        # one job per thread, not per file: 2 800 futures cost more CPU than the seals
+        jobs = [self._io_pool().submit(_seal_each, segs[i::k], fsync) for i in range(k)]
+        failed: dict[Segment, BaseException] = {}
+        for job in jobs:
+            failed.update(job.result())
+        result.sealed += [seg.path for seg in segs if seg not in failed]
+        if failed:
+            raise next(iter(failed.values()))
+
+    def _precreate(self, now_ns: int) -> None:
+        """In the last ``precreate_s`` seconds of a UTC day, create the next day's segment of
+        streams that have one open today, in parallel waves within ``seal_budget_s`` per
+        commit, so that the first commit after midnight finds them open."""
+        left_s = (NS_PER_DAY - now_ns % NS_PER_DAY) / 1e9
+        if left_s > self.config.precreate_s or left_s < 1.0:
+            return
+        today = self._day(now_ns // NS_PER_DAY)
+        tomorrow = self._day(now_ns // NS_PER_DAY + 1)
+        deadline = time.perf_counter() + self.config.seal_budget_s
+        todo = (s for s in self._streams.values()
+                if today in s.segments and tomorrow not in s.segments)
+        durable = self.config.fsync_interval_s is not None
+        while time.perf_counter() <= deadline:
+            wave = list(itertools.islice(todo, self.config.io_threads))
+            if not wave:
+                return
+            jobs = [self._io_pool().submit(
+                Segment.create_fresh, self.root, s.product, s.channel, tomorrow, now_ns,
+                self._policy, self._index_step, durable) for s in wave]
+            for stream, job in zip(wave, jobs, strict=True):
+                try:
+                    seg = job.result()
+                except OSError as e:  # e.g. ENOSPC: the normal path retries after midnight
+                    log.warning("could not pre-create %s/%s %s: %s", stream.product,
+                                stream.channel, tomorrow, e)
+                    return
+                if seg is None:  # the day has files already: the normal path opens them
+                    continue
+                stream.segments[tomorrow] = seg
+                stream.next_number[tomorrow] = 1
+                self._precreated[seg] = None
 
     def _seal_if_stale(self, path: Path) -> bool:
         """Recover and seal ``path`` if it is an unsealed segment (not a corrupt one)."""
@@ -735,20 +839,25 @@ class Engine:
         if self._pending:
             log.error("closing with %d records not committed (see errors)", self._pending)
         fsync = self.config.fsync_interval_s is not None
+        segs: list[Segment] = []
         for stream in self._streams.values():
-            for seg in stream.segments.values():
-                seg.seal(fsync=fsync)
-                result.sealed.append(seg.path)
+            segs += stream.segments.values()
             stream.segments.clear()
-        for seg in self._to_seal.values():
-            seg.seal(fsync=fsync)
-            result.sealed.append(seg.path)
+        segs += self._to_seal.values()
         self._to_seal.clear()
+        try:
+            self._seal_all(segs, fsync, result)
+        except OSError as e:
+            log.error("sealing at close failed: %s", e)
+            result.errors.append(CommitError("*", "*", e.errno, f"seal failed: {e}"))
         for path in list(self._stale):
             if self._seal_if_stale(path):
                 result.sealed.append(path)
         self._stale.clear()
         self._unsynced.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._backend.close()
         os.close(self._lock_fd)
         self._closed = True

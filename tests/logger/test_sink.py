@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,3 +196,170 @@ def test_utc_day_roll_splits_streams_and_seals_the_past_day_while_running(
     sink.close()
     got = read_streams(tmp_path)[key]
     assert data_only(got) == [b"before midnight", b"after midnight", b"still recording"]
+
+
+# -- full disk: the storage thread bounds what the engine holds while commits fail ----------
+
+
+def sink_disk_full_scenario(root: Path, fill: Callable[[], None], free: Callable[[], None],
+                            expect_errno: int) -> dict[str, object]:
+    """Record into ``root``, make the disk full (``fill``), keep recording far past the
+    backlog bound, make room (``free``), record more, close; return what was observed.
+    Runs in a child process (a private tmpfs mount, or a lowered RLIMIT_FSIZE)."""
+    errors_logged: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "event=commit_error" in record.getMessage():
+                errors_logged.append(record.getMessage())
+
+    logging.getLogger("logger.sink").addHandler(Catch())
+    bound = 64 << 10
+    sink = Sink(lambda: Engine(EngineConfig(root=root, backend="pwrite")), commit_records=50,
+                commit_interval_s=60, queue_batches=64, max_backlog_bytes=bound)
+    sink.start()
+    keys = [(f"P{i}-USD", "level2") for i in range(4)]
+    sent: dict[tuple[str, str], list[bytes]] = {k: [] for k in keys}
+    t = time.time_ns()
+    i = 0
+
+    def feed(n: int) -> None:
+        nonlocal i
+        for _ in range(n):
+            key = keys[i % len(keys)]
+            raw = b"%07d" % i + b"x" * 1017
+            sink.add(key, t + i, raw, FALLBACK)
+            sent[key].append(raw)
+            i += 1
+            if i % 50 == 0:
+                time.sleep(0.002)  # let the storage thread keep up (no queue-full drops)
+
+    def settle() -> None:
+        deadline = time.monotonic() + 30
+        while sink.queue.depth and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+
+    feed(400)
+    settle()
+    committed_before = sink.stats.committed_records
+    fill()
+    feed(3000)  # ~3 MB while no commit succeeds: far past the 64 KiB bound
+    settle()
+    errors_while_full = sink.stats.commit_errors
+    dropped_while_full = sink.stats.records_dropped
+    free()
+    feed(400)
+    sink.close()
+    got = read_streams(root)
+    out: dict[str, object] = {
+        "committed_before": committed_before, "errors_while_full": errors_while_full,
+        "dropped_while_full": dropped_while_full, "dropped": sink.stats.records_dropped,
+        "backlog_peak": sink.stats.backlog_peak_bytes, "bound": bound,
+        "errors_logged": errors_logged, "sent": i, "stored": 0, "markers": [],
+    }
+    stored = 0
+    for key in keys:
+        recs = got.get(key, [])
+        data = data_only(recs)
+        stored += len(data)
+        idx = [int(p[:7]) for p in data]
+        assert idx == sorted(idx), "out of order"
+        assert data[-50:] == sent[key][-50:], "records after space came back are missing"
+        assert set(data) <= set(sent[key])
+        drops = [json.loads(p) for p in markers(recs, RecordKind.DROPPED)]
+        for d in drops:
+            assert d["reason"] == "storage_commit_failing" and d["errno"] == expect_errno
+            assert d["first_ts_ns"] <= d["last_ts_ns"]
+            # the marker sits where the records are missing: before it <= first, after > last
+            pos = next(k for k, r in enumerate(recs) if r[0] == RecordKind.DROPPED)
+            assert all(ts < d["first_ts_ns"] for kind, ts, _ in recs[:pos] if kind == 0)
+            assert all(ts > d["last_ts_ns"] for kind, ts, _ in recs[pos + 1:] if kind == 0)
+        out["markers"] = [*out["markers"], *drops]  # type: ignore[misc]
+    out["stored"] = stored
+    return out
+
+
+def _check_disk_full_result(r: dict[str, object]) -> None:
+    assert r["committed_before"] == 400
+    assert r["errors_while_full"] and r["dropped_while_full"]  # full, and the bound held
+    # memory stayed bounded: at most the bound plus the one batch that crossed it
+    assert r["backlog_peak"] < r["bound"] + 51 * 1024  # type: ignore[operator]
+    # every record is either stored or counted as dropped, and the markers say which
+    assert r["stored"] + r["dropped"] == r["sent"]  # type: ignore[operator]
+    assert sum(d["records"] for d in r["markers"]) == r["dropped"]  # type: ignore[union-attr]
+    # logged once per (stream, errno), not once per failing commit
+    errs = r["errors_logged"]
+    assert 1 <= len(errs) <= 4 < r["errors_while_full"]  # type: ignore[arg-type,operator]
+
+
+def _tmpfs_refused() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to mount a tmpfs in a private mount namespace"
+    if shutil.which("unshare") is None:
+        return "unshare(1) not installed"
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode:
+        return "unshare --mount refused"
+    return None
+
+
+_CHILD = """
+import json, os, sys
+from pathlib import Path
+import test_sink
+mnt = Path(sys.argv[1]); root = mnt / "data"; ballast = mnt / "ballast"
+def fill():
+    st = os.statvfs(mnt)
+    with open(ballast, "wb") as f:
+        f.write(bytes(max(0, st.f_bavail * st.f_frsize - (96 << 10))))
+def free():
+    ballast.unlink()
+print(json.dumps(test_sink.sink_disk_full_scenario(root, fill, free, 28)))
+"""
+
+
+@pytest.mark.skipif(_tmpfs_refused() is not None, reason=str(_tmpfs_refused()))
+def test_full_disk_bounds_the_backlog_drops_marked_and_resumes_on_tmpfs(tmp_path: Path) -> None:
+    """A real 8 MiB tmpfs: filled up while recording, then freed."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": f"{here.parents[1]}:{here}"}
+    script = 'mount -t tmpfs -o size=8m tmpfs "$1" && exec "$2" -c "$3" "$1"'
+    out = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", str(mnt),
+                          sys.executable, _CHILD], capture_output=True, env=env, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()
+    _check_disk_full_result(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+
+
+def test_full_disk_bounds_the_backlog_unprivileged_rlimit_fsize(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE in a forked child: growth past the limit fails (EFBIG) as ENOSPC would;
+    raising the limit is "space is back"."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+            def fill() -> None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, resource.RLIM_INFINITY))
+
+            def free() -> None:
+                resource.setrlimit(resource.RLIMIT_FSIZE,
+                                   (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+            result = sink_disk_full_scenario(tmp_path / "data", fill, free, errno.EFBIG)
+            os.write(w, json.dumps(result).encode())
+            code = 0
+        except BaseException:
+            os.write(w, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data.decode()
+    _check_disk_full_result(json.loads(data))

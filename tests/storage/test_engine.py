@@ -240,3 +240,62 @@ def test_seal_time_budget_still_seals_one_per_commit(root: Path) -> None:
         eng.commit(now_ns=NOON_NS)
         sealed = [len(eng.commit(now_ns=NOON_NS + DAY_NS).sealed) for _ in range(4)]
         assert sealed == [1, 1, 1, 0]
+
+
+def test_next_day_segments_are_created_before_midnight_and_used_after(root: Path) -> None:
+    """In the last minutes of a day the active streams get the next day's segment in advance
+    (off the first commit after midnight); records after midnight land there, none is lost,
+    and one never written is removed rather than left as an empty sealed file."""
+    cfg = EngineConfig(root=root, backend="mmap", precreate_s=600, io_threads=2,
+                       seal_stale_on_open=False)
+    midnight = (NOON_NS // DAY_NS + 1) * DAY_NS
+    eng = Engine(cfg)
+    a, b, c = (eng.stream(p, "level2") for p in ("A-USD", "B-USD", "C-USD"))
+    eng.append(a, midnight - 3600 * 10**9, b"a1")
+    eng.append(b, midnight - 3600 * 10**9, b"b1")
+    eng.commit(now_ns=midnight - 3600 * 10**9)  # an hour before: nothing made in advance
+    assert {r.day.isoformat() for r in iter_segments(root)} == {"2026-11-24"}
+    eng.append(a, midnight - 300 * 10**9, b"a2")
+    eng.commit(now_ns=midnight - 300 * 10**9)  # five minutes before midnight
+    made = sorted((r.product, r.day.isoformat(), r.number) for r in iter_segments(root))
+    assert made == [("A-USD", "2026-11-24", 0), ("A-USD", "2026-11-25", 0),
+                    ("B-USD", "2026-11-24", 0), ("B-USD", "2026-11-25", 0)]
+    eng.append(a, midnight + 10**9, b"a3")  # after midnight: lands in the made segment
+    eng.append(c, midnight + 10**9, b"c1")  # a stream without one gets it the usual way
+    res = eng.commit(now_ns=midnight + 2 * 10**9)
+    assert not res.errors and res.records == 2
+    assert sorted(p.parts[-3] for p in res.sealed) == ["A-USD", "B-USD"]  # day one
+    eng.close()
+    refs = list(iter_segments(root))
+    assert sorted((r.product, r.day.isoformat(), r.number) for r in refs) == [
+        ("A-USD", "2026-11-24", 0), ("A-USD", "2026-11-25", 0), ("B-USD", "2026-11-24", 0),
+        ("C-USD", "2026-11-25", 0)]  # B's unused next-day segment was removed
+    for ref in refs:
+        with SegmentReader.open(ref.path) as r:
+            assert r.header.sealed and ref.path.stat().st_size == r.header.committed_len
+    assert [p for _, _, p in read_all(root, "A-USD")] == [b"a1", b"a2", b"a3"]
+    assert [p for _, _, p in read_all(root, "B-USD")] == [b"b1"]
+    assert [p for _, _, p in read_all(root, "C-USD")] == [b"c1"]
+
+
+def test_close_seals_many_streams_in_parallel_and_keeps_every_record(root: Path) -> None:
+    cfg = EngineConfig(root=root, backend="mmap", io_threads=4, seal_stale_on_open=False)
+    eng = Engine(cfg)
+    streams = [eng.stream(f"P{i:02d}-USD", ch) for i in range(20) for ch in ("level2", "ticker")]
+    for k, s in enumerate(streams):
+        eng.extend(s, [NOON_NS + j for j in range(k + 1)],
+                   [b"%d-%d" % (k, j) for j in range(k + 1)])
+    eng.commit(now_ns=NOON_NS)
+    for k, s in enumerate(streams):
+        eng.append(s, NOON_NS + 100, b"last %d" % k)  # pending: committed by close
+    res = eng.close()
+    assert not res.errors and res.records == 40 and len(res.sealed) == 40
+    refs = list(iter_segments(root))
+    assert len(refs) == 40
+    for ref in refs:
+        with SegmentReader.open(ref.path) as r:
+            assert r.header.sealed and ref.path.stat().st_size == r.header.committed_len
+    for k, s in enumerate(streams):
+        got = [p for _, _, p in read_all(root, s.product) if p.startswith(b"%d-" % k)
+               or p == b"last %d" % k]
+        assert got == [b"%d-%d" % (k, j) for j in range(k + 1)] + [b"last %d" % k]
