@@ -151,6 +151,36 @@ def cli(zstd: str, files: list[Path], joined: Path, level: int) -> tuple[int, in
     return total_in, total_out, speeds[-1]
 
 
+def compare(images: dict[tuple[str, str], bytes], levels: list[int], zstd: str | None,
+            repeat: int) -> dict[int, tuple[float, float]]:
+    """Print one line per level: our ratio and MB/s, then (with ``zstd``) the CLI's on the
+    same bytes, written once to a temporary folder; our (ratio, MB/s) per level."""
+    tmp = Path(tempfile.mkdtemp(prefix="cbl-bench-"))
+    files: list[Path] = []
+    joined = tmp / "all.seg"
+    results: dict[int, tuple[float, float]] = {}
+    try:
+        if zstd is not None:
+            for i, image in enumerate(images.values()):
+                files.append(tmp / f"{i}.seg")
+                files[-1].write_bytes(image)
+            joined.write_bytes(b"".join(images.values()))
+        for level in levels:
+            n_in, n_out, secs = ours(images, level, repeat=repeat)
+            ratio, speed = n_in / n_out, n_in / secs / 1e6
+            results[level] = (ratio, speed)
+            line = f"{level:>5} {ratio:>7.2f} {speed:>7.1f}"
+            if zstd is not None:
+                c_in, c_out, c_speed = cli(zstd, files, joined, level)
+                c_ratio = c_in / c_out
+                line += (f"   {c_ratio:>9.2f} {c_speed:>8.1f}   {ratio / c_ratio:>9.3f} "
+                         f"{speed / c_speed:>9.3f}")
+            print(line, flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=200_000)
@@ -182,39 +212,17 @@ def main() -> int:
     print(f"frames at 1 MiB target: {frames}")
 
     zstd = shutil.which("zstd")
-    tmp = Path(tempfile.mkdtemp(prefix="cbl-bench-"))
-    files: list[Path] = []
     if zstd is None:
         print("NOTE: the `zstd` command-line tool is not installed (apt-get install zstd); "
               "the CLI baseline is skipped, our own figures follow.")
     else:
         version = subprocess.run([zstd, "--version"], capture_output=True, text=True).stdout
         print(f"baseline: {version.strip()} (-T1, same bytes, same run)")
-        for i, image in enumerate(images.values()):
-            p = tmp / f"{i}.seg"
-            p.write_bytes(image)
-            files.append(p)
-        joined = tmp / "all.seg"
-        joined.write_bytes(b"".join(images.values()))
 
     print()
     print(f"{'level':>5} {'ratio':>7} {'MB/s':>7}   {'cli ratio':>9} {'cli MB/s':>8}   "
           f"{'ratio/cli':>9} {'speed/cli':>9}")
-    results: dict[int, tuple[float, float]] = {}
-    try:
-        for level in levels:
-            n_in, n_out, secs = ours(images, level, repeat=args.repeat)
-            ratio, speed = n_in / n_out, n_in / secs / 1e6
-            results[level] = (ratio, speed)
-            line = f"{level:>5} {ratio:>7.2f} {speed:>7.1f}"
-            if zstd is not None:
-                c_in, c_out, c_speed = cli(zstd, files, joined, level)
-                c_ratio = c_in / c_out
-                line += (f"   {c_ratio:>9.2f} {c_speed:>8.1f}   {ratio / c_ratio:>9.3f} "
-                         f"{speed / c_speed:>9.3f}")
-            print(line, flush=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    results = compare(images, levels, zstd, args.repeat)
 
     print()
     real = capture_segments()
@@ -223,26 +231,7 @@ def main() -> int:
     else:
         real_total = sum(len(v) for v in real.values())
         print(f"real capture {CAPTURE.name}: {len(real)} segments, {real_total / 1e6:.2f} MB")
-        rtmp = Path(tempfile.mkdtemp(prefix="cbl-bench-real-"))
-        try:
-            rfiles = []
-            for i, image in enumerate(real.values()):
-                p = rtmp / f"{i}.seg"
-                p.write_bytes(image)
-                rfiles.append(p)
-            rjoined = rtmp / "all.seg"
-            rjoined.write_bytes(b"".join(real.values()))
-            for level in levels:
-                n_in, n_out, secs = ours(real, level, repeat=args.repeat)
-                line = f"{level:>5} {n_in / n_out:>7.2f} {n_in / secs / 1e6:>7.1f}"
-                if zstd is not None:
-                    c_in, c_out, c_speed = cli(zstd, rfiles, rjoined, level)
-                    line += (f"   {c_in / c_out:>9.2f} {c_speed:>8.1f}   "
-                             f"{(n_in / n_out) / (c_in / c_out):>9.3f} "
-                             f"{n_in / secs / 1e6 / c_speed:>9.3f}")
-                print(line, flush=True)
-        finally:
-            shutil.rmtree(rtmp, ignore_errors=True)
+        compare(real, levels, zstd, args.repeat)
 
     print()
     dict_level = 3 if 3 in levels else levels[0]

@@ -177,18 +177,24 @@ def run_daemon(tmp: Path, dialect: str, products: int, seconds: float, strace: b
             syscalls, window_msgs = _strace_storage(d.pid, log_path, min(10.0, seconds / 3))
         sim.wait(seconds + 60)  # the venue ends the session; the daemon keeps what it got
         time.sleep(1.0)
-        cpu = _cpu_s(d.pid)
-        threads = _thread_cpu(d.pid)
-        rss = _hwm_mb(d.pid)
-        split = _rss_split(d.pid)
-        d.send_signal(signal.SIGTERM)
-        code = d.wait(120)
-    if code != 0:
-        raise SystemExit(f"daemon exited {code}; see {log_path}")
+        cpu, threads, rss, split = _measure_and_stop(d, log_path)
     got, first, last = stored_shas(root)
     n = sum(got.values())
     return Run("daemon", n, (last - first) / 1e9, cpu, rss, verify(ledger_shas(ledger), got),
                startup, syscalls, window_msgs, threads, split)
+
+
+def _measure_and_stop(d: subprocess.Popen[bytes], log_path: Path
+                      ) -> tuple[float, dict[str, float], float, str]:
+    """CPU (total and per thread) and memory of a finished run, read before SIGTERM so the
+    shutdown's flush is not counted; a non-zero exit ends the benchmark."""
+    cpu, threads, rss, split = (_cpu_s(d.pid), _thread_cpu(d.pid), _hwm_mb(d.pid),
+                                _rss_split(d.pid))
+    d.send_signal(signal.SIGTERM)
+    code = d.wait(120)
+    if code != 0:
+        raise SystemExit(f"daemon exited {code}; see {log_path}")
+    return cpu, threads, rss, split
 
 
 def _wait_log(path: Path, pattern: str, timeout: float) -> float | None:
@@ -494,14 +500,7 @@ def run_daemon_firehose(tmp: Path, products: int, messages: int) -> Run:
         pipe.recv()  # every connection's frames are written
         proc.join(30)
         time.sleep(2.0)
-        cpu = _cpu_s(d.pid)
-        threads = _thread_cpu(d.pid)
-        rss = _hwm_mb(d.pid)
-        split = _rss_split(d.pid)
-        d.send_signal(signal.SIGTERM)
-        code = d.wait(120)
-    if code != 0:
-        raise SystemExit(f"daemon exited {code}; see {log_path}")
+        cpu, threads, rss, split = _measure_and_stop(d, log_path)
     got, first, last = stored_shas(root)
     return Run("daemon", sum(got.values()), (last - first) / 1e9, cpu, rss,
                verify(firehose_shas(ledger), got), startup, threads=threads, rss_split=split)

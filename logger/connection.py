@@ -301,11 +301,15 @@ class Connection:
                 for f in frames:
                     t.send(_TEXT, f)
             return
-        slots = [self.message_limiter.reserve() for _ in frames]
-        task = asyncio.get_running_loop().create_task(self._send_at(list(frames), slots))
+        self._spawn_send(list(frames), [self.message_limiter.reserve() for _ in frames])
+        log.info("event=send conn=%s frames=%d reason=%r", self.conn_id, len(frames), reason)
+
+    def _spawn_send(self, frames: list[bytes], slots: list[float]) -> None:
+        """Send ``frames`` at their reserved ``slots`` in a task the connection keeps a
+        reference to (the loop holds tasks only weakly)."""
+        task = asyncio.get_running_loop().create_task(self._send_at(frames, slots))
         self._send_tasks.add(task)
         task.add_done_callback(self._send_tasks.discard)
-        log.info("event=send conn=%s frames=%d reason=%r", self.conn_id, len(frames), reason)
 
     async def _send_at(self, frames: list[bytes], slots: list[float]) -> None:
         transport = self.transport
@@ -348,9 +352,7 @@ class Connection:
         self.settled.clear()
         frames = self.feed.opening_frames()
         if slots and len(slots) == len(frames):
-            task = asyncio.get_running_loop().create_task(self._send_at(frames, slots))
-            self._send_tasks.add(task)
-            task.add_done_callback(self._send_tasks.discard)
+            self._spawn_send(frames, slots)
         else:
             for frame in frames:
                 transport.send(_TEXT, frame)

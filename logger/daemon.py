@@ -102,13 +102,10 @@ class Daemon:
     # ------------------------------------------------------------------ products and plan
     async def discover(self) -> list[Product] | None:
         """Fetch the product list, retrying with backoff until it works or we are stopped."""
-        v = self.cfg.venue
         delay = 1.0
         while not self.stop_event.is_set():
             try:
-                available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect,
-                                                    v.rest_timeout_s)
-                chosen = select_products(available, v.products, v.exclude_products)
+                chosen = await self._fetch_chosen()
                 if chosen:
                     return chosen
                 msg = "no recordable product in the venue's list"
@@ -119,6 +116,14 @@ class Daemon:
                 await asyncio.wait_for(self.stop_event.wait(), delay)
             delay = min(60.0, delay * 2)
         return None
+
+    async def _fetch_chosen(self) -> list[Product]:
+        """The venue's products the config selects; the REST call blocks, so it runs in a
+        worker thread. Raises ProductsError."""
+        v = self.cfg.venue
+        available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect,
+                                            v.rest_timeout_s)
+        return select_products(available, v.products, v.exclude_products)
 
     def plan(self, products: Sequence[Product]) -> Plan:
         return plan_connections(
@@ -252,12 +257,10 @@ class Daemon:
         while True:
             await asyncio.sleep(v.product_refresh_s)
             try:
-                available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect,
-                                                    v.rest_timeout_s)
+                chosen = await self._fetch_chosen()
             except ProductsError as e:
                 log.warning("event=refresh_failed error=%r", str(e))
                 continue
-            chosen = select_products(available, v.products, v.exclude_products)
             if not chosen:
                 log.warning("event=refresh_empty note=keeping_current_products")
                 continue

@@ -4,9 +4,9 @@ Why a custom collector: the hot path only bumps plain ints on a per-connection `
 (and the sink's ``SinkStats``); Prometheus objects are built at scrape time from those ints,
 so a scrape costs microseconds per connection and a message costs no Prometheus call at all.
 Per message, the connection bumps the two slot ints of its ``ChannelCount`` for the channel
-the frame was routed to (one dict lookup by the channel string, whose hash is cached; it
-replaces the per-connection byte count that was there before: ``bench/metrics_cost.py``
-measures the difference). Per-connection totals are sums over those, made at scrape time.
+the frame was routed to (one dict lookup by the channel string, whose hash is cached;
+``bench/metrics_cost.py`` measures what that costs). Per-connection totals are sums over
+those, made at scrape time.
 Only the commit-latency histogram is observed directly, once per commit, from the storage
 thread (prometheus-client is thread-safe).
 """

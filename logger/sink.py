@@ -110,11 +110,16 @@ class BoundedBatchQueue:
         self._bytes = 0
         self._cond = threading.Condition()
 
+    def _full(self, batch: Batch) -> bool:
+        """No room for ``batch`` (caller holds the lock); an empty queue takes any batch, so
+        one oversized batch can never wedge the hand-over."""
+        return bool(self._items) and (
+            len(self._items) >= self.max_batches or self._bytes + batch.nbytes > self.max_bytes
+        )
+
     def try_put(self, batch: Batch) -> bool:
         with self._cond:
-            if self._items and (
-                len(self._items) >= self.max_batches or self._bytes + batch.nbytes > self.max_bytes
-            ):
+            if self._full(batch):
                 return False
             self._items.append(batch)
             self._bytes += batch.nbytes
@@ -127,9 +132,7 @@ class BoundedBatchQueue:
         Raises RuntimeError instead of waiting forever if the consumer died.
         """
         with self._cond:
-            while self._items and (
-                len(self._items) >= self.max_batches or self._bytes + batch.nbytes > self.max_bytes
-            ):
+            while self._full(batch):
                 if not alive():
                     raise RuntimeError("storage thread is gone; batch not handed over")
                 self._cond.wait(0.5)
@@ -294,10 +297,7 @@ class Sink:
                 b.marks = []
         self.stats.batches_queued += 1
         self.stats.records_queued += batch.records
-        self.pending = 0
-        self.pending_bytes = 0
-        self.flush_at = self.commit_records
-        self.last_flush = time.monotonic()
+        self._reset_pending()
 
     def _drop_pending(self) -> None:
         """The disk is slower than the feed for longer than the buffers hold: drop and mark."""
@@ -318,6 +318,10 @@ class Sink:
         self.stats.drop_events += 1
         log.error("event=dropped records=%d reason=storage_queue_full queue_depth=%d",
                   dropped, self.queue.depth)
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        """Nothing is pending any more (handed over or dropped): restart both commit triggers."""
         self.pending = 0
         self.pending_bytes = 0
         self.flush_at = self.commit_records
@@ -414,14 +418,19 @@ class StorageWriter(threading.Thread):
             self.error = e
             log.exception("event=storage_thread_failed")
 
+    def _stream(self, engine: Engine, product: str, channel: str) -> Stream:
+        """The engine's handle for a stream, looked up once per stream, not once per batch."""
+        key = (product, channel)
+        s = self._handles.get(key)
+        if s is None:
+            s = self._handles[key] = engine.stream(product, channel)
+        return s
+
     def _write(self, engine: Engine, batch: Batch) -> None:
         crec = self._stats.channel_records
         cbytes = self._stats.channel_bytes
         for c in batch.chunks:
-            key = (c.product, c.channel)
-            s = self._handles.get(key)
-            if s is None:
-                s = self._handles[key] = engine.stream(c.product, c.channel)
+            s = self._stream(engine, c.product, c.channel)
             if c.marks:
                 prev = 0
                 for pos, kind in c.marks:
@@ -463,11 +472,7 @@ class StorageWriter(threading.Thread):
         """One DROPPED marker per stream that lost records while commits were failing."""
         now = time.time_ns()
         for (product, channel), (n, lo, hi) in self._backlog_drops.items():
-            key = (product, channel)
-            s = self._handles.get(key)
-            if s is None:
-                s = self._handles[key] = engine.stream(product, channel)
-            engine.append(s, now, marker_payload(
+            engine.append(self._stream(engine, product, channel), now, marker_payload(
                 reason="storage_commit_failing", records=n, first_ts_ns=lo, last_ts_ns=hi,
                 errno=self._drop_errno), RecordKind.DROPPED)
         if self._backlog_drops:
@@ -480,7 +485,7 @@ class StorageWriter(threading.Thread):
         t0 = time.perf_counter()
         result = engine.commit(time.time_ns())
         dt = time.perf_counter() - t0
-        errors = getattr(result, "errors", None)
+        errors = result.errors
         st = self._stats
         st.commits += 1
         st.last_commit_s = dt
@@ -501,6 +506,6 @@ class StorageWriter(threading.Thread):
             self._failing = False
             self._logged.clear()
             # what the engine made durable: this batch, and what earlier failed commits kept
-            st.committed_records += getattr(result, "records", records)
+            st.committed_records += result.records
         if self._on_commit is not None and records:
             self._on_commit(dt, records)

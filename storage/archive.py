@@ -214,36 +214,21 @@ class ArchiveReader:
         as `SegmentReader.records`; only frames whose time bounds overlap are read. With
         ``kinds``, only records of those kinds, and frames the seek table says hold none of
         them are not read at all (so listing the markers of a day reads little)."""
-        if kinds is not None:
-            yield from self._records_of_kinds(from_ns, to_ns, kinds)
-            return
-        lo = -(1 << 63) if from_ns is None else from_ns
-        hi = 1 << 63 if to_ns is None else to_ns
-        for entry in self._frames_for(from_ns, to_ns):
-            for info, blob in self.frame_batches(entry, self.frame_content(entry)):
-                if info.last_ts_ns < lo or info.first_ts_ns >= hi:
-                    continue
-                if lo <= info.first_ts_ns and info.last_ts_ns < hi:
-                    yield from batch_records(blob, info.offset)
-                    continue
-                for rec in batch_records(blob, info.offset):
-                    if lo <= rec.ts_ns < hi:
-                        yield rec
-
-    def _records_of_kinds(
-        self, from_ns: int | None, to_ns: int | None, kinds: frozenset[int],
-    ) -> Iterator[Record]:
         lo = -(1 << 63) if from_ns is None else from_ns
         hi = 1 << 63 if to_ns is None else to_ns
         for entry in self._frames_for(from_ns, to_ns, kinds):
             for info, blob in self.frame_batches(entry, self.frame_content(entry)):
                 if info.last_ts_ns < lo or info.first_ts_ns >= hi:
                     continue
-                if not holds_kinds(batch_kinds(blob), kinds):
-                    continue
-                for rec in batch_records(blob, info.offset):
-                    if rec.kind in kinds and lo <= rec.ts_ns < hi:
-                        yield rec
+                if kinds is not None:
+                    if holds_kinds(batch_kinds(blob), kinds):
+                        yield from (rec for rec in batch_records(blob, info.offset)
+                                    if rec.kind in kinds and lo <= rec.ts_ns < hi)
+                elif lo <= info.first_ts_ns and info.last_ts_ns < hi:
+                    yield from batch_records(blob, info.offset)
+                else:
+                    yield from (rec for rec in batch_records(blob, info.offset)
+                                if lo <= rec.ts_ns < hi)
 
     def records_in_batch(self, batch: BatchInfo) -> list[Record]:
         """The records of one batch returned by `batches()` (source offsets)."""

@@ -263,10 +263,6 @@ class ContainerWriter:
     def frames(self) -> tuple[FrameEntry, ...]:
         return tuple(self._frames)
 
-    @property
-    def bytes_written(self) -> int:
-        return self._pos
-
     def add_frame(
         self, compressed: bytes, uncompressed_size: int, min_ts_ns: int, max_ts_ns: int,
         record_count: int, markers: MarkerCounts = NO_MARKERS,

@@ -179,6 +179,16 @@ class Stream:
     def __repr__(self) -> str:
         return f"Stream({self.product!r}, {self.channel!r}, pending={len(self.lens)})"
 
+    def kinds_column(self) -> bytes | None:
+        """The pending records' kinds, one byte each, or None when all are DATA (the usual
+        case: markers are rare, so only their positions are kept until a commit)."""
+        if not self.markers:
+            return None
+        kb = bytearray(len(self.lens))
+        for pos, k in self.markers:
+            kb[pos] = k
+        return bytes(kb)
+
     def clear_pending(self) -> None:
         self.ts = array("q")
         self.lens = array("I")
@@ -381,20 +391,14 @@ class Engine:
                 if rest:
                     self._backend.write(rest)
             except OSError as e:
-                for seg in touched:
-                    seg.discard()
-                for seg in fast_segs:
+                for seg in itertools.chain(touched, fast_segs):
                     seg.discard()
                 staged = []
                 log.error("commit write failed, %d records stay pending: %s", self._pending, e)
                 result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
             else:
                 track = self.config.fsync_interval_s is not None
-                for seg in touched:
-                    seg.apply()
-                    if track:
-                        self._unsynced[seg] = None
-                for seg in fast_segs:
+                for seg in itertools.chain(touched, fast_segs):
                     seg.apply()
                     if track:
                         self._unsynced[seg] = None
@@ -467,12 +471,8 @@ class Engine:
             seg.staged_end + total > self._policy.cap and not seg.empty
         ):
             return -1
-        if stream.markers:
-            kb = bytearray(n)
-            for pos, k in stream.markers:
-                kb[pos] = k
-            kinds = bytes(kb)
-        else:
+        kinds = stream.kinds_column()
+        if kinds is None:
             kinds = bytes(n)
         head, body, total = encode_joined(stream.ts, kinds, lens, stream.payloads, lo, hi,
                                           payload_len)
@@ -534,12 +534,7 @@ class Engine:
         """The pending columns grouped by UTC day (one group, without copying the columns, in
         the usual case where every record falls on the same day)."""
         ts, lens = stream.ts, stream.lens
-        kinds: bytes | None = None
-        if stream.markers:
-            kb = bytearray(len(lens))
-            for pos, k in stream.markers:
-                kb[pos] = k
-            kinds = bytes(kb)
+        kinds = stream.kinds_column()
         first, last = stream.lo, stream.hi
         blob = b"".join(stream.payloads)
         if first // NS_PER_DAY == last // NS_PER_DAY:

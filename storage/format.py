@@ -50,7 +50,6 @@ __all__ = [
     "decode_header",
     "decode_index",
     "encode_batch",
-    "encode_columns",
     "encode_header",
     "encode_joined",
     "encode_parts",
@@ -276,15 +275,8 @@ def encode_batch(
     if not set(map(type, payloads)) <= {bytes}:
         raise TypeError("payloads must be bytes")
     kinds_b = None if kinds is None else bytes(kinds)
-    return encode_columns(ts_arr, kinds_b, array("I", map(len, payloads)), b"".join(payloads))
-
-
-def encode_columns(
-    ts: array[int], kinds: bytes | None, lengths: array[int], payload: bytes
-) -> bytes:
-    """Encode one batch from its columns: timestamps (``array('q')``), kinds (one byte per
-    record, None = all DATA), payload lengths (``array('I')``) and the payloads concatenated."""
-    return b"".join(encode_parts(ts, kinds, lengths, [payload]).parts)
+    lens = array("I", map(len, payloads))
+    return b"".join(encode_parts(ts_arr, kinds_b, lens, [b"".join(payloads)]).parts)
 
 
 class EncodedBatch(NamedTuple):

@@ -16,7 +16,6 @@ from typing import Protocol
 
 from storage.format import (
     BATCH_HEADER_SIZE,
-    BATCH_MAGIC,
     HEADER_SIZE,
     INDEX_CAPACITY,
     SegmentHeader,
@@ -82,5 +81,5 @@ def recover_buffer(buf: _Buffer) -> Recovered:
         end = info.offset + info.length
     corrupt_at = None if end == committed else end
     tail = buf[end : min(end + BATCH_HEADER_SIZE, size)]
-    tail_ignored = tail[:4] == BATCH_MAGIC or any(tail)
+    tail_ignored = any(tail)  # preallocated space reads as zeros; anything else was written
     return Recovered(header, end, count, first, last, index, corrupt_at, tail_ignored)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from storage.archive import DEFAULT_LEVEL
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.format import HEADER_SIZE, decode_header
 from storage.layout import SEGMENT_SUFFIX, SegmentRef
+from storage.segment import read_segment_header
 from tools.console_cli import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -155,8 +155,7 @@ def plan(targets: list[str], today: dt.date) -> Plan:
         if ref.day >= today:
             continue  # today's (or a future day's) data is still being written: not a skip
         try:
-            with open(ref.path, "rb") as f:
-                header = decode_header(f.read(HEADER_SIZE))
+            header = read_segment_header(ref.path)
         except (OSError, ValueError) as exc:
             out.failed.append(describe(ref.path, exc))
             continue

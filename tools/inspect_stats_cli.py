@@ -119,6 +119,7 @@ def _pct(sorted_sizes: list[int], q: float) -> int:
 def summary(st: StreamStats) -> dict[str, Any]:
     sizes = sorted(st.sizes)
     n = len(sizes)
+    total = sum(sizes)
     span_s = ((st.last_ns or 0) - (st.first_ns or 0)) / 1e9
     return {
         "messages": n,
@@ -126,8 +127,8 @@ def summary(st: StreamStats) -> dict[str, Any]:
         "first": format_time(st.first_ns) if st.first_ns is not None else None,
         "last": format_time(st.last_ns) if st.last_ns is not None else None,
         "rate_per_s": round(n / span_s, 3) if span_s > 0 else None,
-        "bytes": sum(sizes),
-        "size": {"mean": round(sum(sizes) / n, 1) if n else 0, "p50": _pct(sizes, 0.5),
+        "bytes": total,
+        "size": {"mean": round(total / n, 1) if n else 0, "p50": _pct(sizes, 0.5),
                  "p99": _pct(sizes, 0.99), "max": sizes[-1] if sizes else 0},
         "types": dict(st.types.most_common()),
         "trade_id_gaps": {p: {"gaps": t.gaps, "missing": t.missing, "backwards": t.backwards}

@@ -64,21 +64,16 @@ def find_segments(
     if refs:
         return refs
     # a product folder (<root>/<product>) or a channel folder (<root>/<product>/<channel>)?
-    for name, parent in ((path.name, path.parent), (path.parent.name, path.parent.parent)):
+    for parent, prod, chan in ((path.parent, path.name, channel),
+                               (path.parent.parent, path.parent.name, path.name)):
         try:
-            validate_name(name, "name")
+            validate_name(prod, "name")
         except ValueError:
             continue
-        if parent == path.parent:
-            if product not in (None, name):
-                continue
-            refs = _under(parent, name, channel)
-        else:
-            if product not in (None, path.parent.name) or channel not in (None, path.name):
-                continue
-            refs = _under(parent, path.parent.name, path.name)
-        if refs:
-            return refs
+        if product in (None, prod) and channel in (None, chan):
+            refs = _under(parent, prod, chan)
+            if refs:
+                return refs
     return []
 
 

@@ -256,8 +256,9 @@ class FeedState:
             before, after = old.get(channel, ()), new.get(channel, ())
             if channel == self.dialect.keepalive_channel and not before and not after:
                 continue
-            gone = [p for p in before if p not in set(after)]
-            came = [p for p in after if p not in set(before)]
+            before_set, after_set = set(before), set(after)
+            gone = [p for p in before if p not in after_set]
+            came = [p for p in after if p not in before_set]
             if gone or (channel not in new and channel in old):
                 removed[channel] = gone
             if came or (channel in new and channel not in old):
@@ -265,7 +266,7 @@ class FeedState:
         frames = self.dialect.unsubscribe_frames(removed) + self.dialect.subscribe_frames(added)
         self._set_requested(new)
         self._reported_missing = {(c, p) for c, p in self._reported_missing
-                                  if p in set(new.get(c, ()))}
+                                  if p in new.get(c, ())}
         self._pending += len(frames)
         return frames
 

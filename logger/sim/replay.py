@@ -34,7 +34,7 @@ from logger.sim import dialect_at, dialect_exchange
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits
 from logger.sim.product import ProductState, build_product
-from logger.sim.session import Session, VenueProtocol
+from logger.sim.session import Session, VenueProtocol, rest_path, rest_products
 from storage import RecordKind
 from storage.archive import open_any
 from storage.format import CorruptSegment
@@ -156,9 +156,7 @@ class ReplayServer:
 
     @property
     def rest_url(self) -> str:
-        path = (dialect_at.REST_PATH if self.dialect == "advanced_trade"
-                else dialect_exchange.REST_PATH)
-        return f"http://{self.config.host}:{self.port}{path}"
+        return f"http://{self.config.host}:{self.port}{rest_path(self.dialect)}"
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
@@ -186,11 +184,7 @@ class ReplayServer:
         if self._states is None:
             rng = random.Random(0)
             self._states = [build_product(p, k, rng) for k, p in enumerate(self.products)]
-        if path.rstrip("/") == dialect_at.REST_PATH:
-            return dialect_at.rest_products(self._states, query)
-        if path.rstrip("/") == dialect_exchange.REST_PATH:
-            return dialect_exchange.rest_products(self._states, query)
-        return None
+        return rest_products(path, self._states, query)
 
     def on_text(self, s: Session, data: bytes) -> None:
         out = self._handle(s.subs, data, self.products, self.limits)

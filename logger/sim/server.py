@@ -26,7 +26,7 @@ from logger.sim.faults import FaultSpec, parse_faults
 from logger.sim.generator import Dialect, MarketModel
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits, OpenRateLimiter
-from logger.sim.session import Session, VenueProtocol
+from logger.sim.session import Session, VenueProtocol, rest_path, rest_products
 from logger.sim.subs import subs_view
 
 _SHARED = frozenset({"heartbeats", "status"})
@@ -128,9 +128,7 @@ class Simulator:
 
     @property
     def rest_url(self) -> str:
-        path = (dialect_at.REST_PATH if self.dialect == "advanced_trade"
-                else dialect_exchange.REST_PATH)
-        return f"http://{self.config.host}:{self.port}{path}"
+        return f"http://{self.config.host}:{self.port}{rest_path(self.dialect)}"
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), stop serving, close the ledger."""
@@ -173,12 +171,7 @@ class Simulator:
 
     def rest(self, path: str, query: dict[str, list[str]]) -> bytes | None:
         assert self.model is not None
-        states = self.model.states.values()
-        if path.rstrip("/") == dialect_at.REST_PATH:
-            return dialect_at.rest_products(states, query)
-        if path.rstrip("/") == dialect_exchange.REST_PATH:
-            return dialect_exchange.rest_products(states, query)
-        return None
+        return rest_products(path, self.model.states.values(), query)
 
     def on_text(self, s: Session, data: bytes) -> None:
         model = self.model

@@ -13,19 +13,35 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.parse
+from collections.abc import Iterable
 from typing import Protocol
 
-from logger.sim import wsframe
+from logger.sim import dialect_at, dialect_exchange, wsframe
 from logger.sim.events import Event
 from logger.sim.faults import FaultSchedule, FaultSpec, fault_frame
 from logger.sim.ledger import Ledger
 from logger.sim.limits import CONNECTING_TOO_FAST, Limits
-from logger.sim.product import Stamp
+from logger.sim.product import ProductState, Stamp
 from logger.sim.subs import Subs
 
 _text_header = wsframe.text_header
 #: text-frame headers for payload lengths up to 8 KiB (most frames), built once (hot path)
 _HDR = {n: wsframe.text_header(n) for n in range(1 << 13)}
+
+
+def rest_path(dialect: str) -> str:
+    """The products endpoint a client of ``dialect`` asks (the venue's ``rest_url``)."""
+    return dialect_at.REST_PATH if dialect == "advanced_trade" else dialect_exchange.REST_PATH
+
+
+def rest_products(path: str, states: Iterable[ProductState],
+                  query: dict[str, list[str]]) -> bytes | None:
+    """Either dialect's product list, whichever the venue speaks; None: not a products path."""
+    if path.rstrip("/") == dialect_at.REST_PATH:
+        return dialect_at.rest_products(states, query)
+    if path.rstrip("/") == dialect_exchange.REST_PATH:
+        return dialect_exchange.rest_products(states, query)
+    return None
 
 
 class Venue(Protocol):

@@ -1,9 +1,10 @@
 """Write backends and ``make_backend``, which turns the config's name into one.
 
-``mmap`` lives here; ``pwrite`` and ``uring`` are separate modules (``pwrite_backend``,
-``uring_backend``, with ``probe.uring_available``) that expose ``PwriteBackend`` and
-``UringBackend`` classes taking no arguments. ``auto`` picks io_uring only where the probe has
-proved it works, else mmap.
+``mmap`` (``mmap_backend``) is imported eagerly: it needs nothing beyond the standard
+library. ``pwrite`` and ``uring`` are imported only when asked for (``pwrite_backend``,
+``uring_backend``, with ``probe.uring_available``), so a missing io_uring binding costs nothing
+until it is chosen; each exposes a class taking no arguments. ``auto`` picks io_uring only where
+the probe has proved it works, else mmap.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ built for a newer CPU dies with SIGILL on import, a seccomp profile (Docker's de
 ``kernel.io_uring_disabled`` refuses rings outright. None of the fatal ones can be caught
 in-process, so the probe runs a tiny child that loads liburing, sets up a ring with the real
 ``UringBackend``, writes and fdatasyncs a few bytes of a temporary file through it, reads them
-back, and prints ``ok``. Only
-a child that exits 0 having printed ``ok`` makes the answer True; a signal, a non-zero exit,
-unexpected output or a timeout makes it False, with a reason for the log.
+back, and prints ``ok``. Only a child that exits 0 having printed ``ok`` makes the answer True;
+a signal, a non-zero exit, unexpected output or a timeout makes it False, with a reason for the
+log.
 
 The answer is cached per process: the engine asks once at start-up ("auto" backend) and the
 daemon logs the reason.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from test_protocol_frames import at_ack, at_l2, ex, ex_ack
 
 from logger.protocol import (
     ADVANCED_TRADE,
@@ -16,11 +17,6 @@ from logger.protocol import (
     Settled,
     get_dialect,
 )
-
-try:
-    from .test_protocol_frames import at_ack, at_l2, ex, ex_ack
-except ImportError:
-    from test_protocol_frames import at_ack, at_l2, ex, ex_ack  # type: ignore[no-redef]
 
 
 def test_advanced_trade_frames_one_channel_per_message_heartbeats_first() -> None:

@@ -15,13 +15,9 @@ from collections.abc import Callable
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_protocol_frames import TS
 
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
-
-try:
-    from .test_protocol_frames import TS
-except ImportError:
-    from test_protocol_frames import TS  # type: ignore[no-redef]
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 POOL = [*PRODUCTS, *PRODUCTS, *PRODUCTS, "SOL-USD", "../x", "_conn7", ""]

@@ -6,6 +6,22 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_protocol_frames import (
+    at,
+    at_ack,
+    at_candles,
+    at_error,
+    at_heartbeat,
+    at_l2,
+    at_status,
+    at_ticker,
+    at_trades,
+    ex,
+    ex_ack,
+    ex_heartbeat,
+    ex_match,
+    ex_ticker,
+)
 
 from logger.protocol import (
     ADVANCED_TRADE,
@@ -16,41 +32,6 @@ from logger.protocol import (
     Refused,
     ServerError,
 )
-
-try:
-    from .test_protocol_frames import (
-        at,
-        at_ack,
-        at_candles,
-        at_error,
-        at_heartbeat,
-        at_l2,
-        at_status,
-        at_ticker,
-        at_trades,
-        ex,
-        ex_ack,
-        ex_heartbeat,
-        ex_match,
-        ex_ticker,
-    )
-except ImportError:
-    from test_protocol_frames import (  # type: ignore[no-redef]
-        at,
-        at_ack,
-        at_candles,
-        at_error,
-        at_heartbeat,
-        at_l2,
-        at_status,
-        at_ticker,
-        at_trades,
-        ex,
-        ex_ack,
-        ex_heartbeat,
-        ex_match,
-        ex_ticker,
-    )
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_protocol_frames import (
+    at_ack,
+    at_heartbeat,
+    at_l2,
+    ex_heartbeat,
+    ex_match,
+)
 
 from logger.protocol import (
     ADVANCED_TRADE,
@@ -16,17 +23,6 @@ from logger.protocol import (
     Send,
 )
 from logger.protocol.sequence import SeqGap, SequenceTracker, TradeGap, TradeIdTracker
-
-try:
-    from .test_protocol_frames import at_ack, at_heartbeat, at_l2, ex_heartbeat, ex_match
-except ImportError:
-    from test_protocol_frames import (  # type: ignore[no-redef]
-        at_ack,
-        at_heartbeat,
-        at_l2,
-        ex_heartbeat,
-        ex_match,
-    )
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 

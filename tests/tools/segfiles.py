@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from storage.archive import ArchiveReader
 from storage.format import HEADER_SIZE, SegmentHeader, encode_batch, encode_header
 from storage.layout import segment_path
 from storage.records import RecordKind
@@ -76,6 +77,12 @@ def write_segment(root: Path, batches: Sequence[Sequence[Rec]], *, product: str 
 
 def all_records(batches: Sequence[Sequence[Rec]]) -> list[Rec]:
     return [r for b in batches for r in b]
+
+
+def archive_records(path: Path) -> list[Rec]:
+    """Every record of an archive as (ts_ns, kind, payload), to compare with its source."""
+    with ArchiveReader.open(path) as reader:
+        return [(r.ts_ns, r.kind, r.payload) for r in reader.records()]
 
 
 def append_batches(path: Path, batches: Sequence[Sequence[Rec]], *, seal: bool = False) -> None:

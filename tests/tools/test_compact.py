@@ -11,19 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from segfiles import DAY, all_records, make_batches, write_segment
+from segfiles import DAY, all_records, archive_records, make_batches, write_segment
 
-from storage.archive import ArchiveReader
 from storage.compact import CompactError, NotEligible, archive_path_for, compact_segment
 from storage.format import HEADER_SIZE
 
 TODAY = DAY + dt.timedelta(days=1)
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _records(path: Path) -> list[tuple[int, int, bytes]]:
-    with ArchiveReader.open(path) as reader:
-        return [(r.ts_ns, r.kind, r.payload) for r in reader.records()]
 
 
 def test_refuses_today_and_unsealed_and_foreign(tmp_path: Path) -> None:
@@ -67,7 +61,7 @@ def test_second_run_is_a_no_op_and_stale_tmp_is_replaced(tmp_path: Path) -> None
     tmp.write_bytes(b"garbage from a crashed run")
     res = compact_segment(src, today=TODAY)
     assert res.action == "compacted" and not tmp.exists() and not src.exists()
-    assert _records(res.archive) == all_records(batches)
+    assert archive_records(res.archive) == all_records(batches)
     with pytest.raises(NotEligible, match="already compacted"):
         compact_segment(src, today=TODAY)
     # a path that never existed is still an error, not a silent skip
@@ -139,14 +133,14 @@ def test_sigkill_at_every_step_leaves_source_or_verified_archive(
     if src.exists():
         assert src.read_bytes() == original
     else:
-        assert _records(archive) == all_records(batches)
+        assert archive_records(archive) == all_records(batches)
     if archive.exists():
-        assert _records(archive) == all_records(batches)
+        assert archive_records(archive) == all_records(batches)
     # running again finishes the job, whatever the kill left behind
     res = compact_segment(src, today=TODAY) if src.exists() else None
     assert res is None or res.action in ("compacted", "finished")
     assert not src.exists()
-    assert _records(archive) == all_records(batches)
+    assert archive_records(archive) == all_records(batches)
     assert sorted(p.name for p in src.parent.iterdir()) == [archive.name]
 
 
@@ -176,4 +170,4 @@ def test_disk_full_while_writing_keeps_the_source(
     assert src.read_bytes() == original
     monkeypatch.undo()
     assert compact_segment(src, today=TODAY).action == "compacted"
-    assert _records(archive_path_for(src)) == all_records(batches)
+    assert archive_records(archive_path_for(src)) == all_records(batches)

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from segfiles import DAY, all_records, make_batches, message, write_segment
+from segfiles import (
+    DAY,
+    all_records,
+    archive_records,
+    make_batches,
+    message,
+    write_segment,
+)
 
 import storage.compact
-from storage.archive import ArchiveReader
 from tools.compact_cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,11 +29,6 @@ def run(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _records(path: Path) -> list[tuple[int, int, bytes]]:
-    with ArchiveReader.open(path) as r:
-        return [(x.ts_ns, x.kind, x.payload) for x in r.records()]
-
-
 def test_compacts_past_sealed_days_only(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     a = make_batches(3000, 300)
     old = write_segment(tmp_path, a, prealloc=4 << 20)
@@ -37,7 +38,8 @@ def test_compacts_past_sealed_days_only(tmp_path: Path, capfd: pytest.CaptureFix
     code, _, err = run(capfd, "--today", "2026-11-21", "-j", "2", str(tmp_path))
     assert code == 0, err
     for src in (old, older):
-        assert not src.exists() and _records(src.with_name(src.name + ".zst")) == all_records(a)
+        archive = src.with_name(src.name + ".zst")
+        assert not src.exists() and archive_records(archive) == all_records(a)
     assert unsealed.exists() and today.exists()
     assert "not sealed" in err
     assert "compacted 2 file(s)" in err and "ratio" in err and "MB/s" in err
@@ -75,7 +77,7 @@ def test_dictionary_is_embedded(tmp_path: Path, capfd: pytest.CaptureFixture[str
     code, _, err = run(capfd, "--today", "2026-11-21", "--dictionary", str(d), str(root))
     assert code == 0, err
     d.unlink()  # the archive must not need the file any more
-    assert _records(src.with_name(src.name + ".zst")) == all_records(batches)
+    assert archive_records(src.with_name(src.name + ".zst")) == all_records(batches)
 
 
 def test_ctrl_c_keeps_the_source_and_leaves_no_tmp(
