@@ -65,7 +65,7 @@ _CLOSE = WSMsgType.CLOSE
 class ConnSettings:
     """Per-connection knobs (from the config; defaults suit the real venue)."""
 
-    max_frame_bytes: int = 16 << 20
+    max_frame_bytes: int = 64 << 20  # the config default (connections.max_frame_bytes)
     """Largest frame/message accepted: >4 MB snapshots fit, a hostile server cannot make us
     buffer more than this per connection (picows closes with 1009 above it)."""
     watchdog_s: float = 30.0

@@ -22,7 +22,6 @@ import time
 from array import array
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
@@ -539,7 +538,7 @@ class Engine:
         blob = b"".join(stream.payloads)
         if first // NS_PER_DAY == last // NS_PER_DAY:
             return [_DayGroup(day_of(first), ts, kinds, lens, blob, (first, last))]
-        starts = list(accumulate(lens, initial=0))
+        starts = list(itertools.accumulate(lens, initial=0))
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(ts):
             groups.setdefault(t // NS_PER_DAY, []).append(i)
