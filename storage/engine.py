@@ -12,10 +12,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import errno as errno_mod
-import fcntl
 import itertools
 import logging
-import os
 import resource
 import sys
 import time
@@ -39,6 +37,7 @@ from storage.format import (
 )
 from storage.layout import iter_segments, parse_segment_path, segment_path, validate_name
 from storage.records import RecordKind
+from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
 
 __all__ = ["CommitError", "CommitResult", "Engine", "EngineConfig", "Stream", "day_of"]
@@ -94,8 +93,12 @@ class EngineConfig:
     seal_budget_s: float = 0.05
     io_threads: int = 4
     precreate_s: float = 600.0
+    lock_name: str = LOCK_NAME
+    """``.lock`` (the whole root) or ``.lock.<worker>`` for one of a daemon's worker engines,
+    which then owns only the streams it writes (``storage.rootlock``)."""
 
     def __post_init__(self) -> None:
+        check_lock_name(self.lock_name)
         if self.commit_records < 1:
             raise ValueError(f"commit_records must be >= 1, got {self.commit_records}")
         if self.commit_interval_s <= 0:
@@ -208,7 +211,8 @@ def _seal_each(segs: list[Segment], fsync: bool) -> dict[Segment, BaseException]
 
 class Engine:
     """Owns every open segment under one data root. Single-threaded; one engine per root
-    (enforced with an exclusive lock file ``<root>/.lock``)."""
+    (enforced with an exclusive lock file ``<root>/.lock``), or one per worker share of a root
+    whose ``.lock`` the worker's parent holds (``EngineConfig.lock_name``)."""
 
     def __init__(self, config: EngineConfig, backend: Backend | None = None) -> None:
         """Open the data root. ``backend`` overrides ``config.backend`` with a ready instance
@@ -217,16 +221,11 @@ class Engine:
         self.root = Path(config.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.open_file_limit = raise_open_file_limit()
-        self._lock_fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise RuntimeError(f"data root {self.root} is in use by another engine") from None
+        self._lock = RootLock(self.root, config.lock_name)
         try:
             self._backend: Backend = make_backend(config.backend) if backend is None else backend
         except BaseException:
-            os.close(self._lock_fd)
+            self._lock.release()
             raise
         self.backend_name: str = self._backend.name
         cap = max(config.segment_max_bytes, HEADER_SIZE * 2)
@@ -853,7 +852,7 @@ class Engine:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._backend.close()
-        os.close(self._lock_fd)
+        self._lock.release()
         self._closed = True
         return result
 

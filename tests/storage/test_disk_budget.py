@@ -43,7 +43,7 @@ def test_2800_quiet_streams_reserve_little(root: Path) -> None:
     for stream in eng._streams.values():
         for seg in stream.segments.values():
             seg.close()
-    os.close(eng._lock_fd)
+    eng._lock.release()
 
 
 def test_busy_stream_grows_by_doubling_extents(root: Path) -> None:

@@ -187,6 +187,26 @@ def test_one_engine_per_root(config: EngineConfig) -> None:
     Engine(config).close()  # released on close
 
 
+def test_worker_engines_share_a_root_under_the_parents_lock(config: EngineConfig) -> None:
+    """A daemon with worker processes holds ``.lock``; each worker engine its ``.lock.<w>``:
+    two workers run side by side, a plain engine (or a second daemon) is refused, and so is a
+    second engine for the same worker share."""
+    import dataclasses
+
+    from storage.rootlock import RootInUse, RootLock
+
+    w0 = dataclasses.replace(config, lock_name=".lock.w0")
+    w1 = dataclasses.replace(config, lock_name=".lock.w1")
+    with RootLock(config.root), Engine(w0), Engine(w1):
+        with pytest.raises(RootInUse, match="in use"):
+            Engine(config)
+        with pytest.raises(RootInUse, match=r"\.lock\.w0"):
+            Engine(w0)
+    for bad in ("../x", ".lock/x", "lock", ".lock.", ".lock.a/b"):
+        with pytest.raises(ValueError, match="lock name"):
+            dataclasses.replace(config, lock_name=bad)
+
+
 def test_commit_after_close_is_an_error(config: EngineConfig) -> None:
     eng = Engine(config)
     eng.close()

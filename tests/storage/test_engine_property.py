@@ -39,7 +39,7 @@ def _crash(eng: Engine) -> None:
             seg.close()
     for seg in eng._to_seal.values():
         seg.close()
-    os.close(eng._lock_fd)
+    eng._lock.release()
 
 
 @settings(max_examples=100, deadline=None)
