@@ -23,7 +23,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -57,42 +56,85 @@ class Run:
     rss_split: str = ""
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the daemon's worker processes, if any)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU of the process and every descendant still running."""
     tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def _thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name (the loop thread is the process name, "python")."""
+    """CPU seconds per thread name over the process tree (the loop thread is "python")."""
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for p in _tree(pid):
         try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
         except OSError:
             continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        for task in tasks:
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _status_kb(pid: int, *keys: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k in keys:
+            out[k] = int(v.split()[0])
     return out
 
 
 def _hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak RSS, summed over the process tree (each process's VmHWM)."""
+    return sum(_status_kb(p, "VmHWM").get("VmHWM", 0) for p in _tree(pid)) / 1024
 
 
 def _rss_split(pid: int) -> str:
-    """Anonymous vs file/shmem-backed resident memory: mmap'd segment pages on tmpfs count
-    in RSS (as shared memory) although they are the page cache of the data files."""
-    out = []
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("RssAnon:", "RssFile:", "RssShmem:")):
-            k, v = line.split(":")
-            out.append(f"{k[3:].lower()} {int(v.split()[0]) / 1024:.0f}")
-    return " MB, ".join(out) + " MB"
+    """Anonymous vs file/shmem-backed resident memory, summed over the tree: mmap'd segment
+    pages count in RSS (on tmpfs as shared memory) although they are the page cache of the
+    data files, which the kernel can reclaim once written back."""
+    keys = ("RssAnon", "RssFile", "RssShmem")
+    sums = dict.fromkeys(keys, 0)
+    for p in _tree(pid):
+        for k, v in _status_kb(p, *keys).items():
+            sums[k] += v
+    return ", ".join(f"{k[3:].lower()} {v / 1024:.0f} MB" for k, v in sums.items())
 
 
 def _thread_id(pid: int, name: str) -> int | None:
@@ -170,7 +212,7 @@ def run_daemon(tmp: Path, dialect: str, products: int, seconds: float, strace: b
         port = _wait_log(log_path, r"event=metrics_listening .*port=([0-9]+)", 60)
         if port is not None:
             _metrics_port[d.pid] = int(port)
-        startup = _wait_log(log_path, r"event=all_acknowledged .*seconds=([0-9.]+)", 60)
+        startup = _wait_log(log_path, r"event=all_acknowledged .*\bseconds=([0-9.]+)", 60)
         syscalls = window_msgs = None
         if strace and shutil.which("strace"):
             time.sleep(seconds / 2)  # steady state: streams created, extents grown
@@ -365,15 +407,21 @@ def _read_client_frame(sock: socket.socket, buf: bytearray) -> bytes | None:
 
 
 def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
-              expect_conns: int) -> None:
+              cpu: int | None) -> None:
     """A venue that costs (almost) nothing per frame: everything pre-generated, then sendall.
 
     Real Advanced Trade frames from the project's generator; each connection gets the frames of
-    the products it subscribed to, renumbered with its own sequence_num, after the acks.
+    the products it subscribed to, renumbered with its own sequence_num, after the acks. The
+    streaming starts on every connection at once, when no new connection has come for 2.5 s
+    and every connection has finished subscribing (so any sharding, one process or several
+    workers, is served the same way); later connections are refused.
     """
     import threading
 
     from logger.sim.generator import MarketModel
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
 
     model = MarketModel(5, products, "advanced_trade")
     ids = list(model.products)
@@ -388,7 +436,8 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
                        "num_products": len(ids)}).encode()
     served = 0
     threads: list[threading.Thread] = []
-    start = threading.Barrier(expect_conns)
+    go = threading.Event()
+    ready = threading.Semaphore(0)  # one release per connection done subscribing
 
     def serve(sock: socket.socket, req: bytes, n: int) -> None:
         key = b""
@@ -400,7 +449,9 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         buf = bytearray()
         subs: dict[str, list[str]] = {}
-        sock.settimeout(2.0)  # the daemon paces subscribe frames at 8/s over all sockets
+        # the daemon paces subscribe frames at 8/s over all sockets, keepalive ones last: a
+        # connection has subscribed when it has been quiet for 6 s (or sent all 7 channels)
+        sock.settimeout(6.0)
         parts: list[bytes] = []
         shas: list[str] = []
         seq = 0
@@ -428,7 +479,8 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
                 shas.append(hashlib.sha256(raw).hexdigest())
         sock.settimeout(None)
         blob = b"".join(parts)
-        start.wait()  # every connection streams at once: the recorder is the bottleneck
+        ready.release()
+        go.wait()  # every connection streams at once: the recorder is the bottleneck
         sock.sendall(blob)
         sock.sendall(_ws_frame(b"\x03\xe8", 8))
         Path(ledger_dir, f"conn{n}.sha").write_text("\n".join(shas) + "\n")
@@ -440,8 +492,15 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
             pass
         sock.close()
 
-    while served < expect_conns:
-        c, _ = srv.accept()
+    srv.settimeout(2.5)
+    while True:
+        try:
+            c, _ = srv.accept()
+        except TimeoutError:
+            if served:
+                break
+            continue
+        c.settimeout(None)
         req = b""
         while b"\r\n\r\n" not in req:
             chunk = c.recv(65536)
@@ -458,20 +517,22 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
         threads.append(t)
         served += 1
     srv.close()  # later (re)connects are refused: the session is over
+    for _ in threads:
+        ready.acquire()
+    go.set()
     for t in threads:
         t.join()
     conn_pipe.send("done")
 
 
-def start_firehose(tmp: Path, products: int, messages: int, tag: str
+def start_firehose(tmp: Path, products: int, messages: int, tag: str, cpu: int | None = None
                    ) -> tuple[Any, Any, dict[str, str], Path]:
     import multiprocessing as mp
 
     ledger = tmp / f"firehose-ledger-{tag}"
     ledger.mkdir()
     parent, child = mp.Pipe()
-    conns = math.ceil(products / 30) + 1  # level2 connections + the one for other channels
-    proc = mp.Process(target=_firehose, args=(child, products, messages, str(ledger), conns),
+    proc = mp.Process(target=_firehose, args=(child, products, messages, str(ledger), cpu),
                       daemon=True)
     proc.start()
     port = parent.recv()
@@ -486,23 +547,31 @@ def firehose_shas(ledger: Path) -> Counter[str]:
     return c
 
 
-def run_daemon_firehose(tmp: Path, products: int, messages: int) -> Run:
-    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, "daemon")
-    root = tmp / "daemon-firehose-data"
-    log_path = tmp / "firehose-daemon.log"
+def run_daemon_firehose(tmp: Path, products: int, messages: int, *, workers: int = 1,
+                        pin: bool = False) -> Run:
+    """The daemon against the firehose; ``pin``: the daemon on CPU 1, the venue on CPU 0
+    (the "one core" figure); ``workers``: ``ingest.workers``."""
+    tag = f"daemon-w{workers}{'-pinned' if pin else ''}"
+    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, tag, 0 if pin else None)
+    root = tmp / f"{tag}-data"
+    log_path = tmp / f"{tag}.log"
     cmd = [sys.executable, "-m", "logger", "run", "--ws-url", urls["ws_url"], "--rest-url",
            urls["rest_url"], "--data-dir", str(root), "--metrics-port", "0",
-           "--set", "log.format=text", "--set", "venue.product_refresh_s=0"]
+           "--set", "log.format=text", "--set", "venue.product_refresh_s=0",
+           "--set", f"ingest.workers={workers}"]
     with log_path.open("wb") as logf:
         d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)))
-        startup = _wait_log(log_path, r"event=all_acknowledged .*seconds=([0-9.]+)", 120)
+                             env=dict(os.environ, PYTHONPATH=str(REPO)),
+                             preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if pin else None)
+        startup = _wait_log(log_path, r"event=all_acknowledged .*\bseconds=([0-9.]+)", 120)
         pipe.recv()  # every connection's frames are written
         proc.join(30)
         time.sleep(2.0)
         cpu, threads, rss, split = _measure_and_stop(d, log_path)
     got, first, last = stored_shas(root)
-    return Run("daemon", sum(got.values()), (last - first) / 1e9, cpu, rss,
+    name = "daemon" + (f" ×{workers} workers" if workers > 1 else "") + (
+        " (1 core)" if pin else "")
+    return Run(name, sum(got.values()), (last - first) / 1e9, cpu, rss,
                verify(firehose_shas(ledger), got), startup, threads=threads, rss_split=split)
 
 
@@ -524,36 +593,38 @@ def run_naive_firehose(tmp: Path, products: int, messages: int) -> Run:
     return Run("naive", res["messages"], res["active_s"], cpu, rss, note)
 
 
-def report(title: str, naive: Run, daemon: Run) -> None:
+def report(title: str, naive: Run, *daemons: Run) -> None:
     print(title)
-    for r in (naive, daemon):
+    for r in (naive, *daemons):
         rate = r.messages / r.seconds if r.seconds > 0 else 0.0
-        line = (f"  {r.name:<7} {rate:>10,.0f} msg/s  {r.messages:>9,} msgs  "
+        line = (f"  {r.name:<20} {rate:>10,.0f} msg/s  {r.messages:>9,} msgs  "
                 f"{r.cpu_s / max(1, r.messages) * 1e6:7.2f} µs CPU/msg  RSS {r.rss_mb:6.1f} MB  "
                 f"[{r.verified}]")
         if r.startup_s is not None:
             line += f"  startup {r.startup_s:.2f} s"
         print(line)
-    if daemon.threads:
-        per = ", ".join(f"{k} {v / max(1, daemon.messages) * 1e6:.2f}"
-                        for k, v in sorted(daemon.threads.items(), key=lambda kv: -kv[1])
-                        if v > 0.05)
-        print(f"  daemon CPU µs/msg by thread: {per}")
-    if daemon.rss_split:
-        print(f"  daemon resident memory at the end: {daemon.rss_split}")
-    if daemon.syscalls is not None and daemon.syscall_window_msgs:
-        print(f"  storage thread: {daemon.syscalls} syscalls for {daemon.syscall_window_msgs} "
-              f"records committed in the strace window = "
-              f"{daemon.syscalls / daemon.syscall_window_msgs:.4f} syscalls/message")
-    elif daemon.syscalls is not None:
-        print(f"  storage thread: {daemon.syscalls} syscalls in the strace window")
-    dr = daemon.messages / daemon.seconds if daemon.seconds else 0.0
     nr = naive.messages / naive.seconds if naive.seconds else 0.0
-    if nr:
-        n_cpu = naive.cpu_s / max(1, naive.messages)
-        d_cpu = daemon.cpu_s / max(1, daemon.messages)
-        print(f"  ratio daemon/naive: {dr / nr:.2f}× msg/s, {n_cpu / d_cpu:.2f}× less CPU per"
-              " message")
+    n_cpu = naive.cpu_s / max(1, naive.messages)
+    for daemon in daemons:
+        print(f"  {daemon.name}:")
+        if daemon.threads:
+            per = ", ".join(f"{k} {v / max(1, daemon.messages) * 1e6:.2f}"
+                            for k, v in sorted(daemon.threads.items(), key=lambda kv: -kv[1])
+                            if v > 0.05)
+            print(f"    CPU µs/msg by thread: {per}")
+        if daemon.rss_split:
+            print(f"    resident memory at the end: {daemon.rss_split}")
+        if daemon.syscalls is not None and daemon.syscall_window_msgs:
+            print(f"    storage thread: {daemon.syscalls} syscalls for "
+                  f"{daemon.syscall_window_msgs} records committed in the strace window = "
+                  f"{daemon.syscalls / daemon.syscall_window_msgs:.4f} syscalls/message")
+        elif daemon.syscalls is not None:
+            print(f"    storage thread: {daemon.syscalls} syscalls in the strace window")
+        dr = daemon.messages / daemon.seconds if daemon.seconds else 0.0
+        if nr:
+            d_cpu = daemon.cpu_s / max(1, daemon.messages)
+            print(f"    ratio to naive: {dr / nr:.2f}× msg/s, {n_cpu / d_cpu:.2f}× less CPU per"
+                  " message")
 
 
 def main() -> int:
@@ -563,8 +634,10 @@ def main() -> int:
     ap.add_argument("--products", type=int, default=400)
     ap.add_argument("--dialect", default="advanced_trade",
                     choices=("advanced_trade", "exchange"))
-    ap.add_argument("--firehose-messages", type=int, default=400_000,
-                    help="frames pre-generated for the capacity run (0 = skip it)")
+    ap.add_argument("--firehose-messages", type=int, default=1_000_000,
+                    help="frames pre-generated for the capacity runs (0 = skip them)")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="ingest.workers for the extra capacity run (1 = skip it)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 5 s, 100 products")
     ap.add_argument("--no-strace", action="store_true")
     a = ap.parse_args()
@@ -580,11 +653,17 @@ def main() -> int:
                f"process, data on {'tmpfs' if base else 'disk'}, {os.cpu_count()} CPUs shared",
                naive, daemon)
         if a.firehose_messages:
-            fn = run_naive_firehose(tmp, a.products, a.firehose_messages)
-            fd = run_daemon_firehose(tmp, a.products, a.firehose_messages)
-            report(f"2) capacity: {a.firehose_messages:,} generator frames (advanced_trade, "
-                   f"{a.products} products) pre-encoded by a venue process that only "
-                   "sendall()s, so the recorder is the bottleneck", fn, fd)
+            n = a.firehose_messages
+            fn = run_naive_firehose(tmp, a.products, n)
+            runs = [run_daemon_firehose(tmp, a.products, n)]
+            if len(os.sched_getaffinity(0)) >= 2:
+                runs.append(run_daemon_firehose(tmp, a.products, n, pin=True))
+            if a.workers > 1:
+                runs.append(run_daemon_firehose(tmp, a.products, n, workers=a.workers))
+            report(f"2) capacity: {n:,} generator frames (advanced_trade, {a.products} "
+                   "products) pre-encoded by a venue process that only sendall()s, so the "
+                   "recorder is the bottleneck; (1 core) = daemon pinned to CPU 1, venue to "
+                   "CPU 0", fn, *runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -15,7 +15,8 @@ What is measured (see docs/STORAGE_BENCH.md for how to read it):
 * the ingest-shaped case (``--ingest``; part of every run): what the daemon actually asks of
   the engine. 2 800 streams (400 products x 7 channels); each commit holds 10 000 records of
   140-600 bytes spread Zipf-like (exponent 1.43) over the streams, which touches ~640 of them
-  with ~15 records each (one ``extend`` per touched stream, as the sink's storage thread does).
+  with ~15 records each (one ``extend_trusted`` per touched stream, as the sink's storage thread
+  does).
   Reported per backend: records/s and CPU us/record, CPU us per commit and per stream-commit,
   and, separately, the first commit that creates the 2 800 segments and the close that seals
   them (wall and CPU seconds: both are stalls of the storage thread); then the UTC day roll
@@ -272,7 +273,7 @@ def run_ingest(backend: str, commits: int, workdir: Path, seed: int = 7) -> Inge
         first = watch.figure(INGEST_STREAMS, 0)
         if result.errors:
             raise SystemExit(f"{backend}: first commit errors {result.errors[:3]}")
-        extend, commit = eng.extend, eng.commit
+        extend, commit = eng.extend_trusted, eng.commit  # the sink's call
         n = sum(len(st) for c in plan for _, st, _ in c)
         touched = sum(len(c) for c in plan)
         watch = Stopwatch()
@@ -318,7 +319,8 @@ def run_midnight(backend: str, workdir: Path, before: int = 60, after: int = 20)
                 k - before + 1) * 10**9
             w = time.perf_counter()
             for s, stamps, payloads in c:
-                eng.extend(handles[s], [now - 10**6 + (t % 10**6) for t in stamps], payloads)
+                eng.extend_trusted(handles[s], [now - 10**6 + (t % 10**6) for t in stamps],
+                                   payloads)
             result = eng.commit(now)
             walls.append(time.perf_counter() - w)
             if result.errors:

@@ -1,5 +1,8 @@
 """Command line: ``python -m logger run`` (the daemon) and ``python -m logger demo``.
 
+``run`` with ``ingest.workers`` > 1 runs the supervisor, which starts its worker processes as
+``python -m logger worker`` (an internal subcommand configured over its stdin).
+
 Flags override the config file through ``load_config(path, overrides)`` so the file, the
 flags and the validation share one schema: a bad flag value is the same clear ``ConfigError``
 naming the key as a bad file value.
@@ -28,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics-port", type=int, help="metrics.port (0 = any free port)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set storage.commit_records=5000")
+    sub.add_parser("worker", help="internal: one worker process of a daemon running with "
+                   "ingest.workers > 1 (started by the daemon itself)")
     d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into ./data")
     d.add_argument("--seconds", type=float, default=20.0)
     d.add_argument("--data-dir", default="data")
@@ -61,6 +66,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "worker":
+        from logger.worker import main as worker_main
+
+        return worker_main()
     if args.cmd == "demo":
         from logger.demo import run_demo
 
@@ -74,4 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from logger.daemon import Daemon, configure_logging
 
     configure_logging(cfg.log.level, cfg.log.format)
+    if cfg.ingest.workers > 1:
+        from logger.supervisor import Supervisor
+
+        return asyncio.run(Supervisor(cfg).run())
     return asyncio.run(Daemon(cfg).run()).exit_code

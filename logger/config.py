@@ -171,6 +171,8 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
                            "after a sequence gap: resubscribe for fresh snapshots, or reconnect"),
     "ingest.queue_max_batches": (64, _int(1, 1_000_000, what="a positive integer"),
                                  "bound of the queue between socket reader and storage writer"),
+    "ingest.workers": (1, _int(1, 64, what="an integer from 1 to 64"),
+                       "ingest processes; > 1 shards the products over worker processes"),
     "metrics.enabled": (True, _bool, "serve Prometheus /metrics"),
     "metrics.host": ("127.0.0.1", _text, "address /metrics binds to"),
     "metrics.port": (9464, _int(0, 65535, what="a port number from 0 to 65535"),
@@ -239,6 +241,9 @@ class IngestConfig:
     """Between the sockets and the storage writer."""
 
     queue_max_batches: int
+    workers: int
+    """1: one process (``logger.daemon.Daemon``); N > 1: a supervisor and N worker processes
+    (``logger.supervisor``), each with its own connections, sink and storage engine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,3 +377,16 @@ def _build(values: dict[str, object]) -> Config:
         kwargs = {f.name: values[f"{section}.{f.name}"] for f in fields(cls)}
         sections[section] = cls(**kwargs)
     return Config(**sections)  # type: ignore[arg-type]
+
+
+def config_values(cfg: Config) -> dict[str, object]:
+    """``cfg`` as dotted keys with TOML/JSON-shaped values (tuples as lists), such that
+    ``load_config(None, config_values(cfg)) == cfg``: how the supervisor hands its resolved
+    config to worker processes (one JSON line), checked by the same schema on arrival."""
+    out: dict[str, object] = {}
+    for section in _SECTIONS:
+        part = getattr(cfg, section)
+        for f in fields(part):
+            value = getattr(part, f.name)
+            out[f"{section}.{f.name}"] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -36,7 +36,7 @@ from picows import (
     ws_connect,
 )
 
-from logger.metrics import ConnStats
+from logger.metrics import ChannelCount, ConnStats
 from logger.protocol import (
     UNROUTED,
     Acknowledged,
@@ -49,8 +49,9 @@ from logger.protocol import (
     Settled,
     conn_stream,
 )
-from logger.ratelimit import SlidingWindowLimiter
-from logger.sink import Sink, marker_payload
+from logger.protocol.dialects import split_opening_frames
+from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan_startup
+from logger.sink import Sink, StreamBuf, marker_payload
 from storage.records import RecordKind
 
 log = logging.getLogger("logger.connection")
@@ -59,6 +60,7 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_time_ns = time.time_ns
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,11 @@ class _Listener(WSListener):
         feed = conn.feed
         self._on_message = feed.on_message
         self._feed = feed
-        self._add = conn.sink.add
+        self._sink = conn.sink
         self._stats = conn.stats
-        self._chan = conn.stats.channels  # channel → ChannelCount, kept across reconnects
+        # route → (the sink's buffer of that stream, this connection's count of its channel):
+        # one dict lookup per frame instead of a call into the sink plus a channel lookup
+        self._slots: dict[tuple[str, str], tuple[StreamBuf, ChannelCount]] = {}
         self._unrouted = conn.unrouted_key
         self._frag: bytearray | None = None
         self._frag_text = True
@@ -103,7 +107,7 @@ class _Listener(WSListener):
         self.conn.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        ts = time.time_ns()
+        ts = _time_ns()
         mt = frame.msg_type
         if mt is _TEXT and frame.fin and self._frag is None:
             raw = frame.get_payload_as_bytes()
@@ -111,17 +115,30 @@ class _Listener(WSListener):
                 route = self._on_message(raw)
             except Exception:  # a protocol-core bug must not cost the frame or the socket
                 route = self._route_failed(raw)
-            try:  # per (connection, channel), read at scrape time; cost: bench/metrics_cost.py
-                c = self._chan[route[1]]
+            try:
+                buf, count = self._slots[route]
             except KeyError:
-                c = self._stats.channel(route[1])
-            c.messages += 1
-            c.bytes += len(raw)
-            self._add(route, ts, raw, self._unrouted)
+                buf, count = self._slot(route)
+            n = len(raw)
+            buf.ts.append(ts)  # Sink.add, inlined: this runs for every frame
+            buf.payloads.append(raw)
+            count.messages += 1  # per (connection, channel), read at scrape time
+            count.bytes += n
+            sink = self._sink
+            sink.pending = pending = sink.pending + 1
+            sink.pending_bytes = nbytes = sink.pending_bytes + n
+            if pending >= sink.flush_at or nbytes >= sink.max_pending_bytes:
+                sink.flush()
             if self._feed.actions:
                 self.conn.run_actions()
             return
         self._rare_frame(transport, frame, mt, ts)
+
+    def _slot(self, route: tuple[str, str]) -> tuple[StreamBuf, ChannelCount]:
+        """First frame of a stream on this connection (rare): look both objects up once."""
+        slot = self._slots[route] = (self._sink.buffer(route, self._unrouted),
+                                     self._stats.channel(route[1]))
+        return slot
 
     def _route_failed(self, raw: bytes) -> tuple[str, str]:
         self._stats.route_errors += 1
@@ -178,14 +195,14 @@ class _Listener(WSListener):
         except Exception:
             route = self._route_failed(raw)
         self._count(route[1], raw)
-        self._add(route, ts, raw, self._unrouted)
+        self._sink.add(route, ts, raw, self._unrouted)
         if self._feed.actions:
             self.conn.run_actions()
 
     def _store_unrouted(self, raw: bytes, ts: int) -> None:
         self._stats.raw_frames += 1
         self._count(self._unrouted[1], raw)
-        self._add(self._unrouted, ts, raw, self._unrouted)
+        self._sink.add(self._unrouted, ts, raw, self._unrouted)
 
     def _count(self, channel: str, raw: bytes) -> None:
         """The hot path's per-channel count, for the rare paths."""
@@ -268,21 +285,47 @@ class Connection:
             self._abort()
             raise
 
-    async def _await_slots(self) -> list[float]:
-        """Reserve an open slot and one message slot per opening frame; sleep until due.
+    #: the pool's schedule for the first connection attempt, and the startup's data phase
+    #: its keepalive frames wait for (``plan_opening``); reconnects reserve their own slots
+    _planned: OpeningSlots | None = None
+    _phase: DataPhase | None = None
 
-        Both reservations are taken at the same instant, so the socket opens only when its
-        subscribe frames can follow at once (the venue closes a connection that has not
+    def plan_opening(self, slots: OpeningSlots, phase: DataPhase | None) -> None:
+        """Use ``slots`` (from ``ratelimit.plan_startup``) for the first connection attempt."""
+        self._planned = slots
+        self._phase = phase
+
+    def opening_counts(self) -> tuple[int, int]:
+        """(market-data frames, keepalive frames) of this connection's opening subscribe."""
+        data, keepalive = split_opening_frames(self.feed.dialect, self.feed.requested)
+        return len(data), len(keepalive)
+
+    async def _await_slots(self) -> OpeningSlots | None:
+        """Take an open slot and one message slot per opening frame; sleep until the open.
+
+        The open and the first subscribe frame share one instant, so the socket opens only
+        when a subscribe can follow at once (the venue closes a connection that has not
         subscribed within 5 s) and concurrent connections are paced by the limits alone.
+        Market-data frames take the first slots, keepalive the last ones. At startup the
+        pool has planned this for every connection at once (``Pool.start``).
         """
-        open_at = self.limiter.reserve()
-        slots: list[float] = []
-        if self.message_limiter is not None:
-            n = len(self.feed.dialect.subscribe_frames(self.feed.requested))
-            slots = [self.message_limiter.reserve(open_at) for _ in range(n)]
-        start = max(open_at, slots[0] if slots else open_at)
-        await self._sleep_until(start)
-        return slots
+        planned, self._planned = self._planned, None
+        if planned is None and self.message_limiter is not None:
+            planned = plan_startup([self.opening_counts()], self.limiter,
+                                   self.message_limiter, time.monotonic())[0]
+        await self._sleep_until(planned.open_at if planned is not None
+                                else self.limiter.reserve())
+        # the window over completed opens (a slow handshake pushes the next window's opens)
+        while not self.stopping() and \
+                (delay := self.limiter.gate_delay(time.monotonic())) > 0:
+            await asyncio.sleep(delay)
+        return planned
+
+    def _give_up_phase(self, frames: int) -> None:
+        """This attempt will not send ``frames`` startup data frames: stop waiting for them."""
+        phase, self._phase = self._phase, None
+        if phase is not None:
+            phase.sent(frames)
 
     async def _sleep_until(self, when: float) -> None:
         while not self.stopping():
@@ -304,22 +347,46 @@ class Connection:
         self._spawn_send(list(frames), [self.message_limiter.reserve() for _ in frames])
         log.info("event=send conn=%s frames=%d reason=%r", self.conn_id, len(frames), reason)
 
-    def _spawn_send(self, frames: list[bytes], slots: list[float]) -> None:
+    def _spawn_send(self, frames: list[bytes], slots: list[float], data_frames: int = 0,
+                    phase: DataPhase | None = None) -> None:
         """Send ``frames`` at their reserved ``slots`` in a task the connection keeps a
         reference to (the loop holds tasks only weakly)."""
-        task = asyncio.get_running_loop().create_task(self._send_at(frames, slots))
+        task = asyncio.get_running_loop().create_task(
+            self._send_at(frames, slots, data_frames, phase))
         self._send_tasks.add(task)
         task.add_done_callback(self._send_tasks.discard)
 
-    async def _send_at(self, frames: list[bytes], slots: list[float]) -> None:
+    async def _send_at(self, frames: list[bytes], slots: list[float], data_frames: int = 0,
+                       phase: DataPhase | None = None) -> None:
+        """Send each frame at its slot, in order. With a startup ``phase``, the first
+        ``data_frames`` are counted off it as they leave, and the frames after them (the
+        keepalive; after the first frame in any case) wait until every connection's data
+        frames have left."""
         transport = self.transport
-        for f, at in zip(frames, slots, strict=True):
-            await self._sleep_until(at)
-            if transport is None or transport.is_disconnected or self.transport is not transport:
-                return  # the reconnect resubscribes everything anyway
-            transport.send(_TEXT, f)
+        lim = self.message_limiter
+        counted = 0
+        try:
+            for i, (f, at) in enumerate(zip(frames, slots, strict=True)):
+                if phase is not None and i >= max(1, data_frames):
+                    await phase.wait()
+                await self._sleep_until(at)
+                if lim is not None:  # late frames must not bunch up with punctual ones
+                    while (delay := lim.gate_delay(time.monotonic())) > 0:
+                        await asyncio.sleep(delay)
+                if transport is None or transport.is_disconnected or \
+                        self.transport is not transport:
+                    return  # the reconnect resubscribes everything anyway
+                transport.send(_TEXT, f)
+                if lim is not None:
+                    lim.record(time.monotonic())
+                if phase is not None and i < data_frames:
+                    phase.sent()
+                    counted += 1
+        finally:
+            if phase is not None:
+                phase.sent(data_frames - counted)
 
-    async def _connect_once(self, slots: list[float]) -> bool:
+    async def _connect_once(self, opening: OpeningSlots | None) -> bool:
         s = self.settings
         self._closed.clear()
         self.close_reason = ""
@@ -339,10 +406,13 @@ class Connection:
                             self.conn_id, s.rate_limited_pause_s)
             else:
                 log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
+            self._give_up_phase(opening.data_frames if opening is not None else 0)
             return False
         except (OSError, TimeoutError, WSError) as e:
             log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
+            self._give_up_phase(opening.data_frames if opening is not None else 0)
             return False
+        self.limiter.record(time.monotonic())  # the open counted against the window
         self.transport = transport
         self.stats.connected = True
         self.feed.on_connect()
@@ -350,12 +420,18 @@ class Connection:
             self.stats.reconnects += 1
         self._set_rcvbuf(transport)
         self.settled.clear()
-        frames = self.feed.opening_frames()
-        if slots and len(slots) == len(frames):
-            self._spawn_send(frames, slots)
+        frames = self.feed.opening_frames()  # market data first, keepalive last
+        phase, self._phase = self._phase, None
+        if opening is not None and len(opening.frames) == len(frames):
+            self._spawn_send(frames, list(opening.frames), opening.data_frames, phase)
         else:
-            for frame in frames:
-                transport.send(_TEXT, frame)
+            if phase is not None and opening is not None:
+                phase.sent(opening.data_frames)
+            if self.message_limiter is not None:  # the plan changed meanwhile (refresh)
+                self._spawn_send(frames, [self.message_limiter.reserve() for _ in frames])
+            else:
+                for frame in frames:
+                    transport.send(_TEXT, frame)
         self.run_actions()
         log.debug("event=connected conn=%s url=%s", self.conn_id, self.url)
         return True

@@ -7,6 +7,10 @@ connection writes its DISCONNECT markers), then hand every pending record to the
 thread, commit, seal, and exit 0. The UTC day roll needs no code here: every record goes to the
 segment of its own day, and each commit (at least every ``commit_interval_s``) passes the wall
 clock, which seals the segments of past days — ingest never pauses.
+
+``Ingest`` is that machinery for one process; ``Daemon`` wraps it with discovery, refresh and
+signals. With ``ingest.workers`` > 1, ``logger.supervisor`` runs one ``Ingest`` per worker
+process (``logger.worker``) instead, each with its ``Share`` of the products and limits.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from logger.config import Config
 from logger.connection import Connection, ConnSettings
@@ -29,9 +34,11 @@ from logger.metrics import Metrics
 from logger.pool import Plan, Pool, StartupReport
 from logger.products import Product, ProductsError, fetch_products, select_products
 from logger.protocol import Dialect, get_dialect
+from logger.protocol.names import multi_stream
 from logger.shard import plan_connections
 from logger.sink import Sink
 from storage import Engine, EngineConfig
+from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 
 log = logging.getLogger("logger.daemon")
 
@@ -79,6 +86,286 @@ def conn_settings(cfg: Config) -> ConnSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """Which part of the daemon one process is: all of it, or worker ``index`` of ``count``.
+
+    Everything that must differ between worker processes of one data root follows from this
+    one value, so the single-process path (``Share()``) is the worker path with every
+    difference switched off: connection ids ``w<i>-<n>``, the multi-product stream
+    ``_multi-w<i>``, the engine lock ``.lock.w<i>`` (the supervisor holds ``.lock``), stale
+    past-day segments sealed by worker 0 only, and the venue's per-IP limits split evenly.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"worker {self.index} of {self.count}")
+
+    @property
+    def is_worker(self) -> bool:
+        return self.count > 1
+
+    @property
+    def conn_id_prefix(self) -> str:
+        return f"w{self.index}-" if self.is_worker else ""
+
+    @property
+    def multi_name(self) -> str:
+        return multi_stream(self.index if self.is_worker else None)
+
+    @property
+    def lock_name(self) -> str:
+        return f"{LOCK_NAME}.w{self.index}" if self.is_worker else LOCK_NAME
+
+    @property
+    def seals_stale(self) -> bool:
+        """One process seals the past-day segments an earlier run left unsealed."""
+        return self.index == 0
+
+    def rate(self, per_second: float) -> float:
+        """This process's part of a per-IP venue limit (all workers share one IP)."""
+        return per_second / self.count
+
+
+def engine_config(cfg: Config, share: Share) -> EngineConfig:
+    st = cfg.storage
+    return EngineConfig(
+        root=Path(st.data_dir), backend=st.backend, commit_records=st.commit_records,
+        commit_interval_s=st.commit_interval_s, fsync_interval_s=st.fsync_interval,
+        segment_max_bytes=st.segment_max_bytes, lock_name=share.lock_name,
+        seal_stale_on_open=share.seals_stale,
+    )
+
+
+async def wait_for_old_workers(root: Path, stop_event: asyncio.Event, timeout: float) -> bool:
+    """Wait until no worker of an earlier sharded run holds its ``.lock.w<i>``; False (logged)
+    after ``timeout`` or when stopped.
+
+    Why: after a ``kill -9`` of a supervisor its workers stop on their own, but sealing takes
+    a moment, and they hold only their own locks (the dead supervisor's ``.lock`` is free):
+    their streams must be closed before a new daemon, sharded or not, opens any of them.
+    """
+    deadline = time.monotonic() + timeout
+    logged = False
+    for path in sorted(root.glob(f"{LOCK_NAME}.w*")):
+        while True:
+            try:
+                RootLock(root, path.name).release()
+                break
+            except ValueError:
+                break  # not a lock name of ours
+            except RootInUse:
+                if not logged:
+                    log.warning("event=waiting_for_old_workers lock=%s", path.name)
+                    logged = True
+                if time.monotonic() > deadline:
+                    log.error("event=old_workers_still_running lock=%s timeout_s=%.0f",
+                              path.name, timeout)
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_event.wait(), 0.2)
+                if stop_event.is_set():
+                    return False
+    return True
+
+
+async def fetch_chosen(cfg: Config) -> list[Product]:
+    """The venue's products the config selects; the REST call blocks, so it runs in a
+    worker thread. Raises ProductsError."""
+    v = cfg.venue
+    available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect, v.rest_timeout_s)
+    return select_products(available, v.products, v.exclude_products)
+
+
+async def discover(cfg: Config, stop_event: asyncio.Event) -> list[Product] | None:
+    """Fetch the product list, retrying with backoff until it works or ``stop_event`` is set."""
+    delay = 1.0
+    while not stop_event.is_set():
+        try:
+            chosen = await fetch_chosen(cfg)
+            if chosen:
+                return chosen
+            msg = "no recordable product in the venue's list"
+        except ProductsError as e:
+            msg = str(e)
+        log.warning("event=products_unavailable retry_in_s=%.0f error=%r", delay, msg)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_event.wait(), delay)
+        delay = min(60.0, delay * 2)
+    return None
+
+
+async def refetch(cfg: Config) -> list[Product] | None:
+    """One product refresh fetch; None (logged) when it failed or came back empty, so the
+    current products are kept."""
+    try:
+        chosen = await fetch_chosen(cfg)
+    except ProductsError as e:
+        log.warning("event=refresh_failed error=%r", str(e))
+        return None
+    if not chosen:
+        log.warning("event=refresh_empty note=keeping_current_products")
+        return None
+    return chosen
+
+
+def report_fields(r: StartupReport) -> str:
+    """``connections=… products=… seconds=… settled=… missing=…``: every field of the report,
+    in its order (bench/ingest.py parses ``seconds=``), for both the single process and the
+    supervisor's line over its workers."""
+    parts = []
+    for f in fields(r):
+        value = getattr(r, f.name)
+        parts.append(f"{f.name}={value:.2f}" if isinstance(value, float) else f"{f.name}={value}")
+    return " ".join(parts)
+
+
+Weights = Mapping[str, float]
+"""Product id → expected load (24 h volume), in the order the products are planned."""
+
+
+class Ingest:
+    """The recording machinery of one process: sink + storage thread, pool, metrics, and the
+    loops that keep them going (time-based commits, status line). Used whole by the
+    single-process ``Daemon`` and by each worker process (``logger.worker``); only ``share``
+    differs. ``on_fatal`` is called when the storage thread dies, to stop the owner."""
+
+    def __init__(self, cfg: Config, share: Share, on_fatal: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.share = share
+        self.dialect: Dialect = get_dialect(cfg.venue.dialect)
+        self._on_fatal = on_fatal
+        st = cfg.storage
+        ecfg = engine_config(cfg, share)
+        metrics_ref: list[Metrics] = []
+        self.sink = sink = Sink(
+            lambda: Engine(ecfg),
+            commit_records=st.commit_records, commit_interval_s=st.commit_interval_s,
+            queue_batches=cfg.ingest.queue_max_batches,
+            on_commit=lambda s, n: metrics_ref[0].observe_commit(s, n) if metrics_ref else None,
+        )
+        c = cfg.connections
+        self.opens_per_second = share.rate(c.opens_per_second)
+        self.pool = pool = Pool(
+            self.dialect, cfg.venue.ws_url, sink, conn_settings(cfg),
+            opens_per_second=self.opens_per_second,
+            messages_per_second=share.rate(c.messages_per_second),
+            gap_policy=c.on_gap, level2_per_connection=c.level2_products_per_connection,
+            conn_id_prefix=share.conn_id_prefix, multi_name=share.multi_name,
+        )
+        self.metrics = Metrics(
+            lambda: [conn.stats for conn in pool.connections.values()], sink.stats,
+            lambda: sink.queue.depth, lambda: sink.queue.nbytes,
+        )
+        metrics_ref.append(self.metrics)
+        self.started = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def open(self) -> None:
+        """Start the storage thread and the commit tick (before any connection)."""
+        self.sink.start()
+        self._spawn(self._tick(), "sink-tick")
+
+    def serve_metrics(self, host: str, port: int) -> int | None:
+        """/metrics on host:port; the bound port, or None (logged) when it cannot listen.
+        A worker's endpoint is for its supervisor only, and says so in its log line."""
+        event = "worker_metrics" if self.share.is_worker else "metrics"
+        try:
+            bound = self.metrics.serve(host, port)
+        except OSError as e:
+            log.error("event=%s_unavailable host=%s port=%d error=%r", event, host, port, str(e))
+            return None
+        log.info("event=%s_listening host=%s port=%d", event, host, bound)
+        return bound
+
+    def plan(self, weights: Weights) -> Plan:
+        return plan_connections(
+            list(weights), self.cfg.venue.channels, self.dialect,
+            per_connection=self.cfg.connections.level2_products_per_connection,
+            weights=dict(weights),
+        )
+
+    def set_products(self, weights: Weights) -> None:
+        """Record exactly these products: the first call opens the connections, later ones
+        are product refreshes (new listings subscribed, delisted dropped, no restart)."""
+        if not self.started:
+            if not weights:
+                return  # nothing to record yet (a worker with no share); a refresh may add some
+            plan = self.plan(weights)
+            log.info("event=starting products=%d connections=%d dialect=%s url=%s",
+                     len(weights), len(plan), self.dialect.name, self.cfg.venue.ws_url)
+            self.pool.start(plan)
+            self.started = True
+            self._spawn(self._status(), "status")
+            return
+        all_weights = dict(weights)
+
+        def plan_new(ids: list[str]) -> Plan:
+            return self.plan({i: all_weights[i] for i in ids})
+
+        self.pool.update_products(list(weights), plan_new)
+
+    async def startup_report(self) -> StartupReport:
+        """Wait until every subscription is answered (or a timeout that grows with the number
+        of connections at this process's open rate)."""
+        if not self.started:  # nothing to subscribe: every count 0, every time 0
+            zero: dict[str, Any] = {f.name: 0.0 if f.type in ("float", float) else 0
+                                    for f in fields(StartupReport)}
+            return StartupReport(**zero)
+        n = len(self.pool.connections)
+        timeout = max(30.0, math.ceil(n / max(self.opens_per_second, 0.1)) + 20.0)
+        return await self.pool.wait_started(timeout)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` until shutdown (cancelled first thing in ``shutdown``)."""
+        self._spawn(coro, name)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro, name=name))
+
+    async def shutdown(self) -> int:
+        """Stop reading (each connection writes its DISCONNECT markers), hand every pending
+        record to the storage thread, commit, seal; 0, or 1 if storage failed."""
+        t0 = time.monotonic()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.pool.stop()
+        log.info("event=connections_closed seconds=%.2f", time.monotonic() - t0)
+        code = 0
+        try:
+            await asyncio.to_thread(self.sink.close)
+            log.info("event=storage_closed seconds=%.2f", time.monotonic() - t0)
+        except RuntimeError as e:
+            log.error("event=storage_failed error=%r", repr(e.__cause__ or e))
+            code = 1
+        log.info("%s", self.metrics.status_line())
+        self.metrics.stop()
+        log.info("event=stopped seconds=%.2f exit=%d", time.monotonic() - t0, code)
+        return code
+
+    async def _tick(self) -> None:
+        """Time-based commits; a dead storage thread stops the process (exit 1)."""
+        sink = self.sink
+        while True:
+            await asyncio.sleep(0.25)
+            sink.tick(time.monotonic())
+            if sink.writer_error is not None or not sink.writer_alive:
+                log.error("event=storage_thread_dead error=%r", repr(sink.writer_error))
+                self._on_fatal("storage_failure")
+                return
+
+    async def _status(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.log.status_interval_s)
+            log.info("%s", self.metrics.status_line())
+
+
 @dataclass
 class RunResult:
     exit_code: int
@@ -86,51 +373,19 @@ class RunResult:
 
 
 class Daemon:
-    """One ingest process: one event loop thread, one storage thread (docs/RUNTIME.md)."""
+    """One ingest process: one event loop thread, one storage thread (docs/RUNTIME.md).
+    With ``ingest.workers`` > 1 the CLI runs ``logger.supervisor.Supervisor`` instead."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.dialect: Dialect = get_dialect(cfg.venue.dialect)
         self.root = Path(cfg.storage.data_dir)
         self.stop_event = asyncio.Event()
-        self.sink: Sink | None = None
-        self.pool: Pool | None = None
-        self.metrics: Metrics | None = None
+        self.ingest: Ingest | None = None
         self.startup: StartupReport | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    # ------------------------------------------------------------------ products and plan
     async def discover(self) -> list[Product] | None:
-        """Fetch the product list, retrying with backoff until it works or we are stopped."""
-        delay = 1.0
-        while not self.stop_event.is_set():
-            try:
-                chosen = await self._fetch_chosen()
-                if chosen:
-                    return chosen
-                msg = "no recordable product in the venue's list"
-            except ProductsError as e:
-                msg = str(e)
-            log.warning("event=products_unavailable retry_in_s=%.0f error=%r", delay, msg)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), delay)
-            delay = min(60.0, delay * 2)
-        return None
-
-    async def _fetch_chosen(self) -> list[Product]:
-        """The venue's products the config selects; the REST call blocks, so it runs in a
-        worker thread. Raises ProductsError."""
-        v = self.cfg.venue
-        available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect,
-                                            v.rest_timeout_s)
-        return select_products(available, v.products, v.exclude_products)
-
-    def plan(self, products: Sequence[Product]) -> Plan:
-        return plan_connections(
-            [p.product_id for p in products], self.cfg.venue.channels, self.dialect,
-            per_connection=self.cfg.connections.level2_products_per_connection,
-            weights={p.product_id: p.volume_24h for p in products},
-        )
+        return await discover(self.cfg, self.stop_event)
 
     # ------------------------------------------------------------------ main
     async def run(self) -> RunResult:
@@ -140,58 +395,26 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         try:
             claim_data_dir(self.root, self.dialect.name)
-        except (DataDirError, OSError) as e:
+            RootLock(self.root, LOCK_NAME).release()  # the engine takes it; refuse early
+        except (DataDirError, RootInUse, OSError) as e:
             log.error("event=data_dir_refused error=%r", str(e))
             return RunResult(2)
-        st = cfg.storage
-        engine_cfg = EngineConfig(
-            root=self.root, backend=st.backend, commit_records=st.commit_records,
-            commit_interval_s=st.commit_interval_s, fsync_interval_s=st.fsync_interval,
-            segment_max_bytes=st.segment_max_bytes,
-        )
-        metrics_ref: list[Metrics] = []
-        sink = self.sink = Sink(
-            lambda: Engine(engine_cfg),
-            commit_records=st.commit_records, commit_interval_s=st.commit_interval_s,
-            queue_batches=cfg.ingest.queue_max_batches,
-            on_commit=lambda s, n: metrics_ref[0].observe_commit(s, n) if metrics_ref else None,
-        )
-        sink.start()
-        pool = self.pool = Pool(
-            self.dialect, cfg.venue.ws_url, sink, conn_settings(cfg),
-            opens_per_second=cfg.connections.opens_per_second,
-            messages_per_second=cfg.connections.messages_per_second,
-            gap_policy=cfg.connections.on_gap,
-            level2_per_connection=cfg.connections.level2_products_per_connection,
-        )
-        metrics = self.metrics = Metrics(
-            lambda: [c.stats for c in pool.connections.values()], sink.stats,
-            lambda: sink.queue.depth, lambda: sink.queue.nbytes,
-        )
-        metrics_ref.append(metrics)
+        if not await wait_for_old_workers(self.root, self.stop_event, 120.0):
+            return RunResult(0 if self.stop_event.is_set() else 1)
+        ingest = self.ingest = Ingest(cfg, Share(), self.request_stop)
+        ingest.open()
         if cfg.metrics.enabled:
-            try:
-                port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
-                log.info("event=metrics_listening host=%s port=%d", cfg.metrics.host, port)
-            except OSError as e:
-                log.error("event=metrics_unavailable host=%s port=%d error=%r",
-                          cfg.metrics.host, cfg.metrics.port, str(e))
-        self._tasks.append(loop.create_task(self._tick(), name="sink-tick"))
-        exit_code = 0
+            ingest.serve_metrics(cfg.metrics.host, cfg.metrics.port)
         try:
             products = await self.discover()
             if products is not None:
-                plan = self.plan(products)
-                log.info("event=starting products=%d connections=%d dialect=%s url=%s",
-                         len(products), len(plan), self.dialect.name, cfg.venue.ws_url)
-                pool.start(plan)
-                self._tasks.append(loop.create_task(self._status(), name="status"))
-                self._tasks.append(loop.create_task(self._startup_report(), name="startup"))
+                ingest.set_products({p.product_id: p.volume_24h for p in products})
+                ingest.spawn(self._startup_report(), "startup")
                 if cfg.venue.product_refresh_s > 0:
-                    self._tasks.append(loop.create_task(self._refresh(), name="refresh"))
+                    ingest.spawn(self._refresh(), "refresh")
                 await self.stop_event.wait()
         finally:
-            exit_code = await self._shutdown()
+            exit_code = await ingest.shutdown()
         return RunResult(exit_code, self.startup)
 
     def request_stop(self, why: str = "stop") -> None:
@@ -199,87 +422,35 @@ class Daemon:
             log.info("event=stopping signal=%s", why)
             self.stop_event.set()
 
-    async def _shutdown(self) -> int:
-        t0 = time.monotonic()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        if self.pool is not None:
-            await self.pool.stop()
-        log.info("event=connections_closed seconds=%.2f", time.monotonic() - t0)
-        code = 0
-        if self.sink is not None:
-            try:
-                await asyncio.to_thread(self.sink.close)
-                log.info("event=storage_closed seconds=%.2f", time.monotonic() - t0)
-            except RuntimeError as e:
-                log.error("event=storage_failed error=%r", repr(e.__cause__ or e))
-                code = 1
-        if self.metrics is not None:
-            log.info("%s", self.metrics.status_line())
-            self.metrics.stop()
-        log.info("event=stopped seconds=%.2f exit=%d", time.monotonic() - t0, code)
-        return code
-
-    # ------------------------------------------------------------------ background loops
-    async def _tick(self) -> None:
-        """Time-based commits; a dead storage thread stops the daemon (exit 1)."""
-        sink = self.sink
-        assert sink is not None
-        while True:
-            await asyncio.sleep(0.25)
-            sink.tick(time.monotonic())
-            if sink.writer_error is not None or not sink.writer_alive:
-                log.error("event=storage_thread_dead error=%r", repr(sink.writer_error))
-                self.request_stop("storage_failure")
-                return
-
-    async def _status(self) -> None:
-        assert self.metrics is not None
-        while True:
-            await asyncio.sleep(self.cfg.log.status_interval_s)
-            log.info("%s", self.metrics.status_line())
-
     async def _startup_report(self) -> None:
-        assert self.pool is not None
-        pool = self.pool
-        timeout = max(30.0, math.ceil(len(pool.connections) / 8) + 20.0)
-        self.startup = r = await pool.wait_started(timeout)
-        log.info("event=all_acknowledged connections=%d products=%d seconds=%.2f settled=%d "
-                 "missing=%d", r.connections, r.products, r.seconds, r.settled, r.missing)
+        assert self.ingest is not None
+        self.startup = r = await self.ingest.startup_report()
+        log.info("event=all_acknowledged %s", report_fields(r))
 
     async def _refresh(self) -> None:
         """Periodic product refresh: new listings subscribed, delisted dropped, no restart."""
-        v = self.cfg.venue
-        assert self.pool is not None
+        assert self.ingest is not None
         while True:
-            await asyncio.sleep(v.product_refresh_s)
-            try:
-                chosen = await self._fetch_chosen()
-            except ProductsError as e:
-                log.warning("event=refresh_failed error=%r", str(e))
-                continue
-            if not chosen:
-                log.warning("event=refresh_empty note=keeping_current_products")
-                continue
-            by_id = {p.product_id: p for p in chosen}
-
-            def plan_new(ids: list[str], by_id: dict[str, Product] = by_id) -> Plan:
-                return self.plan([by_id[i] for i in ids])
-
-            self.pool.update_products([p.product_id for p in chosen], plan_new)
+            await asyncio.sleep(self.cfg.venue.product_refresh_s)
+            chosen = await refetch(self.cfg)
+            if chosen is not None:
+                self.ingest.set_products({p.product_id: p.volume_24h for p in chosen})
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line."""
+def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> None:
+    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line.
+
+    A worker process (``ingest.workers`` > 1) writes to the same stderr as its supervisor;
+    ``worker=i`` on each of its lines (a field of its own in JSON) tells them apart.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(worker))
     else:
-        text = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s",
-                                 "%Y-%m-%dT%H:%M:%S")
+        tag = "" if worker is None else f"worker={worker} "
+        text = logging.Formatter(
+            f"%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s {tag}%(message)s",
+            "%Y-%m-%dT%H:%M:%S")
         text.converter = time.gmtime  # UTC, on this formatter only
         handler.setFormatter(text)
     root = logging.getLogger()
@@ -289,16 +460,23 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
         }
+        if self.worker is not None:
+            out["worker"] = self.worker
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, separators=(",", ":"))
 
 
-__all__ = ["Connection", "Daemon", "DataDirError", "RunResult", "claim_data_dir",
-           "configure_logging"]
+__all__ = ["Connection", "Daemon", "DataDirError", "Ingest", "RunResult", "Share",
+           "claim_data_dir", "configure_logging", "discover", "engine_config", "refetch",
+           "report_fields", "wait_for_old_workers"]

@@ -199,7 +199,10 @@ class Sink:
 
     # -- hot path -------------------------------------------------------------------------
     def add(self, key: StreamKey, ts_ns: int, raw: bytes, fallback: StreamKey) -> None:
-        """Append one raw message to its stream. ``fallback`` takes it if ``key`` is invalid."""
+        """Append one raw message to its stream. ``fallback`` takes it if ``key`` is invalid.
+
+        The connections' receive path inlines this body (``logger.connection._Listener``),
+        with the buffer from :meth:`buffer` kept per route: change both together."""
         b = self.streams.get(key)
         if b is None:
             b = self.open_stream(key, fallback)
@@ -211,6 +214,11 @@ class Sink:
             self.flush()
 
     # -- the rest runs once per stream, per marker or per batch -------------------------------
+    def buffer(self, key: StreamKey, fallback: StreamKey) -> StreamBuf:
+        """The stream's buffer (the same object for the sink's life: only its lists are
+        swapped at each hand-over), opened on first use."""
+        return self.streams.get(key) or self.open_stream(key, fallback)
+
     def open_stream(self, key: StreamKey, fallback: StreamKey) -> StreamBuf:
         """Create (or alias) the buffer of a stream the first time it is seen.
 
@@ -427,23 +435,33 @@ class StorageWriter(threading.Thread):
         return s
 
     def _write(self, engine: Engine, batch: Batch) -> None:
+        """Hand the batch's chunks to the engine. The payloads are bytes by construction
+        (WebSocket frames, marker JSON), so the engine's trusted ``extend_trusted`` takes
+        them without a per-payload type check and returns their byte count for the metrics."""
         crec = self._stats.channel_records
         cbytes = self._stats.channel_bytes
+        handles = self._handles
+        extend = engine.extend_trusted
         for c in batch.chunks:
-            s = self._stream(engine, c.product, c.channel)
+            channel = c.channel
+            s = handles.get((c.product, channel))
+            if s is None:
+                s = self._stream(engine, c.product, channel)
             if c.marks:
-                prev = 0
+                ts, payloads = c.ts, c.payloads
+                nbytes = prev = 0
                 for pos, kind in c.marks:
                     if pos > prev:
-                        engine.extend(s, c.ts[prev:pos], c.payloads[prev:pos])
-                    engine.append(s, c.ts[pos], c.payloads[pos], RecordKind(kind))
+                        nbytes += extend(s, ts[prev:pos], payloads[prev:pos])
+                    engine.append(s, ts[pos], payloads[pos], RecordKind(kind))
+                    nbytes += len(payloads[pos])
                     prev = pos + 1
-                if prev < len(c.ts):
-                    engine.extend(s, c.ts[prev:], c.payloads[prev:])
+                if prev < len(ts):
+                    nbytes += extend(s, ts[prev:], payloads[prev:])
             else:
-                engine.extend(s, c.ts, c.payloads)
-            crec[c.channel] = crec.get(c.channel, 0) + len(c.ts)
-            cbytes[c.channel] = cbytes.get(c.channel, 0) + sum(map(len, c.payloads))
+                nbytes = extend(s, c.ts, c.payloads)
+            crec[channel] = crec.get(channel, 0) + len(c.ts)
+            cbytes[channel] = cbytes.get(channel, 0) + nbytes
 
     def _drop(self, batch: Batch) -> None:
         """Commits are failing and the engine holds ``max_backlog_bytes``: count the batch's

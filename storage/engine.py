@@ -14,6 +14,7 @@ import datetime as dt
 import errno as errno_mod
 import itertools
 import logging
+import os
 import resource
 import sys
 import time
@@ -35,7 +36,13 @@ from storage.format import (
     encode_joined,
     encode_parts,
 )
-from storage.layout import iter_segments, parse_segment_path, segment_path, validate_name
+from storage.layout import (
+    SegmentRef,
+    iter_segments,
+    parse_segment_path,
+    segment_path,
+    validate_name,
+)
 from storage.records import RecordKind
 from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
@@ -159,8 +166,8 @@ class Stream:
     """
 
     __slots__ = (
-        "channel", "hi", "lens", "lo", "markers", "next_number", "payloads", "product",
-        "segments", "ts",
+        "channel", "hi", "lens", "lo", "markers", "nbytes", "next_number", "payloads",
+        "product", "segments", "ts",
     )
 
     def __init__(self, product: str, channel: str) -> None:
@@ -171,6 +178,7 @@ class Stream:
         self.payloads: list[bytes] = []
         self.markers: list[tuple[int, int]] = []  # (position in pending, kind) for non-DATA
         self.lo = self.hi = 0  # smallest and largest pending timestamp (when any pending)
+        self.nbytes = 0  # pending payload bytes (= sum(lens), kept so a commit need not sum)
         self.segments: dict[dt.date, Segment] = {}
         self.next_number: dict[dt.date, int] = {}
 
@@ -196,6 +204,7 @@ class Stream:
         self.lens = array("I")
         self.payloads = []
         self.markers = []
+        self.nbytes = 0
 
 
 def _seal_each(segs: list[Segment], fsync: bool) -> dict[Segment, BaseException]:
@@ -232,6 +241,7 @@ class Engine:
         self._policy = ExtentPolicy(config.first_extent_bytes, config.max_extent_bytes, cap,
                                     populate=self.backend_name == "mmap")
         self._max_batch = max(4096, min(config.max_batch_bytes, cap - HEADER_SIZE))
+        self._cap = cap
         self._index_step = max(64 << 10, cap // (INDEX_CAPACITY - 40))
         self._streams: dict[tuple[str, str], Stream] = {}
         self._dirty: dict[Stream, None] = {}
@@ -296,7 +306,47 @@ class Engine:
         stream.ts += ts
         stream.lens += lens
         stream.payloads += payloads
+        stream.nbytes += sum(lens)
         self._pending += n
+
+    def extend_trusted(self, stream: Stream, ts_ns: list[int], payloads: list[bytes]) -> int:
+        """:meth:`extend` for a caller that guarantees every payload is ``bytes`` (the sink's
+        storage thread: the WebSocket library and the marker encoder hand bytes), without the
+        per-payload type check, and returning the payload bytes buffered (the caller counts
+        them, so they are summed once). Still ValueError, nothing buffered, for columns of
+        different lengths or a timestamp outside i64; the records are the same on disk."""
+        n = len(payloads)
+        if len(ts_ns) != n:
+            raise ValueError(f"{len(ts_ns)} timestamps for {n} payloads")
+        if n == 0:
+            return 0
+        try:
+            ts = array("q", ts_ns)
+            lens = array("I", map(len, payloads))
+        except OverflowError as e:
+            raise ValueError(f"timestamp or payload length out of range: {e}") from e
+        if self._closed:
+            raise RuntimeError("engine is closed")
+        nbytes = sum(lens)
+        if stream.lens:
+            lo, hi = min(ts_ns), max(ts_ns)
+            if lo < stream.lo:
+                stream.lo = lo
+            if hi > stream.hi:
+                stream.hi = hi
+            stream.ts += ts
+            stream.lens += lens
+            stream.payloads += payloads
+            stream.nbytes += nbytes
+        else:  # the usual case: one call per stream and commit, the columns become the stream's
+            self._dirty[stream] = None
+            stream.lo, stream.hi = min(ts_ns), max(ts_ns)
+            stream.ts = ts
+            stream.lens = lens
+            stream.payloads = payloads.copy()
+            stream.nbytes = nbytes
+        self._pending += n
+        return nbytes
 
     def append(
         self, stream: Stream, ts_ns: int, payload: bytes, kind: RecordKind = RecordKind.DATA
@@ -321,6 +371,7 @@ class Engine:
         stream.ts.append(ts_ns)
         stream.lens.append(len(payload))
         stream.payloads.append(payload)
+        stream.nbytes += len(payload)
         self._pending += 1
 
     @property
@@ -329,9 +380,9 @@ class Engine:
 
     @property
     def pending_bytes(self) -> int:
-        """Payload bytes buffered and not committed (O(pending records); for callers that
-        bound the engine's memory while commits fail, not for every record)."""
-        return sum(sum(s.lens) for s in self._dirty)
+        """Payload bytes buffered and not committed (O(streams with pending records); for
+        callers that bound the engine's memory while commits fail)."""
+        return sum(s.nbytes for s in self._dirty)
 
     def commit_due(self, now_monotonic: float | None = None) -> bool:
         """True when ``commit_records`` are pending, or records (or segments to seal) have
@@ -463,17 +514,14 @@ class Engine:
             return -1
         lens = stream.lens
         n = len(lens)
-        payload_len = sum(lens)
+        payload_len = stream.nbytes
         total = (BATCH_HEADER_SIZE + 13 * n + payload_len + BATCH_ALIGN - 1) & ~(BATCH_ALIGN - 1)
-        if total > self._max_batch or (
-            seg.staged_end + total > self._policy.cap and not seg.empty
-        ):
+        end = seg.staged_end
+        if total > self._max_batch or (end + total > self._cap and end != HEADER_SIZE):
             return -1
-        kinds = stream.kinds_column()
-        if kinds is None:
-            kinds = bytes(n)
-        head, body, total = encode_joined(stream.ts, kinds, lens, stream.payloads, lo, hi,
-                                          payload_len)
+        kinds = stream.kinds_column() if stream.markers else None
+        head, body = encode_joined(stream.ts, bytes(n) if kinds is None else kinds, lens,
+                                   stream.payloads, lo, hi, payload_len, total)
         seg.stage_joined(head, body, total, n, lo, hi, data_ops, head_ops, commit_ops)
         segs.append(seg)
         return total
@@ -590,13 +638,10 @@ class Engine:
             stream.segments[day] = queued
             self._note_day(stream, day, now_ns)
             return queued
-        refs = list(iter_segments(self.root, stream.product, stream.channel, day))
+        refs = self._day_files(stream, day)
         for ref in refs:
             self._stale.pop(ref.path, None)  # handled here
         next_number = max((r.number for r in refs), default=-1) + 1
-        chan_dir = self.root / stream.product / stream.channel
-        for tmp in chan_dir.glob(f"{day.isoformat()}.*.seg.tmp") if chan_dir.is_dir() else ():
-            tmp.unlink(missing_ok=True)  # a creation interrupted by a crash: never committed
         cont: Segment | None = None
         for ref in refs:
             if ref.archived:
@@ -615,6 +660,32 @@ class Engine:
             self._note_day(stream, day, now_ns)
             return cont
         return self._new_segment(stream, day, now_ns)
+
+    def _day_files(self, stream: Stream, day: dt.date) -> list[SegmentRef]:
+        """The stream's segments and archives of ``day``, by number, from one listing of its
+        directory (the same as ``iter_segments(root, product, channel, day)``, without a
+        stat per directory level: this runs for each of 2 800 streams at start and at every
+        UTC day roll); temporaries of an interrupted creation are removed on the way."""
+        chan_dir = self.root / stream.product / stream.channel
+        prefix = day.isoformat() + "."
+        try:
+            names = [name for name in os.listdir(chan_dir) if name.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+        refs: list[SegmentRef] = []
+        for name in names:
+            path = chan_dir / name
+            if name.endswith(".seg.tmp"):
+                path.unlink(missing_ok=True)  # a creation interrupted by a crash: never committed
+                continue
+            try:
+                ref = parse_segment_path(path)
+            except ValueError:
+                continue
+            if path.is_file():
+                refs.append(ref)
+        refs.sort(key=lambda r: (r.number, r.archived))
+        return refs
 
     def _recover(self, path: Path) -> Segment | None:
         """Reopen an unsealed segment (None if sealed, foreign or corrupt: left as is)."""
@@ -655,7 +726,7 @@ class Engine:
         return seg
 
     def _note_day(self, stream: Stream, day: dt.date, now_ns: int) -> None:
-        if day < day_of(now_ns):
+        if day < self._day(now_ns // NS_PER_DAY):
             self._past[stream] = None
 
     def _seal_past_days(self, today: dt.date, result: CommitResult) -> None:

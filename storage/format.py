@@ -345,22 +345,23 @@ def encode_joined(
     first: int,
     last: int,
     payload_len: int,
-) -> tuple[bytes, bytes, int]:
-    """Encode one batch as ``(head, body, length)``: ``head`` is the 8 bytes magic + CRC,
-    ``body`` everything after them (one join of the columns and payloads: one copy of the
-    payload bytes, one CRC call). The engine's per-stream fast path for small and medium
-    batches; the caller guarantees consistent columns (``first``/``last`` = min/max of ``ts``,
-    ``payload_len`` = sum of ``lengths`` = total payload bytes) and a little-endian host."""
+    total: int,
+) -> tuple[bytes, bytes]:
+    """Encode one batch as ``(head, body)``: ``head`` is the 8 bytes magic + CRC, ``body``
+    everything after them (one join of the columns and payloads: one copy of the payload
+    bytes, one CRC call). The engine's per-stream fast path for small and medium batches; the
+    caller guarantees consistent columns (``first``/``last`` = min/max of ``ts``,
+    ``payload_len`` = sum of ``lengths`` = total payload bytes, ``total`` =
+    ``batch_size(len(lengths), payload_len)``) and a little-endian host."""
     n = len(lengths)
-    raw = BATCH_HEADER_SIZE + 13 * n + payload_len
-    total = (raw + BATCH_ALIGN - 1) & ~(BATCH_ALIGN - 1)
     parts = [_BATCH_TAIL.pack(total, n, first, last, payload_len, 0), ts.tobytes(),
              lengths.tobytes(), kinds]
     parts += payloads
-    if total != raw:
-        parts.append(_PAD[: total - raw])
+    pad = total - (BATCH_HEADER_SIZE + 13 * n + payload_len)
+    if pad:
+        parts.append(_PAD[:pad])
     body = b"".join(parts)
-    return _HEAD8.pack(BATCH_MAGIC, google_crc32c.value(body)), body, total
+    return _HEAD8.pack(BATCH_MAGIC, google_crc32c.value(body)), body
 
 
 def _slice(buf: bytes | bytearray | memoryview | object, a: int, b: int) -> bytes:

@@ -230,6 +230,30 @@ class ExchangeDialect:
         return self._frames("unsubscribe", products_by_channel, max_bytes)
 
 
+def split_opening_frames(dialect: Dialect, products_by_channel: ProductsByChannel
+                         ) -> tuple[list[bytes], list[bytes]]:
+    """A connection's subscribe frames as (market data, keepalive): send them in that order.
+
+    Why apart: the venue takes 8 messages per second per IP, and keepalive is only needed
+    before quiet channels would be closed (60-90 s), so the pool sends every connection's
+    market-data frames before any keepalive frame (``logger.ratelimit.plan_startup``). Where
+    the keepalive channel costs no frame of its own (Exchange: every channel in one message)
+    it stays in the one frame, first, and the keepalive part is empty; so it is for a
+    connection carrying nothing but keepalive.
+    """
+    keepalive = dialect.keepalive_channel
+    data = {ch: ps for ch, ps in products_by_channel.items() if ch != keepalive}
+    together = {**({keepalive: products_by_channel[keepalive]}
+                   if keepalive in products_by_channel else {}), **data}
+    every = dialect.subscribe_frames(together)
+    if keepalive not in products_by_channel or not data:
+        return every, []
+    data_frames = dialect.subscribe_frames(data)
+    if len(every) <= len(data_frames):
+        return every, []
+    return data_frames, dialect.subscribe_frames({keepalive: products_by_channel[keepalive]})
+
+
 ADVANCED_TRADE = AdvancedTradeDialect()
 EXCHANGE = ExchangeDialect()
 DIALECTS: Mapping[str, Dialect] = {ADVANCED_TRADE.name: ADVANCED_TRADE, EXCHANGE.name: EXCHANGE}

@@ -31,7 +31,12 @@ from logger.protocol.actions import (
     Send,
     Settled,
 )
-from logger.protocol.dialects import ADVANCED_TRADE, Dialect, ProductsByChannel
+from logger.protocol.dialects import (
+    ADVANCED_TRADE,
+    Dialect,
+    ProductsByChannel,
+    split_opening_frames,
+)
 from logger.protocol.names import (
     ERROR_CHANNEL,
     MULTI,
@@ -134,6 +139,7 @@ class FeedState:
         products_by_channel: ProductsByChannel,
         *,
         gap_policy: GapPolicy = "resubscribe",
+        multi_name: str = MULTI,
     ) -> None:
         self.dialect = dialect
         self.conn_id = conn_id
@@ -148,6 +154,7 @@ class FeedState:
         self._subs_route: Route = (self._conn, SUBSCRIPTIONS_CHANNEL)
         self._shared: dict[str, Route] = {}
         self._multi: dict[str, Route] = {}
+        self._multi_name = multi_name  # ``_multi``, or ``_multi-w<i>`` in worker i
         self._known: dict[str, dict[bytes, _Entry]] = {}
         self._requested: dict[str, tuple[str, ...]] = {}
         self._reported_missing: set[tuple[str, str]] = set()
@@ -234,11 +241,11 @@ class FeedState:
         return self._pending == 0 and not self._missing()
 
     def opening_frames(self) -> list[bytes]:
-        """Subscribe frames to send right after connecting (within the venue's 5 s)."""
-        ordered = dict(self._requested)
-        keepalive = self.dialect.keepalive_channel
-        ordered = {keepalive: ordered.pop(keepalive), **ordered}
-        frames = self.dialect.subscribe_frames(ordered)
+        """Subscribe frames to send right after connecting (within the venue's 5 s): market
+        data first, then the keepalive frame where it is a frame of its own (Advanced Trade;
+        ``dialects.split_opening_frames`` says why)."""
+        data, keepalive = split_opening_frames(self.dialect, self._requested)
+        frames = data + keepalive
         self._pending += len(frames)
         return frames
 
@@ -353,7 +360,7 @@ class FeedState:
     def _multi_route(self, channel: str) -> Route:
         route = self._multi.get(channel)
         if route is None:
-            route = self._multi[channel] = (MULTI, channel)
+            route = self._multi[channel] = (self._multi_name, channel)
         return route
 
     def _unroutable(self, *, malformed: bool = False, unknown: bool = False) -> Route:

@@ -14,6 +14,20 @@ import re
 MULTI = "_multi"
 """Product part of the stream for frames that name several products (one stream per channel)."""
 
+
+def multi_stream(worker: int | None = None) -> str:
+    """Product part of the multi-product stream of one ingest process.
+
+    A single-process daemon writes ``_multi``; worker ``i`` of a sharded daemon writes
+    ``_multi-w<i>``, so two worker processes never append to the same stream (one writer per
+    file). The name still starts with ``_``, which no product id may, so the wire cannot reach it.
+    """
+    if worker is None:
+        return MULTI
+    if isinstance(worker, bool) or not isinstance(worker, int) or worker < 0:
+        raise ValueError(f"worker index must be a non-negative integer, got {worker!r}")
+    return f"{MULTI}-w{worker}"
+
 UNROUTED = "_unrouted"
 """Channel part of the per-connection stream for malformed or unroutable messages."""
 

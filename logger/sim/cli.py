@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-limits", action="store_true", help="disable every venue limit")
     s.add_argument("--l2-cap", type=int, default=30, help="level2 products per AT connection")
     s.add_argument("--opens-per-second", type=int, default=8)
+    s.add_argument("--messages-per-second", type=int, default=None,
+                   help="client messages per second per IP (default: the dialect's, "
+                        "AT 8, Exchange 100; 0 = unchecked)")
     s.add_argument("--subscribe-timeout", type=float, default=5.0)
     s.add_argument("--max-inbound", type=int, default=64 * 1024, help="bytes per client message")
     s.add_argument("--send-buffer", type=int, default=32 << 20,
@@ -94,6 +97,7 @@ async def _run_until(duration: float) -> None:
 async def _serve(a: argparse.Namespace) -> int:
     limits = Limits(enabled=not a.no_limits, l2_products_per_conn=a.l2_cap,
                     opens_per_second=a.opens_per_second,
+                    messages_per_second=a.messages_per_second,
                     subscribe_timeout_s=a.subscribe_timeout, max_inbound_bytes=a.max_inbound,
                     send_buffer_bytes=a.send_buffer, slow_consumer_s=a.slow_consumer_s)
     sim = Simulator(SimConfig(host=a.host, port=a.port, dialect=a.dialect, products=a.products,

@@ -34,7 +34,7 @@ from logger.sim import dialect_at, dialect_exchange
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits
 from logger.sim.product import ProductState, build_product
-from logger.sim.session import Session, VenueProtocol, rest_path, rest_products
+from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
 from storage import RecordKind
 from storage.archive import open_any
 from storage.format import CorruptSegment
@@ -108,6 +108,7 @@ class ReplayServer:
         self.config = config
         self.dialect = config.dialect
         self.limits = Limits(enabled=False)
+        self.inbox = Inbox()  # client frames, handled in arrival order
         self.ledger: Ledger | None = Ledger(config.ledger_path) if config.ledger else None
         day = config.day
         if isinstance(day, str):

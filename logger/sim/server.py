@@ -25,8 +25,8 @@ from logger.sim.events import Event
 from logger.sim.faults import FaultSpec, parse_faults
 from logger.sim.generator import Dialect, MarketModel
 from logger.sim.ledger import Ledger
-from logger.sim.limits import Limits, OpenRateLimiter
-from logger.sim.session import Session, VenueProtocol, rest_path, rest_products
+from logger.sim.limits import Limits, OpenRateLimiter, refusal_for
+from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
 from logger.sim.subs import subs_view
 
 _SHARED = frozenset({"heartbeats", "status"})
@@ -82,6 +82,9 @@ class Simulator:
         self._handle = (dialect_at.handle if config.dialect == "advanced_trade"
                         else dialect_exchange.handle)
         self._opens = OpenRateLimiter(self.limits.opens_per_second)
+        self.inbox = Inbox()  # client frames, handled in arrival order
+        self._message_rate = self.limits.message_rate(config.dialect)
+        self._messages: dict[str, OpenRateLimiter] = {}  # client IP → its message window
         self.sessions: dict[int, Session] = {}
         self._routes: dict[str, dict[str, list[Session]]] = {}
         self._next_id = 0
@@ -173,9 +176,33 @@ class Simulator:
         assert self.model is not None
         return rest_products(path, self.model.states.values(), query)
 
+    def _allow_message(self, s: Session) -> bool:
+        """The per-IP client message rate; an excess message is refused and not handled."""
+        rate = self._message_rate
+        if not rate:
+            return True
+        peer = s.transport.get_extra_info("peername")
+        ip = str(peer[0]) if peer else ""
+        window = self._messages.get(ip)
+        if window is None:
+            window = self._messages[ip] = OpenRateLimiter(rate)
+        if window.allow(s.read_at):
+            return True
+        frame, close = refusal_for(self.dialect)
+        if self.ledger is not None:
+            self.ledger.event(s.id, "message_rate_refused", s.i, limit=rate, closed=close)
+        s.send_raw(frame, "error")
+        if close:
+            s.close(1008, "ErrSlowRead")
+        else:
+            s.flush()
+        return False
+
     def on_text(self, s: Session, data: bytes) -> None:
         model = self.model
         assert model is not None
+        if not self._allow_message(s):
+            return
         out = self._handle(s.subs, data, model.states, self.limits)
         if out.l2_refused and self.ledger is not None:
             self.ledger.event(s.id, "l2_cap_refused", s.i, requested=out.l2_refused,

@@ -11,6 +11,7 @@ connection fire from the send path when the frame index reaches them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ class Venue(Protocol):
     limits: Limits
     ledger: Ledger | None
     dialect: str
+    inbox: Inbox
 
     def allow_open(self) -> bool: ...
     def open_session(self, transport: asyncio.Transport) -> Session: ...
@@ -83,6 +85,8 @@ class Session:
         self.writable = asyncio.Event()
         self.writable.set()
         self.timer: asyncio.TimerHandle | None = None
+        #: when the bytes being handled were read off the socket (the message-rate clock)
+        self.read_at = 0.0
         self._stamp = Stamp()
 
     # -- send path ------------------------------------------------------------------------
@@ -225,11 +229,53 @@ def _is_closed(s: Session) -> bool:
     return s.closed
 
 
+_PROTOCOL_ERROR = -1
+"""``Inbox`` op of an unparsable client stream (the payload is the error)."""
+
+
+class Inbox:
+    """Client frames of all of a venue's connections, handled one per loop iteration.
+
+    Why: handling one subscribe can take tens of milliseconds (a level2 snapshot per book).
+    Handled as soon as read, it would hold back the reading of every other socket, and a
+    message arriving meanwhile would be stamped late: the per-IP message rate would then
+    count the venue's own slowness against the client. Here frames are read and stamped at
+    once (``VenueProtocol._ws_data``) and handled in arrival order, one per event-loop
+    iteration (a timer: the loop reads ready sockets before running due timers), so every
+    stamp is within one handler of the frame's arrival.
+    """
+
+    def __init__(self) -> None:
+        self._items: collections.deque[
+            tuple[VenueProtocol, float, int, bytes | wsframe.WSProtocolError]] = \
+            collections.deque()
+        self._scheduled = False
+
+    def put(self, proto: VenueProtocol, read_at: float, op: int,
+            payload: bytes | wsframe.WSProtocolError) -> None:
+        self._items.append((proto, read_at, op, payload))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._items:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(0, self._next)
+
+    def _next(self) -> None:
+        self._scheduled = False
+        try:
+            proto, read_at, op, payload = self._items.popleft()
+            proto.handle(read_at, op, payload)
+        finally:
+            self._schedule()
+
+
 class VenueProtocol(asyncio.Protocol):
     """HTTP until the upgrade, then WebSocket frames, for one accepted socket."""
 
     def __init__(self, venue: Venue) -> None:
         self.venue = venue
+        self._broken = False
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self._head = bytearray()
@@ -293,32 +339,41 @@ class VenueProtocol(asyncio.Protocol):
         return self.session
 
     def _ws_data(self, data: bytes) -> None:
+        """Read and stamp every frame now; handle them through the venue's ``Inbox``."""
         s = self.session
         assert s is not None
-        if s.closed:
+        if s.closed or self._broken:
             return
+        now = time.monotonic()
+        inbox = self.venue.inbox
         try:
             for op, payload in self._parser.feed(data):
-                if _is_closed(s):
-                    return
-                if op == wsframe.OP_TEXT:
-                    self.venue.on_text(s, payload)
-                elif op == wsframe.OP_PING:
-                    s.parts.append(wsframe.header(wsframe.OP_PONG, len(payload)) + payload)
-                    s.flush()
-                elif op == wsframe.OP_CLOSE:
-                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-                    if s.ledger is not None:
-                        s.ledger.event(s.id, "client_close", s.i, code=code)
-                    s.close(1000 if code == 1005 else code)
-                    return
-                elif op == wsframe.OP_BINARY:
-                    # Some clients (websockets given bytes) send JSON in binary frames.
-                    self.venue.on_text(s, payload)
+                inbox.put(self, now, op, payload)
         except wsframe.WSProtocolError as e:
-            if s.ledger is not None and e.code == 1009:
+            self._broken = True  # the stream cannot be parsed past this point
+            inbox.put(self, now, _PROTOCOL_ERROR, e)
+
+    def handle(self, read_at: float, op: int, payload: bytes | wsframe.WSProtocolError) -> None:
+        """One client frame, in arrival order (called by the ``Inbox``)."""
+        s = self.session
+        if s is None or _is_closed(s):
+            return
+        if isinstance(payload, wsframe.WSProtocolError):
+            if s.ledger is not None and payload.code == 1009:
                 s.ledger.event(s.id, "inbound_too_big", s.i, limit=self._parser.max_size)
-            s.close(e.code, e.reason)
+            s.close(payload.code, payload.reason)
+        elif op == wsframe.OP_TEXT or op == wsframe.OP_BINARY:
+            # Some clients (websockets given bytes) send JSON in binary frames.
+            s.read_at = read_at
+            self.venue.on_text(s, payload)
+        elif op == wsframe.OP_PING:
+            s.parts.append(wsframe.header(wsframe.OP_PONG, len(payload)) + payload)
+            s.flush()
+        elif op == wsframe.OP_CLOSE:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            if s.ledger is not None:
+                s.ledger.event(s.id, "client_close", s.i, code=code)
+            s.close(1000 if code == 1005 else code)
 
     def pause_writing(self) -> None:
         if self.session is not None:

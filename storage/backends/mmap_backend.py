@@ -22,13 +22,15 @@ class MmapBackend:
     name = "mmap"
 
     def write(self, ops: Sequence[WriteOp]) -> None:
-        for fd, mm, offset, data in ops:
-            if mm is None:
-                raise ValueError(f"mmap backend needs a mapping for fd {fd}")
-            end = offset + len(data)
-            if end > len(mm):
-                raise ValueError(f"write to [{offset}, {end}) beyond mapping of {len(mm)} bytes")
-            mm[offset:end] = data
+        # One slice assignment per op and no per-op checks: a write that does not fit its
+        # mapping, or has none, fails the assignment itself (IndexError, TypeError) and is
+        # then explained as ValueError. 4 ops per stream and commit make the checks count.
+        try:
+            for _, mm, offset, data in ops:
+                mm[offset : offset + len(data)] = data  # type: ignore[index]
+        except (IndexError, TypeError):
+            _check(ops)
+            raise
 
     def sync(self, fds: Sequence[int]) -> None:
         for fd in fds:
@@ -36,3 +38,13 @@ class MmapBackend:
 
     def close(self) -> None:
         """Nothing to release: mappings belong to the segments."""
+
+
+def _check(ops: Sequence[WriteOp]) -> None:
+    """ValueError for the first op that has no mapping or does not fit in it."""
+    for fd, mm, offset, data in ops:
+        if mm is None:
+            raise ValueError(f"mmap backend needs a mapping for fd {fd}")
+        end = offset + len(data)
+        if offset < 0 or end > len(mm):
+            raise ValueError(f"write to [{offset}, {end}) beyond mapping of {len(mm)} bytes")

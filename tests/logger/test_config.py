@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from logger.config import SCHEMA, Config, ConfigError, load_config, parse_override
+from logger.config import (
+    SCHEMA,
+    Config,
+    ConfigError,
+    config_values,
+    load_config,
+    parse_override,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,6 +105,11 @@ fsync_interval_s = 2
     ("[metrics]\nenabled = \"yes\"\n", "metrics.enabled: expected true or false"),
     ("[log]\nlevel = \"LOUD\"\n", "log.level"),
     ("[storage]\nfsync_interval_s = inf\n", "storage.fsync_interval_s"),
+    ("[ingest]\nworkers = 0\n", "ingest.workers: expected an integer from 1 to 64, got 0"),
+    ("[ingest]\nworkers = -1\n", "ingest.workers: expected an integer from 1 to 64, got -1"),
+    ("[ingest]\nworkers = \"x\"\n", "ingest.workers: expected an integer from 1 to 64"),
+    ("[ingest]\nworkers = 2.0\n", "ingest.workers: expected an integer"),
+    ("[ingest]\nworkers = true\n", "ingest.workers: expected an integer"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -153,3 +165,25 @@ def test_ingest_doc_lists_every_key_with_its_default() -> None:
     text = (ROOT / "docs" / "INGEST.md").read_text(encoding="utf-8")
     for key, (default, _check, _meaning) in SCHEMA.items():
         assert f"| `{key}` | `{_toml(default)}` |" in text, key
+
+
+def test_workers_key_from_the_command_line() -> None:
+    assert load_config(None).ingest.workers == 1  # the single-process daemon by default
+    cfg = load_config(None, {"ingest.workers": parse_override("ingest.workers", "2")})
+    assert cfg.ingest.workers == 2
+    for text in ("0", "-1"):
+        with pytest.raises(ConfigError, match=r"ingest\.workers: expected an integer"):
+            load_config(None, {"ingest.workers": parse_override("ingest.workers", text)})
+    with pytest.raises(ConfigError, match=r"ingest\.workers"):
+        parse_override("ingest.workers", "x")
+
+
+def test_config_values_round_trip_as_json() -> None:
+    """How the supervisor hands its config to a worker: JSON, checked again on arrival."""
+    import json
+
+    for overrides in ({}, {"venue.dialect": "exchange", "venue.channels": ["matches"]},
+                      {"venue.products": ["BTC-USD", "ETH-USD"], "ingest.workers": 3,
+                       "venue.exclude_products": ["USDT-USD"], "storage.fsync_interval_s": 2}):
+        cfg = load_config(None, overrides)
+        assert load_config(None, json.loads(json.dumps(config_values(cfg)))) == cfg

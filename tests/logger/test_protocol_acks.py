@@ -19,14 +19,14 @@ from logger.protocol import (
 )
 
 
-def test_advanced_trade_frames_one_channel_per_message_heartbeats_first() -> None:
+def test_advanced_trade_frames_one_channel_per_message_heartbeats_last() -> None:
     fs = FeedState(ADVANCED_TRADE, "0", {"level2": ["BTC-USD", "ETH-USD"],
                                          "ticker": ["BTC-USD"]})
     frames = [orjson.loads(f) for f in fs.opening_frames()]
-    assert frames == [
-        {"type": "subscribe", "channel": "heartbeats"},
+    assert frames == [  # market data first: keepalive waits (logger.ratelimit.plan_startup)
         {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "level2"},
         {"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "ticker"},
+        {"type": "subscribe", "channel": "heartbeats"},
     ]
     assert fs.pending_acks == 3
     unsub = ADVANCED_TRADE.unsubscribe_frames({"level2": ["BTC-USD"]})

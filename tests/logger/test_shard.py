@@ -38,7 +38,7 @@ def test_startup_needs_two_frames_per_level2_connection_plus_one_per_channel() -
     assert [len(f) for f in frames] == [6] + [2] * 14  # was 7 per connection: 98 in all
     assert sum(map(len, frames)) == 34
     assert all(len(f) <= SUBSCRIBE_FRAME_MAX_BYTES for fs in frames for f in fs)
-    assert frames[0][0] == b'{"type":"subscribe","channel":"heartbeats"}'  # keepalive first
+    assert frames[0][-1] == b'{"type":"subscribe","channel":"heartbeats"}'  # keepalive last
 
 
 def test_long_product_lists_are_split_below_the_frame_cap() -> None:

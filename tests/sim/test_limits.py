@@ -1,10 +1,12 @@
 """The venue's limits, enforced over real sockets: 31st level2 product refused, 9th open in a
-second refused with HTTP 429, no subscribe → closed, oversized inbound → 1009, slow consumer
-dropped; and all of them off with ``limits=False``."""
+second refused with HTTP 429, 9th client message in a second (per IP) refused, no subscribe →
+closed, oversized inbound → 1009, slow consumer dropped; and all of them off with
+``limits=False``."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 import pytest
@@ -161,4 +163,91 @@ def test_limits_off_accepts_what_limits_on_refuse() -> None:
             await close_draining(conns[0])
             for c in conns[1:]:
                 await c.close()
+    asyncio.run(main())
+
+
+async def _answers(ws: Any, n: int) -> list[Any]:
+    """The next ``n`` answers (acks or errors) on ``ws``, snapshots skipped."""
+    out: list[Any] = []
+    for _ in range(n):
+        out.append((await read_until(ws, lambda o: is_error(o) or is_ack(o)))[-1])
+    return out
+
+
+def test_ninth_message_in_a_second_per_ip_is_refused() -> None:
+    ids = default_products(9)
+
+    async def main() -> None:
+        async with venue(dialect="advanced_trade", products=ids) as sim:
+            async with client(sim.ws_url) as a, client(sim.ws_url) as b:
+                for p in ids[:5]:  # the limit is per IP: both connections count
+                    await a.send(at_sub("ticker", [p]))
+                for p in ids[5:]:
+                    await b.send(at_sub("ticker", [p]))
+                got = await _answers(a, 5) + await _answers(b, 4)
+                assert sum(map(is_ack, got)) == 8
+                assert [o for o in got if is_error(o)] == [
+                    {"type": "error", "message": "rate limit exceeded"}]
+                assert is_error(got[-1])  # the 9th, on b
+                # the socket stays open; the refused subscribe was not applied
+                await asyncio.sleep(1.1)
+                await b.send(at_sub("ticker", ids[8:]))
+                again = await _answers(b, 1)
+                assert sorted(again[0]["events"][0]["subscriptions"]["ticker"]) == sorted(ids[5:])
+            assert sim.ledger is not None
+            refused = [e for c in sim.ledger.conns() for e in sim.ledger.events(c)
+                       if e["event"] == "message_rate_refused"]
+            assert [(e["conn"], e["limit"], e["closed"]) for e in refused] == [(1, 8, False)]
+            assert sim.ledger.frames(1)[refused[0]["at_i"]].channel == "error"
+    asyncio.run(main())
+
+
+def test_eight_messages_per_second_are_accepted() -> None:
+    ids = default_products(16)
+
+    async def main() -> None:
+        async with venue(dialect="advanced_trade", products=ids) as sim:
+            async with client(sim.ws_url) as ws:
+                for burst in (ids[:8], ids[8:]):
+                    for p in burst:
+                        await ws.send(at_sub("ticker", [p]))
+                    got = await _answers(ws, 8)
+                    assert all(map(is_ack, got))
+                    await asyncio.sleep(1.1)  # never more than 8 in any second
+                assert sorted(got[-1]["events"][0]["subscriptions"]["ticker"]) == sorted(ids)
+            assert sim.ledger is not None
+            assert not [e for c in sim.ledger.conns() for e in sim.ledger.events(c)
+                        if e["event"] == "message_rate_refused"]
+    asyncio.run(main())
+
+
+def test_exchange_message_rate_error_then_close_and_the_switches() -> None:
+    assert Limits().message_rate("advanced_trade") == 8
+    assert Limits().message_rate("exchange") == 100
+    assert Limits(enabled=False).message_rate("advanced_trade") == 0
+    assert Limits(messages_per_second=0).message_rate("advanced_trade") == 0  # unchecked
+
+    async def main() -> None:
+        async with venue(dialect="exchange", products=2,
+                         limits=Limits(messages_per_second=2)) as sim:
+            async with client(sim.ws_url) as ws:
+                for _ in range(3):
+                    await ws.send('{"type":"subscribe","channels":["status"]}')
+                got = [orjson.loads(m) for m in await read_until_closed(ws, timeout=10)]
+                assert ws.protocol.close_code == 1008
+                assert [o for o in got if is_error(o)] == [
+                    {"type": "error", "message": "ErrSlowRead",
+                     "reason": "client sends too many messages"}]
+                assert sum(map(is_ack, got)) == 2
+            assert sim.ledger is not None
+            assert [(e["event"], e["closed"]) for e in sim.ledger.events(0)] == [
+                ("message_rate_refused", True)]
+        # limits off: 12 at once, all answered
+        async with venue(dialect="advanced_trade", products=ids, limits=False) as sim, \
+                client(sim.ws_url) as ws:
+            for p in ids:
+                await ws.send(at_sub("ticker", [p]))
+            assert all(map(is_ack, await _answers(ws, 12)))
+
+    ids = default_products(12)
     asyncio.run(main())
