@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -317,7 +318,12 @@ class Ingest:
             return StartupReport(**zero)
         n = len(self.pool.connections)
         timeout = max(30.0, math.ceil(n / max(self.opens_per_second, 0.1)) + 20.0)
-        return await self.pool.wait_started(timeout)
+        report = await self.pool.wait_started(timeout)
+        # The long-lived heap (modules, config, routes, stream buffers, segments) exists by
+        # now: move it out of the collector's reach, so the full collections that ingest's
+        # container churn triggers do not walk it again and again (storage thread CPU).
+        gc.freeze()
+        return report
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` until shutdown (cancelled first thing in ``shutdown``)."""

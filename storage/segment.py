@@ -75,8 +75,14 @@ class ExtentPolicy:
         return (target + 4095) & ~4095
 
 
-#: How far ahead of the write position pages are prefilled when ``populate`` is on.
-POPULATE_WINDOW = 1 << 20
+#: How far ahead of the write position pages are prefilled when ``populate`` is on. Kept
+#: small because the kernel maps a whole page-cache folio on a write fault (Linux 6.x large
+#: folios): a prefilled window ends up resident in the mapping at its first touch.
+POPULATE_WINDOW = 256 << 10
+
+#: Committed bytes a segment keeps mapped in the process before they are unmapped
+#: (madvise(MADV_DONTNEED)); see ``Segment.apply``.
+UNMAP_STEP = 256 << 10
 _ZEROS = memoryview(bytes(POPULATE_WINDOW + 2 * mmap.PAGESIZE))
 
 
@@ -93,7 +99,8 @@ class Segment:
     """
 
     __slots__ = (
-        "_committed_index", "_populated", "_s_count", "_s_first", "_s_last", "count", "end", "fd",
+        "_committed_index", "_populated", "_s_count", "_s_first", "_s_last", "_unmapped", "count",
+        "end", "fd",
         "first_ts", "header", "index", "index_step", "last_ts", "mm", "path", "policy", "size",
         "staged_end",
     )
@@ -125,6 +132,7 @@ class Segment:
             self.index = list(recovered.index)
         self._committed_index = len(self.index)
         self._populated = 0
+        self._unmapped = HEADER_SIZE  # committed pages below this are no longer mapped
         self.staged_end: int = self.end  # where the next batch goes (read by the engine)
         self._s_count = self.count
         self._s_first, self._s_last = self.first_ts, self.last_ts
@@ -357,10 +365,25 @@ class Segment:
         return WriteOp(self.fd, self.mm, OFF_COMMITTED_LEN, pack_committed_len(self.staged_end))
 
     def apply(self) -> None:
-        """Both phases are on disk (page cache): the staged state is now committed."""
-        self.end, self.count = self.staged_end, self._s_count
+        """Both phases are on disk (page cache): the staged state is now committed.
+
+        Every ``UNMAP_STEP`` committed bytes, the pages written so far (below the page that
+        holds the end) are dropped from this process's mapping with madvise(MADV_DONTNEED):
+        on a shared file mapping that only unmaps them — the data stays in the page cache and
+        is written back as usual — so the daemon's RSS stays bounded by about ``UNMAP_STEP`` +
+        ``POPULATE_WINDOW`` per active stream instead of growing with the day's data (written
+        pages of a mapping count as resident until unmapped). One syscall per ``UNMAP_STEP``
+        bytes of a stream.
+        """
+        end = self.end = self.staged_end
+        self.count = self._s_count
         self.first_ts, self.last_ts = self._s_first, self._s_last
         self._committed_index = len(self.index)
+        if end - self._unmapped >= UNMAP_STEP:
+            stop = end & ~(mmap.PAGESIZE - 1)
+            with contextlib.suppress(OSError, ValueError):  # only memory use depends on it
+                self.mm.madvise(mmap.MADV_DONTNEED, self._unmapped, stop - self._unmapped)
+            self._unmapped = stop
 
     def discard(self) -> None:
         """Forget everything staged since the last commit."""
