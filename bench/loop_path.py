@@ -22,34 +22,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import logging
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import resource
 import socket
-import struct
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+from ws_client import _frame_header, run_picows, serve_blob
+
 PRODUCTS = 30
 CHANNELS = ("heartbeats", "candles", "status", "ticker", "ticker_batch", "level2",
             "market_trades")
-
-
-def _frame(payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 def build(frames: int) -> tuple[bytes, int, list[str]]:
@@ -57,42 +45,12 @@ def build(frames: int) -> tuple[bytes, int, list[str]]:
 
     model = MarketModel(11, PRODUCTS, "advanced_trade")
     raws = [raw for _p, _c, raw in model.day_of_messages(frames)]
-    return b"".join(map(_frame, raws)), len(raws), list(model.products)
+    return b"".join(_frame_header(len(r)) + r for r in raws), len(raws), list(model.products)
 
 
 def _serve(conn: mpc.Connection, frames: int) -> None:
     blob, count, products = build(frames)
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    conn.send((srv.getsockname()[1], count, products))
-    while True:
-        c, _ = srv.accept()
-        req = b""
-        while b"\r\n\r\n" not in req:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            req += chunk
-        if not req:
-            c.close()
-            break  # an empty connection is the stop signal
-        key = next((line.split(b":", 1)[1].strip() for line in req.split(b"\r\n")
-                    if line.lower().startswith(b"sec-websocket-key:")), b"")
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        c.sendall(blob)
-        c.sendall(b"\x88\x02\x03\xe8")  # close 1000
-        try:
-            c.shutdown(socket.SHUT_WR)
-            while c.recv(65536):
-                pass
-        except OSError:
-            pass
-        c.close()
-    srv.close()
+    serve_blob(conn, blob, (count, products))
 
 
 def _cpu() -> float:
@@ -101,24 +59,9 @@ def _cpu() -> float:
 
 
 async def run_floor(url: str) -> int:
-    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
-
-    stamps: list[int] = []
-    payloads: list[bytes] = []
-    tns = time.time_ns
-    text = WSMsgType.TEXT
-
-    class Listener(WSListener):
-        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-            if frame.msg_type is text:
-                stamps.append(tns())
-                payloads.append(frame.get_payload_as_bytes())
-            else:
-                transport.disconnect()
-
-    transport, _ = await ws_connect(Listener, url, max_frame_size=64 << 20)
-    await transport.wait_disconnected()
-    return len(payloads)
+    """The floor is ``bench/ws_client.py``'s picows client: stamp + bytes + two appends."""
+    n, _nbytes = await run_picows(url)
+    return n
 
 
 async def run_daemon(url: str, products: list[str]) -> int:

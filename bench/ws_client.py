@@ -62,13 +62,15 @@ def build_blob(small: int, big: int, big_size: int) -> tuple[bytes, int, int]:
     return b"".join(parts), count, total
 
 
-def _serve(conn: mpc.Connection, small: int, big: int, big_size: int) -> None:
-    blob, count, total = build_blob(small, big, big_size)
+def serve_blob(conn: mpc.Connection, blob: bytes, info: tuple[object, ...]) -> None:
+    """Accept WebSocket clients one after another and write ``blob`` (pre-encoded frames) to
+    each, then a close frame; sends ``(port, *info)`` on ``conn`` first. An empty connection
+    (no request) ends it. Shared by the benchmarks that need a server costing ~nothing."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", 0))
     srv.listen(8)
-    conn.send((srv.getsockname()[1], count, total))
+    conn.send((srv.getsockname()[1], *info))
     while True:
         c, _ = srv.accept()
         req = b""
@@ -101,6 +103,11 @@ def _serve(conn: mpc.Connection, small: int, big: int, big_size: int) -> None:
     srv.close()
 
 
+def _serve(conn: mpc.Connection, small: int, big: int, big_size: int) -> None:
+    blob, count, total = build_blob(small, big, big_size)
+    serve_blob(conn, blob, (count, total))
+
+
 @dataclass
 class Result:
     name: str
@@ -123,7 +130,7 @@ async def run_picows(url: str) -> tuple[int, int]:
     tns = time.time_ns
     text = WSMsgType.TEXT
 
-    class Listener(WSListener):  # type: ignore[misc]
+    class Listener(WSListener):
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             if frame.msg_type is text:
                 stamps.append(tns())
