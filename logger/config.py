@@ -153,6 +153,9 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
                                         "subscribe messages sent per second over all connections"),
     "connections.ack_timeout_s": (10.0, _float(0, strict=True, what="a positive number"),
                                   "seconds to wait for subscription acks before reporting"),
+    "connections.subscribe_retries": (5, _int(0, 100, what="an integer from 0 to 100"),
+                                      "times an unacknowledged subscription is sent again"
+                                      " (backoff 2, 4, 8 ... 60 s); 0 = never"),
     "connections.watchdog_s": (30.0, _float(0, strict=True, what="a positive number"),
                                "reconnect a connection silent for this many seconds"),
     "connections.backoff_base_s": (0.5, _float(0, strict=True, what="a positive number"),
@@ -227,6 +230,7 @@ class ConnectionsConfig:
     opens_per_second: float
     messages_per_second: float
     ack_timeout_s: float
+    subscribe_retries: int
     watchdog_s: float
     backoff_base_s: float
     backoff_max_s: float

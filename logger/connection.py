@@ -40,6 +40,7 @@ from logger.metrics import ChannelCount, ConnStats
 from logger.protocol import (
     UNROUTED,
     Acknowledged,
+    Action,
     FeedState,
     Marker,
     Reconnect,
@@ -49,7 +50,9 @@ from logger.protocol import (
     Settled,
     conn_stream,
 )
+from logger.protocol.actions import RetrySubscribe, SubscribeGivenUp, SubscribeRecovered
 from logger.protocol.dialects import split_opening_frames
+from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan_startup
 from logger.sink import Sink, StreamBuf, marker_payload
 from storage.records import RecordKind
@@ -74,6 +77,12 @@ class ConnSettings:
     """No message for this long (heartbeats arrive every second) → reconnect."""
     ack_timeout_s: float = 10.0
     """Subscriptions not acknowledged by then are settled as refused/missing."""
+    subscribe_retries: int = 5
+    """Times each unacknowledged (channel, product) is subscribed again; 0 = never."""
+    retry_base_s: float = 2.0
+    """Wait before the first subscribe retry round; doubles per round up to ``retry_max_s``."""
+    retry_max_s: float = 60.0
+    """Longest wait between subscribe retry rounds."""
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -235,6 +244,9 @@ class Connection:
         self.limiter = limiter
         self.message_limiter = message_limiter
         self.settings = settings or ConnSettings()
+        s = self.settings
+        feed.retry_policy = RetryPolicy(s.subscribe_retries, s.retry_base_s, s.retry_max_s,
+                                        s.ack_timeout_s)
         self.stats = ConnStats(conn_id, feed.counters)
         self.unrouted_key = (conn_stream(conn_id), UNROUTED)
         self.transport: WSTransport | None = None
@@ -437,7 +449,8 @@ class Connection:
         return True
 
     async def _serve(self) -> None:
-        """Wait for the socket to close; meanwhile run the ack timer and the watchdog."""
+        """Wait for the socket to close; meanwhile tick the protocol core's clock (ack
+        timeout, subscribe retries: ``FeedState.poll`` in ``run_actions``) and the watchdog."""
         s = self.settings
         opened = time.monotonic()
         last_count = self.stats.messages
@@ -450,10 +463,7 @@ class Connection:
             if count != last_count:
                 last_count, last_change = count, now
                 self.stats.last_message_monotonic = now
-            if self.feed.pending_acks and not self.settled.is_set() and \
-                    now - opened > s.ack_timeout_s:
-                self.feed.ack_timeout()
-                self.run_actions()
+            self.run_actions()
             if now - last_change > s.watchdog_s and not self._closed.is_set():
                 log.warning("event=watchdog conn=%s silent_s=%.1f", self.conn_id,
                             now - last_change)
@@ -505,39 +515,57 @@ class Connection:
 
     # ------------------------------------------------------------------ feed actions
     def run_actions(self) -> None:
-        """Execute what the protocol core asked for, in order (rare path)."""
+        """Tick the protocol core's clock and execute what it asked for, in order (rare
+        path: after frames that produced actions, at connect and once a second)."""
         feed = self.feed
-        sink = self.sink
-        for a in feed.drain():
-            if isinstance(a, Marker):
-                sink.mark((a.product, a.channel), RecordKind[a.kind.name], time.time_ns(),
-                          a.payload)
-            elif isinstance(a, Send):
-                self.send_paced(a.frames, a.reason)
-            elif isinstance(a, Reconnect):
-                log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id,
-                            a.reason)
-                t = self.transport
-                self.close_reason = a.reason
-                if t is not None and not t.is_disconnected:
-                    t.disconnect(graceful=False)
-            elif isinstance(a, Acknowledged):
-                log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
-                          a.channel, len(a.added), len(a.removed))
-            elif isinstance(a, Refused):
-                self.stats.refused_products += 1
-                log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
-                            self.conn_id, a.channel, a.product, a.reason)
-            elif isinstance(a, ServerError):
-                self.stats.errors += 1
-                log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
-                            a.message, a.reason)
-            elif isinstance(a, Settled):
-                self.stats.acked_products = len(
-                    {p for ps in a.acknowledged.values() for p in ps})
-                self.settled.set()
-                if self._on_settled is not None:
-                    self._on_settled(self, a)
+        feed.poll(time.monotonic())
+        while actions := feed.drain():
+            for a in actions:
+                self._run_action(a)
+            feed.poll(time.monotonic())  # a settle arms a retry round: stamp it now
+
+    def _run_action(self, a: Action) -> None:
+        if isinstance(a, Marker):
+            self.sink.mark((a.product, a.channel), RecordKind[a.kind.name], time.time_ns(),
+                      a.payload)
+        elif isinstance(a, Send):
+            self.send_paced(a.frames, a.reason)
+        elif isinstance(a, Reconnect):
+            log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id,
+                        a.reason)
+            t = self.transport
+            self.close_reason = a.reason
+            if t is not None and not t.is_disconnected:
+                t.disconnect(graceful=False)
+        elif isinstance(a, Acknowledged):
+            log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
+                      a.channel, len(a.added), len(a.removed))
+        elif isinstance(a, Refused):
+            self.stats.refused_products += 1
+            log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
+                        self.conn_id, a.channel, a.product, a.reason)
+        elif isinstance(a, ServerError):
+            self.stats.errors += 1
+            log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
+                        a.message, a.reason)
+        elif isinstance(a, Settled):
+            self.stats.acked_products = len(
+                {p for ps in a.acknowledged.values() for p in ps})
+            self.settled.set()
+            if self._on_settled is not None:
+                self._on_settled(self, a)
+        elif isinstance(a, RetrySubscribe):
+            products = sum(len(ps) for ps in a.missing.values())
+            log.warning("event=subscribe_retry conn=%s attempt=%d channels=%s products=%d"
+                        " frames=%d", self.conn_id, a.attempt, ",".join(a.missing),
+                        products, len(a.frames))
+            self.send_paced(a.frames, f"subscribe retry {a.attempt}")
+        elif isinstance(a, SubscribeRecovered):
+            log.info("event=subscribe_recovered conn=%s channel=%s products=%d retries=%d",
+                     self.conn_id, a.channel, len(a.products), a.retries)
+        elif isinstance(a, SubscribeGivenUp):
+            log.warning("event=subscribe_given_up conn=%s channel=%s products=%d retries=%d",
+                        self.conn_id, a.channel, len(a.products), a.retries)
 
     def note(self, key: tuple[str, str], **fields: object) -> None:
         """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""

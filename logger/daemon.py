@@ -80,6 +80,7 @@ def conn_settings(cfg: Config) -> ConnSettings:
         max_frame_bytes=c.max_frame_bytes,
         watchdog_s=c.watchdog_s,
         ack_timeout_s=c.ack_timeout_s,
+        subscribe_retries=c.subscribe_retries,
         backoff_initial_s=c.backoff_base_s,
         backoff_max_s=c.backoff_max_s,
         backoff_jitter=c.backoff_jitter,

@@ -116,6 +116,10 @@ class IngestCollector(Collector):
              lambda c: c.unrouted),
             ("cbl_refused_products", "counter", "products refused/unacknowledged by the venue",
              lambda c: c.refused_products),
+            ("cbl_subscribe_retries", "counter", "subscribe retry rounds for what the venue did"
+             " not acknowledge", lambda c: c.feed.subscribe_retries),
+            ("cbl_subscribe_given_up", "counter", "(channel, product) subscriptions still not "
+             "acknowledged after every retry", lambda c: c.feed.subscribe_given_up),
             ("cbl_connected", "gauge", "1 while the connection is open",
              lambda c: 1.0 if c.connected else 0.0),
             ("cbl_last_message_age_seconds", "gauge", "seconds since the last message",

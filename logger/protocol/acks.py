@@ -18,6 +18,9 @@ from logger.protocol.actions import Refused, ServerError
 AckState = dict[str, frozenset[str]]
 
 _DELISTED = re.compile(r"^(\S+) is delisted$")
+_INVALID = re.compile(r"^(\S+) is not a valid product$")
+_RATE_LIMITED = ("rate limit", "ratelimit", "too many requests", "errslowread",
+                 "too many messages")
 
 
 def _strings(value: object) -> frozenset[str]:
@@ -55,19 +58,29 @@ def classify_error(obj: Mapping[str, Any], level2_channel: str
     """The error as reported, and what it refused if the text says so.
 
     Recognised: Advanced Trade ``too many L2 streams requested in a single session`` (the
-    level2 cap), Exchange ``<product> is delisted`` (one per requested channel), and other
-    ``… subscribe`` failures (nothing named).
+    level2 cap), Exchange ``<product> is delisted`` and ``<product> is not a valid product``
+    (one per requested channel), and other ``… subscribe`` failures (nothing named). A
+    refusal naming a product or channel is final (``RetryState.refused``); a rate-limit
+    error is not a refusal (``is_rate_limited``): what it dropped is retried.
     """
     message = obj.get("message")
     reason = obj.get("reason")
     message = message if isinstance(message, str) else ""
     reason = reason if isinstance(reason, str) else ""
     error = ServerError(message, reason)
-    delisted = _DELISTED.match(reason)
+    named = _DELISTED.match(reason) or _INVALID.match(reason)
     if "too many L2 streams" in message:
         return error, Refused(level2_channel, None, message)
-    if delisted is not None:
-        return error, Refused(None, delisted.group(1), reason)
+    if named is not None:
+        return error, Refused(None, named.group(1), reason)
     if "subscribe" in message.lower():
         return error, Refused(None, None, reason or message)
     return error, None
+
+
+def is_rate_limited(error: ServerError) -> bool:
+    """The venue dropped a client message for its message rate (Advanced Trade: the
+    simulator's ``rate limit exceeded``, text undocumented; Exchange: ``ErrSlowRead``, which
+    also closes the socket). Such a frame is never acknowledged."""
+    text = f"{error.message} {error.reason}".lower()
+    return any(k in text for k in _RATE_LIMITED)

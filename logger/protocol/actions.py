@@ -79,4 +79,36 @@ class Settled(NamedTuple):
     missing: Mapping[str, frozenset[str]]
 
 
-Action = Marker | Send | Reconnect | Acknowledged | Refused | ServerError | Settled
+class RetrySubscribe(NamedTuple):
+    """Subscribe again to what the venue did not acknowledge: send ``frames`` through the
+    paced path (they count against the venue's message limit like any other).
+
+    ``missing`` is channel → products retried (a channel without products maps to
+    ``(channel,)``); ``attempt`` is this connection's retry round, from 1.
+    """
+
+    frames: tuple[bytes, ...]
+    missing: Mapping[str, tuple[str, ...]]
+    attempt: int
+
+
+class SubscribeRecovered(NamedTuple):
+    """A retry worked: ``products`` of ``channel`` are acknowledged after ``retries``
+    retries (the most any of them needed)."""
+
+    channel: str
+    products: tuple[str, ...]
+    retries: int
+
+
+class SubscribeGivenUp(NamedTuple):
+    """``products`` of ``channel`` are still not acknowledged after every retry; a NOTE marker
+    says so in each of their streams. Nothing more is tried until a reconnect or refresh."""
+
+    channel: str
+    products: tuple[str, ...]
+    retries: int
+
+
+Action = (Marker | Send | Reconnect | Acknowledged | Refused | ServerError | Settled
+          | RetrySubscribe | SubscribeRecovered | SubscribeGivenUp)

@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 import orjson
 
-from logger.protocol.acks import classify_error, parse_at_ack, parse_exchange_ack
+from logger.protocol.acks import (
+    classify_error,
+    is_rate_limited,
+    parse_at_ack,
+    parse_exchange_ack,
+)
 from logger.protocol.actions import (
     Acknowledged,
     Action,
@@ -28,8 +33,11 @@ from logger.protocol.actions import (
     MarkerKind,
     Reconnect,
     Refused,
+    RetrySubscribe,
     Send,
     Settled,
+    SubscribeGivenUp,
+    SubscribeRecovered,
 )
 from logger.protocol.dialects import (
     ADVANCED_TRADE,
@@ -47,6 +55,7 @@ from logger.protocol.names import (
     is_valid_name,
     is_valid_product_id,
 )
+from logger.protocol.retry import Pair, RetryPolicy, RetryState, by_channel
 from logger.protocol.router import (
     AT_PREFIX,
     AT_PREFIX_LEN,
@@ -120,6 +129,12 @@ class FeedCounters:
     errors: int = 0
     refused: int = 0
     resubscribes: int = 0
+    subscribe_retries: int = 0
+    """Retry rounds sent for subscriptions the venue did not acknowledge."""
+    subscribe_recovered: int = 0
+    """(channel, product) pairs acknowledged after a retry."""
+    subscribe_given_up: int = 0
+    """(channel, product) pairs still not acknowledged after every retry."""
     reconnects_requested: int = 0
     connects: int = 0
     disconnects: int = 0
@@ -140,6 +155,7 @@ class FeedState:
         *,
         gap_policy: GapPolicy = "resubscribe",
         multi_name: str = MULTI,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.dialect = dialect
         self.conn_id = conn_id
@@ -159,6 +175,8 @@ class FeedState:
         self._requested: dict[str, tuple[str, ...]] = {}
         self._reported_missing: set[tuple[str, str]] = set()
         self._pending = 0
+        self._waiting_since: float | None = None  # poll's time when frames went pending
+        self._retry = RetryState(retry)
         self._resubscribing = False
         self._seq = SequenceTracker()
         self._late_expected = 0
@@ -274,6 +292,8 @@ class FeedState:
         self._set_requested(new)
         self._reported_missing = {(c, p) for c, p in self._reported_missing
                                   if p in new.get(c, ())}
+        self._retry.forget(lambda pair: pair[1] in new.get(pair[0], ())
+                           or (pair[0] in new and not new[pair[0]]))
         self._pending += len(frames)
         return frames
 
@@ -282,6 +302,85 @@ class FeedState:
         if self._pending:
             self._pending = 0
             self._settle("not acknowledged within the ack timeout")
+
+    # -- subscribe retries (``logger.protocol.retry`` says why)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry.policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        """The shell's settings (``connections.subscribe_retries``, ack timeout)."""
+        self._retry.policy = policy
+
+    @property
+    def next_retry_at(self) -> float | None:
+        """The shell's monotonic time of the next retry round, once ``poll`` has stamped it."""
+        return self._retry.next_at
+
+    def poll(self, now: float) -> None:
+        """The shell's clock (monotonic seconds): call it about once a second and after
+        executing actions. Frames unanswered for ``ack_timeout_s`` since it first saw them
+        pending settle as missing (``ack_timeout``); a retry round armed by a settle is
+        stamped at the first call after it and, when due and nothing else is in flight,
+        subscribes again to exactly the pairs still missing (``RetrySubscribe``). Between
+        ``on_disconnect`` and ``on_connect`` nothing is in flight: it does nothing."""
+        counters = self.counters
+        if counters.connects <= counters.disconnects:
+            return
+        retry = self._retry
+        if self._pending:
+            since = self._waiting_since
+            if since is None:
+                self._waiting_since = now
+            elif now - since >= retry.policy.ack_timeout_s:
+                self.ack_timeout()
+        else:
+            self._waiting_since = None
+        if self._pending or not retry.tick(now):
+            return
+        pairs = retry.take(self._missing_pairs())
+        if not pairs:
+            return
+        requested = self._requested
+        todo = {ch: tuple(ps) if requested.get(ch) else ()
+                for ch, ps in by_channel(pairs).items()}
+        frames = self.dialect.subscribe_frames(todo)
+        self._pending += len(frames)
+        self._waiting_since = now
+        self.counters.subscribe_retries += 1
+        self.actions.append(RetrySubscribe(
+            tuple(frames), {ch: tuple(ps) for ch, ps in by_channel(pairs).items()},
+            retry.round))
+
+    def _missing_pairs(self) -> list[Pair]:
+        return [(ch, p) for ch, ps in self._missing().items() for p in sorted(ps)]
+
+    def _retry_settled(self, missing: Mapping[str, frozenset[str]]) -> None:
+        """Report recoveries and give-ups of this settle; ``RetryState`` arms the next round."""
+        outcome = self._retry.settled((ch, p) for ch, ps in missing.items() for p in ps)
+        for channel, products in outcome.recovered.items():
+            self.counters.subscribe_recovered += len(products)
+            self.actions.append(SubscribeRecovered(
+                channel, tuple(products), max(outcome.attempts[(channel, p)] for p in products)))
+        for channel, products in outcome.given_up.items():
+            attempts = max(outcome.attempts[(channel, p)] for p in products)
+            self.counters.subscribe_given_up += len(products)
+            self.actions.append(SubscribeGivenUp(channel, tuple(products), attempts))
+            payload = _dumps({
+                "event": "subscribe_given_up", "conn": self.conn_id, "channel": channel,
+                "retries": attempts,
+                "note": "the venue never acknowledged this subscription on this connection:"
+                        " nothing of it is recorded until a reconnect or product refresh"
+                        " subscribes it again",
+            })
+            if not self._requested.get(channel):  # a channel without products
+                route = self._shared_route(channel)
+                self.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, payload))
+            else:
+                self.actions.extend(Marker(p, channel, MarkerKind.NOTE, payload)
+                                    for p in products)
 
     def drain(self) -> list[Action]:
         """Take the queued actions (the shell executes them in order)."""
@@ -303,6 +402,8 @@ class FeedState:
         self._ticker_trade.clear()  # the first ticker after subscribing repeats the last trade
         self.acknowledged = {}
         self._pending = 0
+        self._waiting_since = None
+        self._retry.reset()  # the opening frames subscribe everything again
         self._resubscribing = False
         self._reported_missing = set()
 
@@ -316,6 +417,7 @@ class FeedState:
         if self._at:
             payload["last_sequence_num"] = self._seq.expected - 1
         self._mark_all(MarkerKind.DISCONNECT, _dumps(payload))
+        self._retry.reset()  # the next connection subscribes everything again
         for gap in self._trades.flush_owed():  # Exchange: heartbeat suspicions still in grace
             self._trade_gap(gap, "heartbeat last_trade_id, unmatched at disconnect",
                             "a heartbeat announced these trades and the socket closed before"
@@ -864,6 +966,7 @@ class FeedState:
                     self._reported_missing.add((channel, product))
                     self.counters.refused += 1
                     self.actions.append(Refused(channel, product, reason))
+        self._retry_settled(missing)
         self.actions.append(Settled(dict(self.acknowledged), missing))
 
     def _on_error(self, obj: dict[str, Any]) -> None:
@@ -873,3 +976,9 @@ class FeedState:
         if refused is not None:
             self.counters.refused += 1
             self.actions.append(refused)
+            self._retry.refused(refused.channel, refused.product)
+        elif self._at and self._pending and is_rate_limited(error):
+            # the venue dropped one of our frames and will not ack it: it is answered
+            self._pending -= 1
+            if not self._pending:
+                self._settle("dropped by the venue's message rate limit")

@@ -17,6 +17,7 @@ from logger.protocol import (
     Settled,
     get_dialect,
 )
+from logger.protocol.acks import classify_error, is_rate_limited
 
 
 def test_advanced_trade_frames_one_channel_per_message_heartbeats_last() -> None:
@@ -166,3 +167,24 @@ def test_ack_naming_a_hostile_product_does_not_make_it_routable() -> None:
     fs.on_message(at_ack(0, {"level2": ["A-USD", "../../x"]}))
     assert fs.counters.invalid_product == 1
     assert fs.on_message(at_l2("../../x", 1)) == ("_conn3", "_unrouted")
+
+
+def test_error_texts_that_name_a_product_or_a_rate_limit() -> None:
+    """Exchange names the product it will never subscribe (delisted, not valid): a final
+    refusal. A rate-limit error refuses nothing for good: what it dropped is retried."""
+    for reason in ("YFI-USD is delisted", "YFI-USD is not a valid product"):
+        _error, refused = classify_error({"type": "error", "message": "Failed to subscribe",
+                                          "reason": reason}, "level2_batch")
+        assert refused == Refused(None, "YFI-USD", reason)
+    # the root product_ids caveat names no product: nothing final about any product
+    _error, refused = classify_error({"type": "error", "message": "Failed to subscribe",
+                                      "reason": " is not a valid product"}, "level2_batch")
+    assert refused == Refused(None, None, " is not a valid product")
+    for obj in ({"type": "error", "message": "rate limit exceeded"},
+                {"type": "error", "message": "ErrSlowRead",
+                 "reason": "client sends too many messages"}):
+        error, refused = classify_error(obj, "level2")
+        assert refused is None and is_rate_limited(error)
+    error, _refused = classify_error({"type": "error", "message": "failure to subscribe"},
+                                     "level2")
+    assert not is_rate_limited(error)
