@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"coinbase-logger: config error: {e}", file=sys.stderr)
         return 2
-    from logger.daemon import Daemon, configure_logging
+    from logger.daemon import Daemon, configure_logging, pin_cpu
 
     configure_logging(cfg.log.level, cfg.log.format)
     if cfg.ingest.workers > 1:
         from logger.supervisor import Supervisor
 
-        return asyncio.run(Supervisor(cfg).run())
+        return asyncio.run(Supervisor(cfg).run())  # each worker pins itself
+    pin_cpu(cfg, 0)
     return asyncio.run(Daemon(cfg).run()).exit_code

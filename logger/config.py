@@ -11,6 +11,7 @@ in a config file must never silently fall back to a default.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -107,6 +108,24 @@ def _channels(key: str, value: object) -> object:
     return tuple(dict.fromkeys(value))
 
 
+def _cpus(key: str, value: object) -> object:
+    """CPU numbers this machine lets the daemon use; strings of digits come from ``--set``."""
+    if not isinstance(value, list):
+        raise _fail(key, "a list of CPU numbers ([] = no pinning)", value)
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    out: list[int] = []
+    for item in value:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise _fail(key, "CPU numbers (integers >= 0)", item)
+        if item not in allowed:
+            raise _fail(key, "CPUs this process may run on (" + ", ".join(map(str, allowed))
+                        + ")", item)
+        out.append(item)
+    return tuple(dict.fromkeys(out))
+
+
 def _bool(key: str, value: object) -> object:
     if not isinstance(value, bool):
         raise _fail(key, "true or false", value)
@@ -176,6 +195,8 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
                                  "bound of the queue between socket reader and storage writer"),
     "ingest.workers": (1, _int(1, 64, what="an integer from 1 to 64"),
                        "ingest processes; > 1 shards the products over worker processes"),
+    "ingest.cpus": ([], _cpus, "pin each recording process to one CPU: process i (the single"
+                    " process is 0, worker i is i) to cpus[i % len]; [] = no pinning"),
     "metrics.enabled": (True, _bool, "serve Prometheus /metrics"),
     "metrics.host": ("127.0.0.1", _text, "address /metrics binds to"),
     "metrics.port": (9464, _int(0, 65535, what="a port number from 0 to 65535"),
@@ -248,6 +269,8 @@ class IngestConfig:
     workers: int
     """1: one process (``logger.daemon.Daemon``); N > 1: a supervisor and N worker processes
     (``logger.supervisor``), each with its own connections, sink and storage engine."""
+    cpus: tuple[int, ...]
+    """CPUs the recording processes are pinned to, one each (``logger.daemon.pin_cpu``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +337,7 @@ def parse_override(key: str, text: str) -> object:
         if key == "venue.products" and text != "all":
             return [p.strip() for p in text.split(",") if p.strip()]
         return text
-    if isinstance(default, list):
+    if isinstance(default, list) and not text.lstrip().startswith("["):
         return [p.strip() for p in text.split(",") if p.strip()]
     try:
         return tomllib.loads(f"v = {text}")["v"]

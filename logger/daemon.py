@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -72,6 +73,23 @@ def claim_data_dir(root: Path, dialect: str) -> None:
     tmp = meta.with_suffix(".tmp")
     tmp.write_text(json.dumps({"dialect": dialect, "created_ns": time.time_ns()}) + "\n")
     tmp.replace(meta)
+
+
+def pin_cpu(cfg: Config, index: int) -> int | None:
+    """Pin this recording process (index 0 for the single process, worker i for i) to one
+    CPU of ``ingest.cpus``; returns it, or None when the list is empty.
+
+    Why one CPU: the loop thread and the storage thread share the GIL, and handing it over
+    between two CPUs costs far more than on one (``bench/ingest.py`` pinned vs unpinned).
+    Called before any thread starts, so every later thread inherits the mask.
+    """
+    cpus = cfg.ingest.cpus
+    if not cpus:
+        return None
+    cpu = cpus[index % len(cpus)]
+    os.sched_setaffinity(0, {cpu})
+    log.info("event=cpu_pinned cpu=%d", cpu)
+    return cpu
 
 
 def conn_settings(cfg: Config) -> ConnSettings:

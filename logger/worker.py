@@ -36,7 +36,7 @@ from dataclasses import asdict
 from typing import Any, BinaryIO
 
 from logger.config import Config, ConfigError, load_config
-from logger.daemon import Ingest, Share, configure_logging, report_fields
+from logger.daemon import Ingest, Share, configure_logging, pin_cpu, report_fields
 
 log = logging.getLogger("logger.worker")
 
@@ -195,6 +195,7 @@ def main() -> int:
         print(f"coinbase-logger worker: bad init message: {e}", file=sys.stderr)
         return 2
     configure_logging(cfg.log.level, cfg.log.format, worker=share.index)
+    pin_cpu(cfg, share.index)
     worker = Worker(cfg, share, parent_pid, ctl_in, out)
     return asyncio.run(worker.run())
 

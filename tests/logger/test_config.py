@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -178,12 +179,34 @@ def test_workers_key_from_the_command_line() -> None:
         parse_override("ingest.workers", "x")
 
 
+def test_cpus_key_from_file_and_command_line(tmp_path: Path) -> None:
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    assert load_config(None).ingest.cpus == ()  # no pinning by default
+    first = allowed[0]
+    for text in (f"{first}", f"[{first}]", f"{first},{first}"):
+        cfg = load_config(None, {"ingest.cpus": parse_override("ingest.cpus", text)})
+        assert cfg.ingest.cpus == (first,), text
+    assert load_config(write(tmp_path, f"[ingest]\ncpus = {allowed}\n")).ingest.cpus == \
+        tuple(allowed)
+    absent = max(allowed) + 1000
+    for text, message in ((f"[ingest]\ncpus = [{absent}]\n", "ingest.cpus: expected CPUs this"),
+                          ("[ingest]\ncpus = [-1]\n", "ingest.cpus: expected CPU numbers"),
+                          ("[ingest]\ncpus = [true]\n", "ingest.cpus: expected CPU numbers"),
+                          ("[ingest]\ncpus = [\"x\"]\n", "ingest.cpus: expected CPU numbers"),
+                          ("[ingest]\ncpus = 0\n", "ingest.cpus: expected a list")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(write(tmp_path, text))
+
+
 def test_config_values_round_trip_as_json() -> None:
     """How the supervisor hands its config to a worker: JSON, checked again on arrival."""
     import json
 
     for overrides in ({}, {"venue.dialect": "exchange", "venue.channels": ["matches"]},
                       {"venue.products": ["BTC-USD", "ETH-USD"], "ingest.workers": 3,
+                       "ingest.cpus": [min(os.sched_getaffinity(0))],
                        "venue.exclude_products": ["USDT-USD"], "storage.fsync_interval_s": 2}):
         cfg = load_config(None, overrides)
         assert load_config(None, json.loads(json.dumps(config_values(cfg)))) == cfg
