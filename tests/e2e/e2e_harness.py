@@ -112,6 +112,17 @@ def start_daemon(sim: Sim, root: Path, *, dialect: str, sets: tuple[str, ...] = 
     return d
 
 
+def stop_all(d: DaemonProc, sim: Sim) -> None:
+    """Whatever is still running after a test body: the daemon killed, the simulator
+    stopped with SIGTERM (it writes its ledger then), killed only if it hangs."""
+    if d.proc.poll() is None:
+        d.proc.kill()
+    try:
+        sim.stop()
+    except subprocess.TimeoutExpired:
+        sim.proc.kill()
+
+
 @dataclass
 class Stored:
     """What the daemon stored: per stream, (kind, payload) in order."""

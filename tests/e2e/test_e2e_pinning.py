@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_harness import DaemonProc, Sim, start_daemon, start_sim
+from e2e_harness import start_daemon, start_sim, stop_all
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                                 reason="needs 2 CPUs to tell a pin from no pin")
@@ -34,15 +33,6 @@ def _thread_cpus(pid: int) -> dict[str, set[int]]:
     return out
 
 
-def _stop(d: DaemonProc, sim: Sim) -> None:
-    if d.proc.poll() is None:
-        d.proc.kill()
-    try:
-        sim.stop()
-    except subprocess.TimeoutExpired:
-        sim.proc.kill()
-
-
 def test_single_process_and_all_its_threads_run_on_the_chosen_cpu(
     tmp_path: Path, data_root: Path,
 ) -> None:
@@ -57,7 +47,7 @@ def test_single_process_and_all_its_threads_run_on_the_chosen_cpu(
         assert f"event=cpu_pinned cpu={cpu}" in d.log()
         assert d.terminate(timeout=30) == 0, d.log()
     finally:
-        _stop(d, sim)
+        stop_all(d, sim)
 
 
 def test_each_worker_on_its_own_cpu_supervisor_unpinned(tmp_path: Path, data_root: Path) -> None:
@@ -76,4 +66,4 @@ def test_each_worker_on_its_own_cpu_supervisor_unpinned(tmp_path: Path, data_roo
         assert len(set().union(*_thread_cpus(d.proc.pid).values())) >= 2  # not pinned
         assert d.terminate(timeout=30) == 0, d.log()
     finally:
-        _stop(d, sim)
+        stop_all(d, sim)

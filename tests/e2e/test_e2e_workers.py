@@ -21,7 +21,6 @@ import pytest
 from e2e_harness import (
     REPO,
     DaemonProc,
-    Sim,
     Stored,
     check_exactly_once,
     check_order_per_stream,
@@ -31,6 +30,7 @@ from e2e_harness import (
     sha,
     start_daemon,
     start_sim,
+    stop_all,
 )
 
 from logger.sim.ledger import FrameEntry
@@ -122,17 +122,6 @@ def check_prefix_per_stream(frames: list[FrameEntry], stored: Stored) -> int:
     return total
 
 
-def _stop_all(d: DaemonProc, sim: Sim) -> None:
-    """Whatever is still running after the test body: the daemon killed, the simulator
-    stopped with SIGTERM (it writes its ledger then), killed only if it hangs."""
-    if d.proc.poll() is None:
-        d.proc.kill()
-    try:
-        sim.stop()
-    except subprocess.TimeoutExpired:
-        sim.proc.kill()
-
-
 def test_two_workers_advanced_trade_with_faults(tmp_path: Path, data_root: Path) -> None:
     sim = start_sim(tmp_path, dialect="advanced_trade", products=80, rate=1200, duration=6,
                     faults=AT_FAULTS)
@@ -142,7 +131,7 @@ def test_two_workers_advanced_trade_with_faults(tmp_path: Path, data_root: Path)
         assert sim.wait(40) == 0  # the venue ends the session (close 1001)
         assert d.terminate() == 0, d.log()
     finally:
-        _stop_all(d, sim)
+        stop_all(d, sim)
     assert "products=80" in acked and "missing=0" in acked and "workers=2" in acked, acked
     log = d.log()
     assert re.search(r"worker=0 .*event=status", log) and re.search(r"worker=1 .*event=status",
@@ -179,7 +168,7 @@ def test_two_workers_exchange(tmp_path: Path, data_root: Path) -> None:
         assert sim.wait(40) == 0
         assert d.terminate() == 0, d.log()
     finally:
-        _stop_all(d, sim)
+        stop_all(d, sim)
     assert "products=40" in acked and "missing=0" in acked, acked
     frames, _ = ledger_frames(sim.ledger)
     stored = read_stored(data_root)
@@ -204,7 +193,7 @@ def test_sigterm_commits_everything_and_a_second_daemon_is_refused(
         time.sleep(1.5)
         assert d.terminate(timeout=30) == 0, d.log()
     finally:
-        _stop_all(d, sim)
+        stop_all(d, sim)
     assert len(re.findall(r"worker=\d .*event=stopped .*exit=0", d.log())) == 2
     frames, _ = ledger_frames(sim.ledger)
     stored = read_stored(data_root)
@@ -223,7 +212,7 @@ def test_worker_killed_stops_the_daemon_with_exit_1(tmp_path: Path, data_root: P
         os.kill(pids[1], signal.SIGKILL)
         assert d.proc.wait(30) == 1, d.log()
     finally:
-        _stop_all(d, sim)
+        stop_all(d, sim)
     log = d.log()
     assert re.search(r"event=worker_died worker=1 pid=\d+ code=-9", log), log
     assert re.search(r"worker=0 .*event=stopped .*exit=0", log), log
@@ -254,7 +243,7 @@ def test_supervisor_killed_workers_stop_on_their_own(tmp_path: Path, data_root: 
             time.sleep(0.1)
         assert all(_gone(p) for p in pids.values()), "workers outlived their supervisor"
     finally:
-        _stop_all(d, sim)
+        stop_all(d, sim)
     time.sleep(0.5)  # the stderr pump drains the workers' last lines
     log = d.log()
     assert len(re.findall(r"worker=\d .*event=stopped .*exit=0", log)) == 2, log
