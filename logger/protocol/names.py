@@ -28,6 +28,12 @@ def multi_stream(worker: int | None = None) -> str:
         raise ValueError(f"worker index must be a non-negative integer, got {worker!r}")
     return f"{MULTI}-w{worker}"
 
+def is_multi_stream(name: str) -> bool:
+    """True for the product part of a multi-product stream of any ingest process (``_multi``
+    or a worker's ``_multi-w<i>``): readers that want "every frame of a channel" need all."""
+    return name == MULTI or (name.startswith(MULTI + "-w") and name[len(MULTI) + 2:].isdigit())
+
+
 UNROUTED = "_unrouted"
 """Channel part of the per-connection stream for malformed or unroutable messages."""
 

@@ -2,7 +2,8 @@
 
 A client connects to ``ws_url`` as it would to Coinbase and subscribes in the chosen dialect.
 The server answers with the recorded DATA records of the streams it subscribed to — product
-streams ``(product, channel)``, the ``_multi`` stream of that channel, and for shared channels
+streams ``(product, channel)``, the ``_multi`` streams of that channel (``_multi-w<i>`` too,
+for a recording made with worker processes), and for shared channels
 (``heartbeats``, ``status``, ``heartbeat``) the ``_conn*`` streams — merged in receive-time
 order. Pacing: the original gaps between receive times (``speed=1``), divided by a factor
 (``speed=10``), or none (``speed=None``, "max").
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from logger.protocol.names import is_multi_stream
 from logger.sim import dialect_at, dialect_exchange
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits
@@ -219,7 +221,7 @@ class ReplayServer:
                 if (p, ch) in self.streams:
                     want.add((p, ch))
             for p, c in self.streams:
-                if c == ch and (p == "_multi" or (ch in _SHARED and p.startswith("_conn"))):
+                if c == ch and (is_multi_stream(p) or (ch in _SHARED and p.startswith("_conn"))):
                     want.add((p, c))
         return want
 

@@ -203,3 +203,35 @@ def test_a_damaged_segment_ends_the_replay_with_1011_and_names_the_file(tmp_path
             await srv.stop()
 
     assert asyncio.run(main()) == 1011
+
+
+def test_multi_product_streams_of_every_worker_are_replayed(tmp_path: Path) -> None:
+    """A day recorded with ``ingest.workers = 2`` keeps frames naming several products in
+    ``_multi-w0`` / ``_multi-w1``: a subscriber of the channel gets them, merged in receive
+    order with the product streams; other ``_``-streams and other channels stay out."""
+    multi = [b'{"channel":"ticker","events":[{"type":"update","tickers":['
+             b'{"product_id":"BTC-USD"},{"product_id":"ETH-USD"}]}],"n":%d}' % i
+             for i in range(4)]
+    own = [b'{"channel":"ticker","events":[{"tickers":[{"product_id":"BTC-USD"}]}],"n":%d}' % i
+           for i in range(3)]
+    with Engine(EngineConfig(root=tmp_path, backend="mmap")) as eng:
+        for i, raw in enumerate(multi):
+            eng.append(eng.stream(f"_multi-w{i % 2}", "ticker"), T0 + (2 * i + 1) * STEP, raw)
+        for i, raw in enumerate(own):
+            eng.append(eng.stream("BTC-USD", "ticker"), T0 + 2 * i * STEP, raw)
+        eng.append(eng.stream("_multi-wx", "ticker"), T0, b'{"not":"a worker stream"}')
+        eng.append(eng.stream("_multi-w0", "candles"), T0, b'{"channel":"candles"}')
+
+    async def main() -> list[bytes]:
+        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None, dialect="advanced_trade",
+                                        linger_s=0.1, products=["BTC-USD", "ETH-USD"]))
+        await srv.start()
+        try:
+            async with client(srv.ws_url) as ws:
+                await ws.send('{"type":"subscribe","channel":"ticker","product_ids":["BTC-USD"]}')
+                return await read_until_closed(ws, timeout=30)
+        finally:
+            await srv.stop()
+
+    got = asyncio.run(main())
+    assert got == [own[0], multi[0], own[1], multi[1], own[2], multi[2], multi[3]]
