@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -39,6 +38,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from ws_client import handshake_response  # noqa: E402  (bench/ is not a package)
 
 
 @dataclass
@@ -359,17 +360,19 @@ def run_naive(tmp: Path, dialect: str, products: int, seconds: float) -> Run:
                           str(out), str(REPO), dialect], stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, cwd=REPO)
     sim.wait(seconds + 60)
-    stdout, _ = p.communicate(timeout=60)
+    return _naive_run(p, 60, sum(ledger_shas(ledger).values()), "cpu_s")
+
+
+def _naive_run(p: subprocess.Popen[bytes], timeout: float, sent: int, cpu_key: str) -> Run:
+    """The naive recorder's own report (its last stdout line), checked against what was sent."""
+    stdout, _ = p.communicate(timeout=timeout)
     res = json.loads(stdout.decode().strip().splitlines()[-1])
-    cpu, rss = res["cpu_s"], res["rss_mb"]
-    sent = sum(ledger_shas(ledger).values())
-    note = ("all ledger frames written" if res["messages"] == sent
-            else f"{res['messages']} of {sent} ledger frames written")
-    return Run("naive", res["messages"], res["active_s"], cpu, rss, note)
+    note = ("all frames written" if res["messages"] == sent
+            else f"{res['messages']} of {sent} frames written")
+    return Run("naive", res["messages"], res["active_s"], res[cpu_key], res["rss_mb"], note)
 
 
 # ----------------------------------------------------------------------------- firehose venue
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SEQ = re.compile(rb'"sequence_num":\d+')
 
 
@@ -448,13 +451,7 @@ def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
     ready = threading.Semaphore(0)  # one release per connection done subscribing
 
     def serve(sock: socket.socket, req: bytes, n: int) -> None:
-        key = b""
-        for line in req.split(b"\r\n"):
-            if line.lower().startswith(b"sec-websocket-key:"):
-                key = line.split(b":", 1)[1].strip()
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        sock.sendall(handshake_response(req))
         buf = bytearray()
         subs: dict[str, list[str]] = {}
         # the daemon paces subscribe frames at 8/s over all sockets, keepalive ones last: a
@@ -599,13 +596,7 @@ def run_naive_firehose(tmp: Path, products: int, messages: int) -> Run:
                          stderr=subprocess.DEVNULL, cwd=REPO)
     pipe.recv()
     proc.join(30)
-    stdout, _ = p.communicate(timeout=120)
-    res = json.loads(stdout.decode().strip().splitlines()[-1])
-    cpu, rss = res["cpu_streaming_s"], res["rss_mb"]
-    sent = sum(firehose_shas(ledger).values())
-    note = ("all frames written" if res["messages"] == sent
-            else f"{res['messages']} of {sent} frames written")
-    return Run("naive", res["messages"], res["active_s"], cpu, rss, note)
+    return _naive_run(p, 120, sum(firehose_shas(ledger).values()), "cpu_streaming_s")
 
 
 def report(title: str, naive: Run, *daemons: Run) -> None:

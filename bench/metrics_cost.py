@@ -32,6 +32,8 @@ from typing import Literal, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # before bench/storage.py
 
+from routing import _channels
+
 from logger.connection import _TEXT, Connection, _Listener
 from logger.metrics import ChannelCount, ConnStats
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedCounters, FeedState
@@ -41,15 +43,6 @@ from logger.sink import Sink
 from storage.engine import Engine, EngineConfig
 
 Route = tuple[str, str]
-
-
-def _channels(dialect: Dialect, products: Sequence[str]) -> dict[str, list[str]]:
-    channels: dict[str, list[str]] = {}
-    for channel in dialect.channels:
-        shared = channel in dialect.shared_channels
-        bare = shared and (channel == dialect.keepalive_channel or dialect is EXCHANGE)
-        channels[channel] = [] if bare else list(products)
-    return channels
 
 
 class _OldStats:
@@ -109,7 +102,7 @@ class _BeforeListener(_Listener):
                 route = self._on_message(raw)
             except Exception:
                 route = self._route_failed(raw)
-            self._add(route, ts, raw, self._unrouted)
+            self._sink.add(route, ts, raw, self._unrouted)
             if self._feed.actions:
                 self.conn.run_actions()
             return

@@ -62,6 +62,17 @@ def build_blob(small: int, big: int, big_size: int) -> tuple[bytes, int, int]:
     return b"".join(parts), count, total
 
 
+def handshake_response(request: bytes) -> bytes:
+    """The server's 101 answer to a client's WebSocket upgrade request (RFC 6455 accept key)."""
+    key = b""
+    for line in request.split(b"\r\n"):
+        if line.lower().startswith(b"sec-websocket-key:"):
+            key = line.split(b":", 1)[1].strip()
+    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+
+
 def serve_blob(conn: mpc.Connection, blob: bytes, info: tuple[object, ...]) -> None:
     """Accept WebSocket clients one after another and write ``blob`` (pre-encoded frames) to
     each, then a close frame; sends ``(port, *info)`` on ``conn`` first. An empty connection
@@ -82,15 +93,7 @@ def serve_blob(conn: mpc.Connection, blob: bytes, info: tuple[object, ...]) -> N
         if not req:
             c.close()
             break  # an empty connection is the stop signal
-        key = b""
-        for line in req.split(b"\r\n"):
-            if line.lower().startswith(b"sec-websocket-key:"):
-                key = line.split(b":", 1)[1].strip()
-        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
-        c.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        c.sendall(handshake_response(req))
         c.sendall(blob)
         c.sendall(b"\x88\x02\x03\xe8")  # close 1000
         try:

@@ -75,6 +75,14 @@ def claim_data_dir(root: Path, dialect: str) -> None:
     tmp.replace(meta)
 
 
+def stop_on_signals(request_stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT call ``request_stop(<signal name>)`` on the running loop: every
+    process kind (single daemon, supervisor, worker) stops the same ordered way."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
+
+
 def pin_cpu(cfg: Config, index: int) -> int | None:
     """Pin this recording process (index 0 for the single process, worker i for i) to one
     CPU of ``ingest.cpus``; returns it, or None when the list is empty.
@@ -415,9 +423,7 @@ class Daemon:
     # ------------------------------------------------------------------ main
     async def run(self) -> RunResult:
         cfg = self.cfg
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        stop_on_signals(self.request_stop)
         try:
             claim_data_dir(self.root, self.dialect.name)
             RootLock(self.root, LOCK_NAME).release()  # the engine takes it; refuse early

@@ -61,6 +61,7 @@ from logger.daemon import (
     discover,
     refetch,
     report_fields,
+    stop_on_signals,
     wait_for_old_workers,
 )
 from logger.pool import StartupReport
@@ -251,9 +252,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ main
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        stop_on_signals(self.request_stop)
         t_start = time.monotonic()
         try:
             claim_data_dir(self.root, self.cfg.venue.dialect)

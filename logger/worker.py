@@ -36,7 +36,14 @@ from dataclasses import asdict
 from typing import Any, BinaryIO
 
 from logger.config import Config, ConfigError, load_config
-from logger.daemon import Ingest, Share, configure_logging, pin_cpu, report_fields
+from logger.daemon import (
+    Ingest,
+    Share,
+    configure_logging,
+    pin_cpu,
+    report_fields,
+    stop_on_signals,
+)
 
 log = logging.getLogger("logger.worker")
 
@@ -102,9 +109,7 @@ class Worker:
             self.stop_event.set()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        stop_on_signals(self.request_stop)
         if os.getppid() != self.parent_pid:  # died before PR_SET_PDEATHSIG took effect
             self.request_stop("parent_gone")
         ingest = Ingest(self.cfg, self.share, self.request_stop)
@@ -113,7 +118,7 @@ class Worker:
         if self.cfg.metrics.enabled:
             port = ingest.serve_metrics("127.0.0.1", 0)
         self.send({"ev": "ready", "metrics_port": port, "pid": os.getpid()})
-        reader = loop.create_task(self._control(ingest), name="control")
+        reader = asyncio.get_running_loop().create_task(self._control(ingest), name="control")
         try:
             await self.stop_event.wait()
         finally:
