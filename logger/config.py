@@ -189,6 +189,10 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
     "connections.receive_buffer_bytes": (8 << 20, _int(1 << 16, 1 << 30,
                                                        what="an integer from 64 KiB to 1 GiB"),
                                          "socket receive buffer (SO_RCVBUF) per connection"),
+    "connections.max_write_buffer_bytes": (
+        4 << 20, _int(1 << 16, 1 << 30, what="an integer from 64 KiB to 1 GiB"),
+        "outgoing backlog per connection (pongs); a venue that does not read past it is"
+        " dropped and reconnected"),
     "connections.on_gap": ("resubscribe", _choice("resubscribe", "reconnect"),
                            "after a sequence gap: resubscribe for fresh snapshots, or reconnect"),
     "ingest.queue_max_batches": (64, _int(1, 1_000_000, what="a positive integer"),
@@ -258,6 +262,7 @@ class ConnectionsConfig:
     backoff_jitter: float
     max_frame_bytes: int
     receive_buffer_bytes: int
+    max_write_buffer_bytes: int
     on_gap: str
 
 

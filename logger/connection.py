@@ -63,6 +63,7 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_PING = WSMsgType.PING
 _time_ns = time.time_ns
 
 
@@ -92,6 +93,39 @@ class ConnSettings:
     rate_limited_pause_s: float = 2.0
     """HTTP 429 on connect: nobody opens for this long (shared limiter)."""
     receive_buffer_bytes: int = 8 << 20
+    max_write_buffer_bytes: int = 4 << 20
+    """Largest outgoing backlog (pongs, subscribe frames) kept in user space: a peer that
+    floods pings and does not read the pongs is dropped past it (bounded memory)."""
+    close_timeout_s: float = 2.0
+    """A graceful close not finished by then is aborted (a peer that does not read)."""
+
+
+_SENDABLE_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                             1013, 1014))
+"""Close codes an endpoint may put on the wire (RFC 6455 7.4.1, IANA registry); 1005, 1006
+and 1015 are for reporting only, 3000–4999 are registered/private and echoed as well."""
+
+
+def close_code_value(code: object) -> int:
+    """picows hands a ``WSCloseCode`` for known codes and an int for the others."""
+    value = getattr(code, "value", code)
+    return int(value) if isinstance(value, int) else 0
+
+
+def reply_close_code(code: int) -> WSCloseCode | int:
+    """The code echoed to a server's close: its own when that may be sent, else 1000 (a
+    missing code, a reserved one such as 1006 or one past 4999 is never sent back)."""
+    if code in _SENDABLE_CLOSE:
+        return WSCloseCode(code)
+    if 3000 <= code <= 4999:
+        return code
+    return WSCloseCode.OK
+
+
+def _quiet_picows() -> None:
+    """picows logs each protocol error (and every disconnect) itself; the connection logs one
+    line per disconnect with the reason, so picows' own lines would only repeat it."""
+    logging.getLogger("picows").setLevel(logging.CRITICAL)
 
 
 class _Listener(WSListener):
@@ -124,6 +158,8 @@ class _Listener(WSListener):
                 route = self._on_message(raw)
             except Exception:  # a protocol-core bug must not cost the frame or the socket
                 route = self._route_failed(raw)
+            if self._feed.actions:  # markers this frame revealed (a GAP) go before it
+                self.conn.run_actions(ts)
             try:
                 buf, count = self._slots[route]
             except KeyError:
@@ -138,8 +174,6 @@ class _Listener(WSListener):
             sink.pending_bytes = nbytes = sink.pending_bytes + n
             if pending >= sink.flush_at or nbytes >= sink.max_pending_bytes:
                 sink.flush()
-            if self._feed.actions:
-                self.conn.run_actions()
             return
         self._rare_frame(transport, frame, mt, ts)
 
@@ -192,21 +226,35 @@ class _Listener(WSListener):
                 else:
                     self._store_unrouted(raw, ts)
         elif mt is _CLOSE:
-            code = frame.get_close_code()
-            self.conn.close_reason = f"server close {code.value} {frame.get_close_message()!r}"
-            transport.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+            code = close_code_value(frame.get_close_code())
+            message = frame.get_close_message() or b""
+            self.conn.close_reason = (f"server close {code} "
+                                      f"{message[:123].decode('utf-8', 'replace')!r}")
+            transport.send_close(reply_close_code(code))
             transport.disconnect()
-        # PING is answered by picows (auto pong); PONG needs nothing
+        elif mt is _PING:
+            self.conn.pings += 1
+            transport.send_pong(frame.get_payload_as_bytes())
+        # PONG needs nothing
+
+    def pause_writing(self) -> None:
+        """asyncio: the outgoing buffer passed ``max_write_buffer_bytes`` (the high-water
+        mark set at connect). The venue only ever gets subscribe frames and pongs from us, so
+        this is a peer that does not read what it asks for (a ping flood): drop it."""
+        self.conn.write_overflow()
+
+    def resume_writing(self) -> None:
+        """Nothing to resume: the connection is dropped at the first pause."""
 
     def _deliver(self, raw: bytes, ts: int) -> None:
         try:
             route = self._on_message(raw)
         except Exception:
             route = self._route_failed(raw)
+        if self._feed.actions:
+            self.conn.run_actions(ts)
         self._count(route[1], raw)
         self._sink.add(route, ts, raw, self._unrouted)
-        if self._feed.actions:
-            self.conn.run_actions()
 
     def _store_unrouted(self, raw: bytes, ts: int) -> None:
         self._stats.raw_frames += 1
@@ -257,7 +305,11 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
         self._attempt = 0
         self._send_tasks: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
         self.settled = asyncio.Event()
+        self.pings = 0
+        """Pings answered on the current socket (a flood shows in the disconnect reason)."""
+        _quiet_picows()
 
     # ------------------------------------------------------------------ lifecycle
     def stopping(self) -> bool:
@@ -269,16 +321,27 @@ class Connection:
         return self._task
 
     async def stop(self) -> None:
-        """Close the socket (writes DISCONNECT markers) and end the run loop."""
+        """Close the socket (writes DISCONNECT markers) and end the run loop.
+
+        Bounded: a graceful close waits for the outgoing buffer to drain, which a peer that
+        does not read never lets happen, so after ``close_timeout_s`` the socket is aborted;
+        the run loop gets as long again before it is cancelled."""
         self._stopping = True
         t = self.transport
         if t is not None and not t.is_disconnected:
             self.close_reason = "shutdown"
             t.send_close(WSCloseCode.GOING_AWAY)
             t.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.settings.close_timeout_s)
+            if not t.is_disconnected:
+                log.warning("event=close_timeout conn=%s timeout_s=%.1f", self.conn_id,
+                            self.settings.close_timeout_s)
+                t.disconnect(graceful=False)
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+                await asyncio.wait_for(asyncio.shield(self._task),
+                                       self.settings.close_timeout_s + 1.0)
             except TimeoutError:
                 self._task.cancel()
 
@@ -402,14 +465,18 @@ class Connection:
         s = self.settings
         self._closed.clear()
         self.close_reason = ""
+        self.pings = 0
         try:
-            transport, _ = await ws_connect(
-                lambda: _Listener(self), self.url,
-                max_frame_size=s.max_frame_bytes,
-                websocket_handshake_timeout=s.connect_timeout_s,
-                enable_auto_ping=False,
-                logger_name=f"conn{self.conn_id}",
-            )
+            # one deadline over DNS, TCP, TLS and the upgrade (picows times the upgrade only)
+            async with asyncio.timeout(s.connect_timeout_s):
+                transport, _ = await ws_connect(
+                    lambda: _Listener(self), self.url,
+                    max_frame_size=s.max_frame_bytes,
+                    websocket_handshake_timeout=s.connect_timeout_s,
+                    enable_auto_ping=False,
+                    enable_auto_pong=False,
+                    logger_name=f"conn{self.conn_id}",
+                )
         except WSHandshakeError as e:
             status = getattr(getattr(e, "response", None), "status", None)
             if status is not None and int(status) == 429:
@@ -421,11 +488,15 @@ class Connection:
             self._give_up_phase(opening.data_frames if opening is not None else 0)
             return False
         except (OSError, TimeoutError, WSError) as e:
-            log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
+            error = (f"no connection within {s.connect_timeout_s:g} s"
+                     if isinstance(e, TimeoutError) else repr(e))
+            log.warning("event=connect_failed conn=%s error=%s", self.conn_id, error)
             self._give_up_phase(opening.data_frames if opening is not None else 0)
             return False
         self.limiter.record(time.monotonic())  # the open counted against the window
         self.transport = transport
+        self._watch(transport)
+        transport.underlying_transport.set_write_buffer_limits(high=s.max_write_buffer_bytes)
         self.stats.connected = True
         self.feed.on_connect()
         if self.feed.counters.connects > 1:
@@ -485,13 +556,51 @@ class Connection:
             except OSError as e:
                 log.debug("event=rcvbuf_failed conn=%s error=%r", self.conn_id, e)
 
+    def _watch(self, transport: WSTransport) -> None:
+        """Take the disconnect exception picows leaves on the transport after a protocol
+        error (else asyncio logs "Future exception was never retrieved" with a traceback);
+        the reason is already in the DISCONNECT marker and the disconnect log line."""
+        task = asyncio.get_running_loop().create_task(self._wait_disconnected(transport))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    @staticmethod
+    async def _wait_disconnected(transport: WSTransport) -> None:
+        with contextlib.suppress(Exception):
+            await transport.wait_disconnected()
+
+    def write_overflow(self) -> None:
+        """The outgoing buffer passed its limit: drop the socket now (the reconnect follows)."""
+        t = self.transport
+        if t is None or t.is_disconnected:
+            return
+        limit = self.settings.max_write_buffer_bytes
+        what = f"ping flood, {self.pings} pings answered" if self.pings > 100 else \
+            f"{self.pings} pings answered"
+        self.close_reason = (f"outgoing buffer over {limit} bytes: the venue does not read"
+                             f" ({what})")
+        t.disconnect(graceful=False)
+
+    def _closing_reason(self, transport: WSTransport | None) -> str:
+        """Why the socket went: what we decided, else the close handshake (a close from the
+        venue, or the protocol error picows closed with), else a lost connection."""
+        if self.close_reason:
+            return self.close_reason
+        hs = transport.close_handshake if transport is not None else None
+        if hs is not None and hs.recv is not None:
+            return f"server close {close_code_value(hs.recv.code)} {hs.recv.reason!r}"
+        if hs is not None and hs.sent is not None:
+            return (f"protocol error: closed with {close_code_value(hs.sent.code)} "
+                    f"{hs.sent.reason!r}")
+        return "connection lost"
+
     def on_disconnected(self) -> None:
         """picows callback: the socket is gone (any reason). Write DISCONNECT markers."""
         if self._closed.is_set():
             return
         self.stats.connected = False
+        reason = self._closing_reason(self.transport)
         self.transport = None
-        reason = self.close_reason or "connection lost"
         self.feed.on_disconnect(reason)
         self.run_actions()
         if not self._stopping:
@@ -514,20 +623,23 @@ class Connection:
         await self._sleep_until(time.monotonic() + self.next_backoff())
 
     # ------------------------------------------------------------------ feed actions
-    def run_actions(self) -> None:
+    def run_actions(self, ts_ns: int = 0) -> None:
         """Tick the protocol core's clock and execute what it asked for, in order (rare
-        path: after frames that produced actions, at connect and once a second)."""
+        path: after frames that produced actions, at connect and once a second).
+
+        ``ts_ns``: the receive time of the frame that produced the actions. Its markers
+        carry that time and are stored before it (a GAP goes before the frame that revealed
+        it, where the missing frames were), so time never goes back in a stream."""
         feed = self.feed
         feed.poll(time.monotonic())
         while actions := feed.drain():
             for a in actions:
-                self._run_action(a)
+                self._run_action(a, ts_ns or _time_ns())
             feed.poll(time.monotonic())  # a settle arms a retry round: stamp it now
 
-    def _run_action(self, a: Action) -> None:
+    def _run_action(self, a: Action, ts_ns: int) -> None:
         if isinstance(a, Marker):
-            self.sink.mark((a.product, a.channel), RecordKind[a.kind.name], time.time_ns(),
-                      a.payload)
+            self.sink.mark((a.product, a.channel), RecordKind[a.kind.name], ts_ns, a.payload)
         elif isinstance(a, Send):
             self.send_paced(a.frames, a.reason)
         elif isinstance(a, Reconnect):

@@ -111,6 +111,7 @@ def conn_settings(cfg: Config) -> ConnSettings:
         backoff_max_s=c.backoff_max_s,
         backoff_jitter=c.backoff_jitter,
         receive_buffer_bytes=c.receive_buffer_bytes,
+        max_write_buffer_bytes=c.max_write_buffer_bytes,
     )
 
 
