@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from picows import (
     WSCloseCode,
@@ -112,13 +113,13 @@ def close_code_value(code: object) -> int:
     return int(value) if isinstance(value, int) else 0
 
 
-def reply_close_code(code: int) -> WSCloseCode | int:
+def reply_close_code(code: int) -> WSCloseCode:
     """The code echoed to a server's close: its own when that may be sent, else 1000 (a
     missing code, a reserved one such as 1006 or one past 4999 is never sent back)."""
     if code in _SENDABLE_CLOSE:
         return WSCloseCode(code)
-    if 3000 <= code <= 4999:
-        return code
+    if 3000 <= code <= 4999:  # not enum members; picows' send_close takes the int
+        return cast(WSCloseCode, code)
     return WSCloseCode.OK
 
 

@@ -32,9 +32,10 @@ from typing import Any
 
 from logger.config import Config
 from logger.connection import Connection, ConnSettings
+from logger.discovery import discover, refetch, report_validation, validate
 from logger.metrics import Metrics
 from logger.pool import Plan, Pool, StartupReport
-from logger.products import Product, ProductsError, fetch_products, select_products
+from logger.products import Product
 from logger.protocol import Dialect, get_dialect
 from logger.protocol.names import multi_stream
 from logger.shard import plan_connections
@@ -199,46 +200,6 @@ async def wait_for_old_workers(root: Path, stop_event: asyncio.Event, timeout: f
                 if stop_event.is_set():
                     return False
     return True
-
-
-async def fetch_chosen(cfg: Config) -> list[Product]:
-    """The venue's products the config selects; the REST call blocks, so it runs in a
-    worker thread. Raises ProductsError."""
-    v = cfg.venue
-    available = await asyncio.to_thread(fetch_products, v.rest_url, v.dialect, v.rest_timeout_s)
-    return select_products(available, v.products, v.exclude_products)
-
-
-async def discover(cfg: Config, stop_event: asyncio.Event) -> list[Product] | None:
-    """Fetch the product list, retrying with backoff until it works or ``stop_event`` is set."""
-    delay = 1.0
-    while not stop_event.is_set():
-        try:
-            chosen = await fetch_chosen(cfg)
-            if chosen:
-                return chosen
-            msg = "no recordable product in the venue's list"
-        except ProductsError as e:
-            msg = str(e)
-        log.warning("event=products_unavailable retry_in_s=%.0f error=%r", delay, msg)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_event.wait(), delay)
-        delay = min(60.0, delay * 2)
-    return None
-
-
-async def refetch(cfg: Config) -> list[Product] | None:
-    """One product refresh fetch; None (logged) when it failed or came back empty, so the
-    current products are kept."""
-    try:
-        chosen = await fetch_chosen(cfg)
-    except ProductsError as e:
-        log.warning("event=refresh_failed error=%r", str(e))
-        return None
-    if not chosen:
-        log.warning("event=refresh_empty note=keeping_current_products")
-        return None
-    return chosen
 
 
 def report_fields(r: StartupReport) -> str:
@@ -417,6 +378,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ingest: Ingest | None = None
         self.startup: StartupReport | None = None
+        self.bad_products = False
+        """A fixed product list of which the venue lists nothing: exit 2."""
 
     async def discover(self) -> list[Product] | None:
         return await discover(self.cfg, self.stop_event)
@@ -442,11 +405,15 @@ class Daemon:
             if products is not None:
                 ingest.set_products({p.product_id: p.volume_24h for p in products})
                 ingest.spawn(self._startup_report(), "startup")
+                if cfg.venue.products != "all":
+                    ingest.spawn(self._validate(), "validate")
                 if cfg.venue.product_refresh_s > 0:
                     ingest.spawn(self._refresh(), "refresh")
                 await self.stop_event.wait()
         finally:
             exit_code = await ingest.shutdown()
+        if self.bad_products and exit_code == 0:
+            exit_code = 2
         return RunResult(exit_code, self.startup)
 
     def request_stop(self, why: str = "stop") -> None:
@@ -459,14 +426,32 @@ class Daemon:
         self.startup = r = await self.ingest.startup_report()
         log.info("event=all_acknowledged %s", report_fields(r))
 
+    async def _validate(self) -> None:
+        """A fixed list records at once; REST, once it answers, only checks it: none listed
+        → stop with exit 2 naming them, some → those are unsubscribed."""
+        assert self.ingest is not None
+        result = await validate(self.cfg, self.stop_event)
+        if result is None:
+            return
+        if not report_validation(result):
+            self.bad_products = True
+            self.request_stop("products_unknown")
+        elif result.unknown:
+            self.ingest.set_products({p.product_id: p.volume_24h for p in result.listed})
+
     async def _refresh(self) -> None:
-        """Periodic product refresh: new listings subscribed, delisted dropped, no restart."""
+        """Periodic product refresh: new listings subscribed, delisted dropped, no restart.
+        Each fetch has its deadline (``refetch``); whatever goes wrong with one is logged and
+        the next one runs on time."""
         assert self.ingest is not None
         while True:
             await asyncio.sleep(self.cfg.venue.product_refresh_s)
-            chosen = await refetch(self.cfg)
-            if chosen is not None:
-                self.ingest.set_products({p.product_id: p.volume_24h for p in chosen})
+            try:
+                chosen = await refetch(self.cfg)
+                if chosen is not None:
+                    self.ingest.set_products({p.product_id: p.volume_24h for p in chosen})
+            except Exception as e:  # a bug must not end the refreshes silently
+                log.error("event=refresh_error error=%r", repr(e))
 
 
 def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> None:

@@ -1,26 +1,27 @@
 """Product discovery: parse the venue's REST product list, keep what can be recorded, diff it.
 
 Parsing is pure (bytes in, ``Product`` list out) so it is tested without a network; the fetch
-is a small blocking urllib call the runtime may run in a thread. A product is kept when it is
-online and not disabled (``trading_disabled``, ``is_disabled``, ``view_only`` on Advanced
-Trade), has an id that can name a storage stream, and is not an alias of another kept product
-(Advanced Trade lists e.g. ``BTC-USDC`` as an alias of ``BTC-USD``: the public channels send the
-same data for both, so recording both would store everything twice).
+runs on the event loop (``logger.http``) under one deadline for all its pages. A product is
+kept when it is online and not disabled (``trading_disabled``, ``is_disabled``,
+``view_only`` on Advanced Trade), has an id that can name a storage stream, and is not an
+alias of another kept product (Advanced Trade lists e.g. ``BTC-USDC`` as an alias of
+``BTC-USD``: the public channels send the same data for both, so recording both would store
+everything twice).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 
+from logger.http import HttpError, http_get
 from logger.protocol.names import is_valid_product_id
 
 log = logging.getLogger("logger.products")
@@ -183,20 +184,11 @@ def diff_products(old: Iterable[str], new: Iterable[str]) -> ProductsDiff:
     return ProductsDiff(tuple(sorted(after - before)), tuple(sorted(before - after)))
 
 
-def _get(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"Accept": "application/json",
-                                                   "User-Agent": "coinbase-logger"})
+async def _get(url: str, deadline_s: float) -> bytes:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body: bytes = response.read(MAX_BODY_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise ProductsError(f"GET {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ProductsError(f"GET {url}: {reason}") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise ProductsError(f"GET {url}: response larger than {MAX_BODY_BYTES} bytes")
-    return body
+        return await http_get(url, deadline_s, MAX_BODY_BYTES)
+    except HttpError as exc:
+        raise ProductsError(f"GET {url}: {exc}") from None
 
 
 def _with_offset(url: str, offset: int) -> str:
@@ -206,15 +198,27 @@ def _with_offset(url: str, offset: int) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-def fetch_products(rest_url: str, dialect: str, timeout: float = 10.0) -> list[Product]:
-    """GET the product list of ``dialect`` from ``rest_url`` (blocking; run it in a thread).
+async def fetch_products(rest_url: str, dialect: str, timeout: float = 10.0
+                         ) -> list[Product]:
+    """GET the product list of ``dialect`` from ``rest_url``, all pages within ``timeout``
+    seconds in total (an overall deadline, not a per-read one: a trickling server cannot hold
+    it longer; cancelling the call ends it at once).
 
     Advanced Trade pages are followed while ``pagination.has_next`` is true (by ``offset``),
     at most ``MAX_PAGES``. Raises ``ProductsError`` with the URL and the cause on any failure.
     """
     if not rest_url.startswith(("http://", "https://")):
         raise ProductsError(f"GET {rest_url}: not an http(s) URL")
-    body = _get(rest_url, timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _fetch_pages(rest_url, dialect, timeout)
+    except TimeoutError:
+        raise ProductsError(f"GET {rest_url}: no complete product list within {timeout:g} s"
+                            ) from None
+
+
+async def _fetch_pages(rest_url: str, dialect: str, timeout: float) -> list[Product]:
+    body = await _get(rest_url, timeout)
     if dialect != "advanced_trade":
         return parse_products(body, dialect)
     data = _decode(body)
@@ -226,7 +230,7 @@ def fetch_products(rest_url: str, dialect: str, timeout: float = 10.0) -> list[P
         if not (isinstance(pagination, dict) and pagination.get("has_next") is True
                 and data["products"]):
             break
-        data = _decode(_get(_with_offset(rest_url, len(items)), timeout))
+        data = _decode(await _get(_with_offset(rest_url, len(items)), timeout))
         if not isinstance(data, dict) or not isinstance(data.get("products"), list):
             raise ProductsError(f'GET {rest_url}: expected {{"products": [...]}} on a later page')
         items.extend(data["products"])

@@ -58,12 +58,11 @@ from logger.config import Config, config_values
 from logger.daemon import (
     DataDirError,
     claim_data_dir,
-    discover,
-    refetch,
     report_fields,
     stop_on_signals,
     wait_for_old_workers,
 )
+from logger.discovery import discover, refetch, report_validation, validate
 from logger.pool import StartupReport
 from logger.products import Product
 from logger.worker import decode, encode
@@ -240,6 +239,8 @@ class Supervisor:
         self.stop_event = asyncio.Event()
         self.workers: list[WorkerHandle] = []
         self.failed = False
+        self.bad_products = False
+        """A fixed product list of which the venue lists nothing: exit 2."""
         self.startup: StartupReport | None = None
         self.metrics_port: int | None = None
         self._server: Any = None
@@ -265,6 +266,8 @@ class Supervisor:
         finally:
             code = await self._shutdown()
             lock.release()
+        if self.bad_products and code == 0:
+            code = 2
         log.info("event=stopped seconds=%.2f exit=%d workers=%d",
                  time.monotonic() - t_start, code, self.count)
         return code
@@ -294,6 +297,8 @@ class Supervisor:
             await w.send({"op": "products", "products": [[p, v] for p, v in group.items()]})
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._startup_report(t0), name="startup"))
+        if self.cfg.venue.products != "all":
+            self._tasks.append(loop.create_task(self._validate(), name="validate"))
         if self.cfg.venue.product_refresh_s > 0:
             self._tasks.append(loop.create_task(self._refresh(), name="refresh"))
         await self.stop_event.wait()
@@ -392,23 +397,42 @@ class Supervisor:
                                       if w.report is not None], t0)
         log.info("event=all_acknowledged %s workers=%d", report_fields(r), self.count)
 
+    async def _validate(self) -> None:
+        """A fixed list records at once; REST, once it answers, only checks it: none listed
+        → stop with exit 2 naming them, some → those are dropped."""
+        result = await validate(self.cfg, self.stop_event)
+        if result is None:
+            return
+        if not report_validation(result):
+            self.bad_products = True
+            self.request_stop("products_unknown")
+        elif result.unknown:
+            await self._regroup(result.listed)
+
     async def _refresh(self) -> None:
-        """New listings to the least-loaded worker, delistings dropped by their holder."""
+        """New listings to the least-loaded worker, delistings dropped by their holder. Each
+        fetch has its deadline; a failed one is logged and the next runs on time."""
         while True:
             await asyncio.sleep(self.cfg.venue.product_refresh_s)
-            chosen = await refetch(self.cfg)
-            if chosen is None:
-                continue
-            groups = partition(volumes(chosen), self.count, [w.group for w in self.workers])
-            for w, group in zip(self.workers, groups, strict=True):
-                if list(group) != list(w.group):
-                    added = len(set(group) - set(w.group))
-                    removed = len(set(w.group) - set(group))
-                    log.info("event=worker_products worker=%d products=%d added=%d removed=%d",
-                             w.index, len(group), added, removed)
-                    w.group = group
-                    await w.send({"op": "products",
-                                  "products": [[p, v] for p, v in group.items()]})
+            try:
+                chosen = await refetch(self.cfg)
+                if chosen is not None:
+                    await self._regroup(chosen)
+            except Exception as e:  # a bug must not end the refreshes silently
+                log.error("event=refresh_error error=%r", repr(e))
+
+    async def _regroup(self, chosen: list[Product]) -> None:
+        """Send each worker its share of ``chosen`` where it changed."""
+        groups = partition(volumes(chosen), self.count, [w.group for w in self.workers])
+        for w, group in zip(self.workers, groups, strict=True):
+            if list(group) != list(w.group):
+                added = len(set(group) - set(w.group))
+                removed = len(set(w.group) - set(group))
+                log.info("event=worker_products worker=%d products=%d added=%d removed=%d",
+                         w.index, len(group), added, removed)
+                w.group = group
+                await w.send({"op": "products",
+                              "products": [[p, v] for p, v in group.items()]})
 
     # ------------------------------------------------------------------ shutdown
     async def _shutdown(self) -> int:

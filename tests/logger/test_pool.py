@@ -34,7 +34,7 @@ def test_startup_and_refresh_without_restart(tmp_path: Path) -> None:
         sink.start()
         try:
             listed = [p.product_id for p in
-                      await asyncio.to_thread(fetch_products, sim.rest_url, "advanced_trade")]
+                      await fetch_products(sim.rest_url, "advanced_trade")]
             first, later = listed[:50], listed[50:]
             pool = Pool(ADVANCED_TRADE, sim.ws_url, sink, ConnSettings(ack_timeout_s=5))
             pool.start(_plan(first))  # the venue's default 8 subscribe messages/s
@@ -94,7 +94,7 @@ def test_400_products_market_data_first_within_the_message_limit(tmp_path: Path)
         sink.start()
         try:
             ids = [p.product_id for p in
-                   await asyncio.to_thread(fetch_products, sim.rest_url, "advanced_trade")]
+                   await fetch_products(sim.rest_url, "advanced_trade")]
             pool = Pool(ADVANCED_TRADE, sim.ws_url, sink, ConnSettings())
             plan = plan_connections(ids, ADVANCED_TRADE.channels, ADVANCED_TRADE)
             pool.start(plan)

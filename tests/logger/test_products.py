@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
+import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import orjson
 import pytest
+from trickle import TrickleServer
 
+from logger.http import HttpError, parse_head
 from logger.products import (
     Product,
     ProductsError,
@@ -126,6 +131,10 @@ def server() -> Iterator[tuple[str, type[_Handler]]]:
         httpd.server_close()
 
 
+def _fetch(url: str, dialect: str, timeout: float) -> list[Product]:
+    return asyncio.run(fetch_products(url, dialect, timeout))
+
+
 def test_fetch_follows_advanced_trade_pages(server: tuple[str, type[_Handler]]) -> None:
     url, handler = server
     handler.pages = {
@@ -133,27 +142,27 @@ def test_fetch_follows_advanced_trade_pages(server: tuple[str, type[_Handler]]) 
                            "pagination": {"has_next": True}}),
         "2": orjson.dumps({"products": [at_item("C-USD")], "pagination": {"has_next": False}}),
     }
-    assert [p.product_id for p in fetch_products(url, "advanced_trade", 5)] == [
+    assert [p.product_id for p in _fetch(url, "advanced_trade", 5)] == [
         "A-USD", "B-USD", "C-USD"]
 
 
 def test_fetch_exchange(server: tuple[str, type[_Handler]]) -> None:
     url, handler = server
     handler.pages = {"0": orjson.dumps([ex_item("A-USD")])}
-    assert [p.product_id for p in fetch_products(url, "exchange", 5)] == ["A-USD"]
+    assert [p.product_id for p in _fetch(url, "exchange", 5)] == ["A-USD"]
 
 
 def test_fetch_errors_name_the_url_and_cause(server: tuple[str, type[_Handler]]) -> None:
     url, handler = server
     handler.status = 503
     with pytest.raises(ProductsError, match=r"HTTP 503"):
-        fetch_products(url, "exchange", 5)
+        _fetch(url, "exchange", 5)
     handler.status = 200
     handler.pages = {"0": b"not json"}
     with pytest.raises(ProductsError, match="not JSON"):
-        fetch_products(url, "exchange", 5)
+        _fetch(url, "exchange", 5)
     with pytest.raises(ProductsError, match="not an http"):
-        fetch_products("ftp://127.0.0.1/x", "exchange", 5)
+        _fetch("ftp://127.0.0.1/x", "exchange", 5)
 
 
 def test_fetch_connection_refused_is_a_products_error() -> None:
@@ -162,4 +171,74 @@ def test_fetch_connection_refused_is_a_products_error() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(ProductsError, match=f"127.0.0.1:{port}"):
-        fetch_products(f"http://127.0.0.1:{port}/products", "exchange", 2)
+        _fetch(f"http://127.0.0.1:{port}/products", "exchange", 2)
+
+
+def test_a_trickling_server_is_abandoned_at_the_overall_deadline() -> None:
+    """One byte a second never trips a per-read timeout; the overall deadline does."""
+    with TrickleServer(interval_s=0.3) as srv:
+        t0 = time.monotonic()
+        with pytest.raises(ProductsError, match=r"no complete .* within 1\.5 s"):
+            _fetch(srv.url, "advanced_trade", 1.5)
+        assert 1.4 < time.monotonic() - t0 < 3.0
+
+
+def test_a_fetch_is_cancelled_at_once() -> None:
+    async def go() -> float:
+        with TrickleServer(interval_s=0.3) as srv:
+            task = asyncio.create_task(fetch_products(srv.url, "advanced_trade", 60))
+            await asyncio.sleep(0.5)
+            t0 = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return time.monotonic() - t0
+
+    assert asyncio.run(go()) < 0.5
+
+
+def _one_shot(answer: bytes) -> str:
+    """A raw server that answers one request with ``answer`` and closes."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+        sock.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{sock.getsockname()[1]}/products"
+
+
+def test_chunked_and_close_delimited_bodies() -> None:
+    body = orjson.dumps([ex_item("A-USD"), ex_item("B-USD")])
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7]), body[i:i + 7])
+                       for i in range(0, len(body), 7)) + b"0\r\n\r\n"
+    url = _one_shot(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert [p.product_id for p in _fetch(url, "exchange", 5)] == ["A-USD", "B-USD"]
+    url = _one_shot(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+    assert [p.product_id for p in _fetch(url, "exchange", 5)] == ["A-USD", "B-USD"]
+
+
+def test_broken_responses_are_one_line_errors() -> None:
+    url = _one_shot(b"SSH-2.0-OpenSSH\r\n\r\n")
+    with pytest.raises(ProductsError, match=r"not an HTTP/1\.x response"):
+        _fetch(url, "exchange", 5)
+    url = _one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[]")
+    with pytest.raises(ProductsError, match="closed in the middle"):
+        _fetch(url, "exchange", 5)
+    url = _one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (65 << 20))
+    with pytest.raises(ProductsError, match="larger than"):
+        _fetch(url, "exchange", 5)
+
+
+def test_parse_head() -> None:
+    head = parse_head(b"HTTP/1.1 301 Moved Permanently\r\nLocation: /x\r\nX-A:  b ")
+    assert (head.status, head.reason, head.headers) == (301, "Moved Permanently",
+                                                        {"location": "/x", "x-a": "b"})
+    with pytest.raises(HttpError, match="bad response header"):
+        parse_head(b"HTTP/1.1 200 OK\r\nno colon here")

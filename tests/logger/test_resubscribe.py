@@ -308,7 +308,7 @@ def test_venue_dropping_subscribe_frames_ends_with_everything_recorded(
         sink.start()
         try:
             ids = [p.product_id for p in
-                   await asyncio.to_thread(fetch_products, sim.rest_url, "advanced_trade")]
+                   await fetch_products(sim.rest_url, "advanced_trade")]
             settings = ConnSettings(ack_timeout_s=3, retry_base_s=0.5, retry_max_s=1.0,
                                     subscribe_retries=5)
             # the client believes it may send 2 messages/s (1.1 s windows): its pacing lets
