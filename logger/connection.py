@@ -233,7 +233,7 @@ class _Listener(WSListener):
                                       f"{message[:123].decode('utf-8', 'replace')!r}")
             transport.send_close(reply_close_code(code))
             transport.disconnect()
-        elif mt is _PING:
+        elif mt is _PING and not self.conn.close_reason:  # closing: no more pongs
             self.conn.pings += 1
             transport.send_pong(frame.get_payload_as_bytes())
         # PONG needs nothing

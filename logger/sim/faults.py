@@ -21,7 +21,14 @@ malformed          ``bad_json`` | ``truncated`` | ``binary`` frame              
 oversize           a valid level2 snapshot frame of at least B bytes               B (11 MiB)
 error_reply        an ``error`` frame with this message                            venue's
 hostile_product    a ticker frame for ``dotdot`` (../x) | ``long`` | ``nonascii``   dotdot
+ping_flood         pings as fast as the socket takes them for S seconds, without   S (5.0)
+                   reading the client's pongs meanwhile (data keeps flowing)
+slow_rest          REST request number INDEX (0 = the first, counted per venue,    S (5.0)
+                   ``cN/`` not allowed) answered one body byte every S seconds
 =================  ==============================================================  =========
+
+``slow_rest`` is the one kind not counted in frames: its INDEX (and PERIOD) count REST
+requests, so ``slow_rest:5@*1`` trickles every answer and ``slow_rest:5@0`` only the first.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ def _check_arg(kind: str, arg: str | None, item: str) -> None:
     try:
         if kind == "seq_skip" and arg is not None and int(arg) < 1:
             raise ValueError
-        if kind == "stall" and arg is not None and float(arg) <= 0:
+        if kind in ("stall", "ping_flood", "slow_rest") and arg is not None and \
+                not 0 < float(arg) < 1e6:
             raise ValueError
         if kind == "oversize" and arg is not None and int(arg) < 1:
             raise ValueError
@@ -72,6 +80,20 @@ def _check_arg(kind: str, arg: str | None, item: str) -> None:
         raise FaultSpecError(f"hostile_product takes one of {', '.join(HOSTILE)}, got {arg!r}")
     if kind == "abnormal_close" and arg:
         raise FaultSpecError(f"abnormal_close takes no argument: {item!r}")
+
+
+REST_KINDS = ("slow_rest",)
+"""Faults scheduled by REST request number instead of by frame index."""
+
+
+def frame_faults(specs: list[FaultSpec]) -> list[FaultSpec]:
+    """The faults a WebSocket session schedules by frame index."""
+    return [s for s in specs if s.kind not in REST_KINDS]
+
+
+def rest_faults(specs: list[FaultSpec]) -> list[FaultSpec]:
+    """The faults scheduled by REST request number."""
+    return [s for s in specs if s.kind in REST_KINDS]
 
 
 def parse_faults(spec: str | None) -> list[FaultSpec]:
@@ -91,6 +113,8 @@ def parse_faults(spec: str | None) -> list[FaultSpec]:
                                  f"kinds: {', '.join(FAULT_KINDS)}")
         arg = m["arg"] or None
         _check_arg(kind, arg, item)
+        if kind in REST_KINDS and m["conn"]:
+            raise FaultSpecError(f"{kind} counts REST requests, not connections: {item!r}")
         at = int(m["at"])
         every = at if m["every"] else None
         if every == 0:

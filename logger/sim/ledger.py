@@ -28,7 +28,7 @@ from typing import IO, Any, NamedTuple
 import orjson
 
 FAULT_KINDS = ("seq_skip", "close", "abnormal_close", "stall", "malformed", "oversize",
-               "error_reply", "hostile_product")
+               "error_reply", "hostile_product", "ping_flood", "slow_rest")
 _FLUSH_LINES = 8192
 
 

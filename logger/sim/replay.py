@@ -189,6 +189,10 @@ class ReplayServer:
             self._states = [build_product(p, k, rng) for k, p in enumerate(self.products)]
         return rest_products(path, self._states, query)
 
+    def rest_delay(self) -> None:
+        """Replay has no REST faults: every answer at once."""
+        return None
+
     def on_text(self, s: Session, data: bytes) -> None:
         out = self._handle(s.subs, data, self.products, self.limits)
         for err in out.errors:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from logger.sim import dialect_at, dialect_exchange
 from logger.sim.events import Event
-from logger.sim.faults import FaultSpec, parse_faults
+from logger.sim.faults import FaultSchedule, FaultSpec, parse_faults, rest_faults
 from logger.sim.generator import Dialect, MarketModel
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits, OpenRateLimiter, refusal_for
@@ -79,6 +79,8 @@ class Simulator:
         self.faults = (parse_faults(config.faults) if not isinstance(config.faults, list)
                        else config.faults)
         self.ledger: Ledger | None = Ledger(config.ledger_path) if config.ledger else None
+        self._rest_faults = FaultSchedule(rest_faults(self.faults), 0)
+        self.rest_requests = 0
         self._handle = (dialect_at.handle if config.dialect == "advanced_trade"
                         else dialect_exchange.handle)
         self._opens = OpenRateLimiter(self.limits.opens_per_second)
@@ -175,6 +177,20 @@ class Simulator:
     def rest(self, path: str, query: dict[str, list[str]]) -> bytes | None:
         assert self.model is not None
         return rest_products(path, self.model.states.values(), query)
+
+    def rest_delay(self) -> float | None:
+        """Seconds between the body bytes of this REST answer (``slow_rest``), or None."""
+        n = self.rest_requests
+        self.rest_requests = n + 1
+        if n < self._rest_faults.next_at:
+            return None
+        fired = self._rest_faults.due(n)
+        if not fired:
+            return None
+        secs = float(fired[-1].arg or 5.0)
+        if self.ledger is not None:
+            self.ledger.fault(-1, "slow_rest", n, seconds=secs)
+        return secs
 
     def _allow_message(self, s: Session) -> bool:
         """The per-IP client message rate; an excess message is refused and not handled."""

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from logger.sim import dialect_at, dialect_exchange, wsframe
 from logger.sim.events import Event
-from logger.sim.faults import FaultSchedule, FaultSpec, fault_frame
+from logger.sim.faults import FaultSchedule, FaultSpec, fault_frame, frame_faults
 from logger.sim.ledger import Ledger
 from logger.sim.limits import CONNECTING_TOO_FAST, Limits
 from logger.sim.product import ProductState, Stamp
@@ -28,6 +28,8 @@ from logger.sim.subs import Subs
 _text_header = wsframe.text_header
 #: text-frame headers for payload lengths up to 8 KiB (most frames), built once (hot path)
 _HDR = {n: wsframe.text_header(n) for n in range(1 << 13)}
+#: 256 pings of 125 bytes (the largest control payload), written at once by ``ping_flood``
+_PING_BURST = (wsframe.header(wsframe.OP_PING, 125) + b"p" * 125) * 256
 
 
 def rest_path(dialect: str) -> str:
@@ -56,6 +58,7 @@ class Venue(Protocol):
     def allow_open(self) -> bool: ...
     def open_session(self, transport: asyncio.Transport) -> Session: ...
     def rest(self, path: str, query: dict[str, list[str]]) -> bytes | None: ...
+    def rest_delay(self) -> float | None: ...
     def on_text(self, s: Session, data: bytes) -> None: ...
     def on_closed(self, s: Session) -> None: ...
     def fault_product(self, s: Session) -> str: ...
@@ -75,7 +78,8 @@ class Session:
         self.seq = 0
         self.subs: Subs = {}
         self.parts: list[bytes] = []
-        self.faults = FaultSchedule(faults, conn_id)
+        self.faults = FaultSchedule(frame_faults(faults), conn_id)
+        self._flood: asyncio.Task[None] | None = None
         self.next_fault = self.faults.next_at
         self.blocked = False
         self.closed = False
@@ -201,6 +205,12 @@ class Session:
             self.flush()
             self.closed = self.blocked = True
             self.transport.close()  # TCP FIN after the buffered frames, no close frame: 1006
+        elif kind == "ping_flood":
+            secs = float(spec.arg or 10.0)
+            if led is not None:
+                led.fault(self.id, kind, i, seconds=secs)
+            if self._flood is None or self._flood.done():
+                self._flood = asyncio.get_running_loop().create_task(self._ping_flood(secs))
         elif kind == "stall":
             secs = float(spec.arg or 2.0)
             if led is not None:
@@ -222,6 +232,25 @@ class Session:
     def _unstall(self) -> None:
         if not self.closed:
             self.blocked = False
+
+    async def _ping_flood(self, seconds: float) -> None:
+        """Pings as fast as the client takes them, for ``seconds``, not reading its pongs
+        (a venue that never drains them: the client's outgoing buffer is what grows). The
+        data frames keep flowing between the bursts, each frame whole."""
+        burst = _PING_BURST
+        end = time.monotonic() + seconds
+        self.transport.pause_reading()
+        try:
+            while not self.closed and time.monotonic() < end:
+                await self.writable.wait()
+                if _is_closed(self):  # closed while waiting
+                    break
+                self.flush()
+                self.transport.write(burst)
+                await asyncio.sleep(0)
+        finally:
+            if not _is_closed(self):
+                self.transport.resume_reading()
 
 
 def _is_closed(s: Session) -> bool:
@@ -312,8 +341,27 @@ class VenueProtocol(asyncio.Protocol):
         body = self.venue.rest(url.path, urllib.parse.parse_qs(url.query))
         if req.method != "GET" or body is None:
             self._http(404, "Not Found", b'{"message":"not found"}')
+        elif (delay := self.venue.rest_delay()) is not None:
+            self._trickle(wsframe.http_response(200, "OK", body), delay)
         else:
             self._http(200, "OK", body)
+
+    def _trickle(self, answer: bytes, delay: float) -> None:
+        """``slow_rest``: the head at once, then one body byte every ``delay`` seconds."""
+        assert self.transport is not None
+        start = answer.index(b"\r\n\r\n") + 4
+        self.transport.write(answer[:start])
+        self._drip(answer, start, delay)
+
+    def _drip(self, answer: bytes, at: int, delay: float) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if at >= len(answer):
+            t.close()
+            return
+        t.write(answer[at:at + 1])
+        asyncio.get_running_loop().call_later(delay, self._drip, answer, at + 1, delay)
 
     def _http(self, status: int, reason: str, body: bytes) -> None:
         assert self.transport is not None

@@ -271,3 +271,39 @@ def test_gap_marker_precedes_the_frame_that_revealed_it(tmp_path: Path) -> None:
     stamps = [ts for _, ts, _ in stream]
     assert stamps == sorted(stamps)
     assert stream[gap_at][1] == stream[gap_at + 1][1]  # the revealing frame's receive time
+
+
+def test_simulator_ping_flood_drops_and_reconnects_the_real_connection(tmp_path: Path) -> None:
+    """The simulator's ``ping_flood`` fault (no pong read while it lasts) against the
+    project's connection: dropped at its write limit, DISCONNECT named, reconnected, and the
+    data before and after stored."""
+    from logger.sim.server import SimConfig, Simulator
+
+    async def go() -> tuple[Connection, Simulator]:
+        sim = Simulator(SimConfig(dialect="advanced_trade", products=2, rate_msgs_per_s=2000,
+                                  faults="ping_flood:30@c0/4", ledger=True))
+        await sim.start()
+        sink = Sink(lambda: Engine(EngineConfig(root=tmp_path, backend="pwrite")),
+                    commit_records=50)
+        sink.start()
+        feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"], "heartbeats": []})
+        settings = ConnSettings(backoff_initial_s=0.05, max_write_buffer_bytes=256 << 10,
+                                ack_timeout_s=5)
+        conn = Connection("0", sim.ws_url, feed, sink, SlidingWindowLimiter(8), settings)
+        conn.start()
+        try:
+            await _until(lambda: conn.stats.reconnects >= 1 and conn.stats.messages > 60,
+                         30, lambda: None)
+        finally:
+            await conn.stop()
+            await sim.stop()
+            sink.close()
+        return conn, sim
+
+    conn, sim = asyncio.run(go())
+    got = read_streams(tmp_path)
+    first = _reasons(got)[0]
+    assert "outgoing buffer over 262144 bytes" in first and "ping flood" in first, first
+    assert sim.ledger is not None
+    assert [f["fault"] for f in sim.ledger.faults(0)] == ["ping_flood"]
+    assert markers(got[TICKER], RecordKind.RECONNECT)

@@ -146,3 +146,61 @@ def test_faults_target_one_connection_and_repeat_on_a_period() -> None:
             digests = [f.sha256 for f in sim.ledger.frames(0)[:80]]
             assert digests == [hashlib.sha256(m).hexdigest() for m in a_msgs]
     asyncio.run(main())
+
+
+def test_slow_rest_trickles_the_scheduled_requests_and_ledgers_them() -> None:
+    """``slow_rest:S@INDEX`` counts REST requests: the first answer trickles one byte every
+    S seconds (a per-read timeout never trips), the next ones come at once."""
+    from logger.products import ProductsError, fetch_products
+
+    async def main() -> None:
+        async with venue(dialect="advanced_trade", products=3, rate_msgs_per_s=10,
+                         faults="slow_rest:0.5@0") as sim:
+            t0 = time.monotonic()
+            with pytest.raises(ProductsError, match=r"no complete product list within 1\.5 s"):
+                await fetch_products(sim.rest_url, "advanced_trade", 1.5)
+            assert 1.4 < time.monotonic() - t0 < 3.0
+            got = await fetch_products(sim.rest_url, "advanced_trade", 5)
+            assert len(got) == 3
+            assert sim.rest_requests == 2
+            assert sim.ledger is not None
+            assert sim.ledger.faults(-1) == [{"conn": -1, "fault": "slow_rest", "at_i": 0,
+                                              "seconds": 0.5}]
+    asyncio.run(main())
+
+
+def test_ping_flood_sends_pings_without_reading_then_resumes() -> None:
+    """Pings as fast as the client reads them, the client's pongs unread meanwhile; the
+    data frames keep arriving whole, in ledger order."""
+    async def main() -> None:
+        async with venue(dialect="advanced_trade", products=2, rate_msgs_per_s=2000,
+                         faults="ping_flood:0.5@c0/20") as sim:
+            reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            await reader.readuntil(b"\r\n\r\n")
+            sub = at_sub("level2", ["BTC-USD", "ETH-USD"]).encode()
+            writer.write(bytes((0x81, 0x80 | len(sub))) + b"\0\0\0\0" + sub)
+            pings = 0
+            texts: list[bytes] = []
+            async with asyncio.timeout(20):
+                while len(texts) < 200:
+                    h = await reader.readexactly(2)
+                    n = h[1] & 0x7F
+                    if n == 126:
+                        n = int.from_bytes(await reader.readexactly(2), "big")
+                    elif n == 127:
+                        n = int.from_bytes(await reader.readexactly(8), "big")
+                    payload = await reader.readexactly(n)
+                    if h[0] & 0x0F == 0x9:
+                        pings += 1
+                    else:
+                        texts.append(payload)
+            writer.close()
+            assert pings > 1000
+            assert sim.ledger is not None
+            assert [f["fault"] for f in sim.ledger.faults(0)] == ["ping_flood"]
+            digests = [f.sha256 for f in sim.ledger.frames(0)[:200]]
+            assert digests == [hashlib.sha256(m).hexdigest() for m in texts]
+    asyncio.run(main())

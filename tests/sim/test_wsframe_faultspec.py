@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logger.sim import wsframe
-from logger.sim.faults import FaultSchedule, FaultSpec, FaultSpecError, parse_faults
+from logger.sim.faults import (
+    FaultSchedule,
+    FaultSpec,
+    FaultSpecError,
+    frame_faults,
+    parse_faults,
+    rest_faults,
+)
 from logger.sim.ledger import Ledger, digest
 from logger.sim.limits import OpenRateLimiter
 
@@ -96,9 +103,20 @@ def test_fault_spec_grammar() -> None:
                      ("seq_skip:0@1", "bad argument"), ("stall:-1@1", "bad argument"),
                      ("malformed:weird@1", "one of"), ("hostile_product:x@1", "one of"),
                      ("close:12@1", "bad argument"), ("seq_skip@*0", "period"),
-                     ("abnormal_close:1@1", "no argument")]:
+                     ("abnormal_close:1@1", "no argument"), ("ping_flood:0@1", "bad argument"),
+                     ("slow_rest:x@1", "bad argument"), ("slow_rest@c1/0", "REST requests")]:
         with pytest.raises(FaultSpecError, match=msg):
             parse_faults(bad)
+
+
+def test_hostile_venue_fault_kinds_parse_and_split_by_what_they_count() -> None:
+    specs = parse_faults("ping_flood:3@c0/100,slow_rest:5@0,slow_rest@*2,ping_flood@*1000")
+    assert specs[0] == FaultSpec("ping_flood", 100, None, 0, "3")
+    assert specs[1] == FaultSpec("slow_rest", 0, None, None, "5")
+    assert [s.kind for s in frame_faults(specs)] == ["ping_flood", "ping_flood"]
+    rest = FaultSchedule(rest_faults(specs), 0)
+    fired = {i: [f.arg for f in rest.due(i)] for i in range(7) if i >= rest.next_at}
+    assert fired == {0: ["5"], 2: [None], 4: [None], 6: [None]}
 
 
 def test_fault_schedule_fires_once_periodically_and_per_connection() -> None:
