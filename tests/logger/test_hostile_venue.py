@@ -301,6 +301,7 @@ def test_simulator_ping_flood_drops_and_reconnects_the_real_connection(tmp_path:
         return conn, sim
 
     conn, sim = asyncio.run(go())
+    assert conn.stats.reconnects >= 1
     got = read_streams(tmp_path)
     first = _reasons(got)[0]
     assert "outgoing buffer over 262144 bytes" in first and "ping flood" in first, first
