@@ -149,7 +149,7 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
                                                allow_zero_off=True),
                                 "seconds between product-list refreshes; 0 = never"),
     "venue.rest_timeout_s": (10.0, _float(0, strict=True, what="a positive number"),
-                             "timeout of one REST products request"),
+                             "overall deadline of one REST product-list fetch (all pages)"),
     "storage.data_dir": ("data", _text, "root directory of the segment files"),
     "storage.backend": ("mmap", _choice("auto", "mmap", "uring", "pwrite"),
                         "write backend: mmap, auto, uring or pwrite"),
