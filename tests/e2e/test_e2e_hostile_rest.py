@@ -39,12 +39,15 @@ def _sigterm_seconds(d: object) -> tuple[int, float]:
     return code, time.monotonic() - t0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_ends_discovery_stuck_on_a_trickling_endpoint(data_root: Path,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path,
+                                                               workers: int) -> None:
     sim = start_sim(tmp_path, dialect="advanced_trade", products=3, rate=50, duration=60)
     with TrickleServer(interval_s=1.0) as rest:
         d = start_daemon(dataclasses.replace(sim, rest_url=rest.url), data_root,
-                         dialect="advanced_trade", sets=("venue.rest_timeout_s=600",))
+                         dialect="advanced_trade",
+                         sets=("venue.rest_timeout_s=600", f"ingest.workers={workers}"))
         try:
             deadline = time.monotonic() + 20
             while rest.requests == 0:
@@ -57,6 +60,7 @@ def test_sigterm_ends_discovery_stuck_on_a_trickling_endpoint(data_root: Path,
             stop_all(d, sim)
     assert code == 0, d.log()
     assert took < SIGTERM_BOUND_S, took
+    print(f"SIGTERM to exit during a trickled discovery, workers={workers}: {took:.2f} s")
     assert "Traceback" not in d.log()
 
 
@@ -127,12 +131,12 @@ def test_fixed_products_with_rest_down_subscribe_at_once(data_root: Path,
     assert stored.markers(RecordKind.SUBSCRIBE)
 
 
-@pytest.mark.parametrize("products", ["NOPE-USD,TYPO-USD"])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_fixed_list_the_venue_does_not_know_exits_2_naming_it(
-        data_root: Path, tmp_path: Path, products: str) -> None:
+        data_root: Path, tmp_path: Path, workers: int) -> None:
     sim = start_sim(tmp_path, dialect="advanced_trade", products=3, rate=50, duration=60)
     d = start_daemon(sim, data_root, dialect="advanced_trade",
-                     sets=(f"venue.products={products}",))
+                     sets=("venue.products=NOPE-USD,TYPO-USD", f"ingest.workers={workers}"))
     try:
         code = d.proc.wait(20)
     finally:
