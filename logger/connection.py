@@ -575,6 +575,9 @@ class Connection:
         t = self.transport
         if t is None or t.is_disconnected:
             return
+        if self.close_reason:  # already closing (shutdown, watchdog …): keep that reason
+            t.disconnect(graceful=False)
+            return
         limit = self.settings.max_write_buffer_bytes
         what = f"ping flood, {self.pings} pings answered" if self.pings > 100 else \
             f"{self.pings} pings answered"
