@@ -242,3 +242,13 @@ def test_parse_head() -> None:
                                                         {"location": "/x", "x-a": "b"})
     with pytest.raises(HttpError, match="bad response header"):
         parse_head(b"HTTP/1.1 200 OK\r\nno colon here")
+
+
+def test_a_redirect_is_followed_within_the_same_deadline() -> None:
+    body = orjson.dumps([ex_item("A-USD")])
+    target = _one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    url = _one_shot(b"HTTP/1.1 301 Moved Permanently\r\nLocation: %s\r\n\r\n" % target.encode())
+    assert [p.product_id for p in _fetch(url, "exchange", 5)] == ["A-USD"]
+    loop_url = _one_shot(b"HTTP/1.1 302 Found\r\nLocation: ftp://x/\r\n\r\n")
+    with pytest.raises(ProductsError, match="not an http"):
+        _fetch(loop_url, "exchange", 5)
