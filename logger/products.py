@@ -1,7 +1,7 @@
 """Product discovery: parse the venue's REST product list, keep what can be recorded, diff it.
 
 Parsing is pure (bytes in, ``Product`` list out) so it is tested without a network; the fetch
-runs on the event loop (``logger.http``) under one deadline for all its pages. A product is
+runs on the event loop (``logger.httpget``) under one deadline for all its pages. A product is
 kept when it is online and not disabled (``trading_disabled``, ``is_disabled``,
 ``view_only`` on Advanced Trade), has an id that can name a storage stream, and is not an
 alias of another kept product (Advanced Trade lists e.g. ``BTC-USDC`` as an alias of
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from logger.http import HttpError, http_get
+from logger.httpget import HttpError, http_get
 from logger.protocol.names import is_valid_product_id
 
 log = logging.getLogger("logger.products")

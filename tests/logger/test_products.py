@@ -15,7 +15,7 @@ import orjson
 import pytest
 from trickle import TrickleServer
 
-from logger.http import HttpError, parse_head
+from logger.httpget import HttpError, parse_head
 from logger.products import (
     Product,
     ProductsError,
