@@ -108,9 +108,11 @@ and 1015 are for reporting only, 3000–4999 are registered/private and echoed a
 
 
 def close_code_value(code: object) -> int:
-    """picows hands a ``WSCloseCode`` for known codes and an int for the others."""
+    """picows hands a ``WSCloseCode`` for known codes and an int for the others; a close
+    without a code (picows' ``NO_INFO``, 0) is reported as 1005, as RFC 6455 names it."""
     value = getattr(code, "value", code)
-    return int(value) if isinstance(value, int) else 0
+    value = int(value) if isinstance(value, int) else 0
+    return value or 1005
 
 
 def reply_close_code(code: int) -> WSCloseCode:

@@ -214,6 +214,21 @@ def test_protocol_errors_log_one_line_and_name_the_error(
     assert len(data_only(got[TICKER])) == 2
 
 
+def test_a_close_without_a_code_is_named_1005_and_answered_1000(tmp_path: Path) -> None:
+    async def bare_close(s: Session) -> None:
+        seq = await _subscribed(s)
+        s.send(frame(at_frame(seq)))
+        s.send(frame(b"", opcode=8))
+        await s.drain()
+        await s.read_frame()
+        await asyncio.sleep(30)
+
+    _, srv, got, _, _ = _run(tmp_path, [bare_close, _healthy],
+                             lambda c, srv: srv.accepted == 2 and c.stats.messages >= 6)
+    assert _reasons(got)[0] == "server close 1005 ''"
+    assert struct.unpack("!H", srv.sessions[0].received[-1][:2])[0] == 1000
+
+
 def test_reply_close_code_never_sends_a_reserved_code() -> None:
     for code in (0, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535):
         assert close_code_value(reply_close_code(code)) == 1000
