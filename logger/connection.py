@@ -12,6 +12,13 @@ per connection and channel, read by metrics at scrape time), two list appends an
 increments in the sink. Everything else — actions (markers, resubscribe, reconnect), the
 watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The watchdog
 compares message counts between ticks instead of stamping each message with a clock.
+
+Nothing a venue does makes a connection hold more than a bounded amount of memory or wait
+without a deadline (docs/RUNTIME.md, Memory a venue can make one connection use): frames and
+reassembled messages stop at ``max_frame_bytes``; pings are answered here (not by picows'
+auto-pong) into an outgoing buffer whose high-water mark is ``max_write_buffer_bytes``, and
+passing it drops the connection; connect and close each have a deadline. Protocol errors,
+closes and drops end in one log line and a DISCONNECT marker naming the cause.
 """
 
 from __future__ import annotations
