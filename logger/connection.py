@@ -138,6 +138,26 @@ def _quiet_picows() -> None:
     logging.getLogger("picows").setLevel(logging.CRITICAL)
 
 
+def handshake_reason(transport: WSTransport | None) -> str:
+    """Why a socket went that we did not close ourselves: the close handshake says (a close
+    from the venue, or the protocol error picows closed with), else the connection was lost."""
+    hs = transport.close_handshake if transport is not None else None
+    if hs is not None and hs.recv is not None:
+        return f"server close {close_code_value(hs.recv.code)} {hs.recv.reason!r}"
+    if hs is not None and hs.sent is not None:
+        return (f"protocol error: closed with {close_code_value(hs.sent.code)} "
+                f"{hs.sent.reason!r}")
+    return "connection lost"
+
+
+async def _collect(transport: WSTransport) -> None:
+    """Await the transport's end and drop its exception: after a protocol error picows sets
+    one on a future nobody else awaits, and asyncio would log "Future exception was never
+    retrieved" with a traceback; the cause is already in the DISCONNECT marker and log line."""
+    with contextlib.suppress(Exception):
+        await transport.wait_disconnected()
+
+
 class _Listener(WSListener):
     """picows callbacks; the per-frame path is kept to the minimum."""
 
@@ -567,17 +587,10 @@ class Connection:
                 log.debug("event=rcvbuf_failed conn=%s error=%r", self.conn_id, e)
 
     def _watch(self, transport: WSTransport) -> None:
-        """Take the disconnect exception picows leaves on the transport after a protocol
-        error (else asyncio logs "Future exception was never retrieved" with a traceback);
-        the reason is already in the DISCONNECT marker and the disconnect log line."""
-        task = asyncio.get_running_loop().create_task(self._wait_disconnected(transport))
+        """Collect the disconnect exception picows leaves on the transport (``_collect``)."""
+        task = asyncio.get_running_loop().create_task(_collect(transport))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
-
-    @staticmethod
-    async def _wait_disconnected(transport: WSTransport) -> None:
-        with contextlib.suppress(Exception):
-            await transport.wait_disconnected()
 
     def write_overflow(self) -> None:
         """The outgoing buffer passed its limit: drop the socket now (the reconnect follows)."""
@@ -594,25 +607,12 @@ class Connection:
                              f" ({what})")
         t.disconnect(graceful=False)
 
-    def _closing_reason(self, transport: WSTransport | None) -> str:
-        """Why the socket went: what we decided, else the close handshake (a close from the
-        venue, or the protocol error picows closed with), else a lost connection."""
-        if self.close_reason:
-            return self.close_reason
-        hs = transport.close_handshake if transport is not None else None
-        if hs is not None and hs.recv is not None:
-            return f"server close {close_code_value(hs.recv.code)} {hs.recv.reason!r}"
-        if hs is not None and hs.sent is not None:
-            return (f"protocol error: closed with {close_code_value(hs.sent.code)} "
-                    f"{hs.sent.reason!r}")
-        return "connection lost"
-
     def on_disconnected(self) -> None:
         """picows callback: the socket is gone (any reason). Write DISCONNECT markers."""
         if self._closed.is_set():
             return
         self.stats.connected = False
-        reason = self._closing_reason(self.transport)
+        reason = self.close_reason or handshake_reason(self.transport)
         self.transport = None
         self.feed.on_disconnect(reason)
         self.run_actions()
