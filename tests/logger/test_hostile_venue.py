@@ -9,6 +9,7 @@ naming the cause, the connection comes back, and nothing hangs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -323,3 +324,49 @@ def test_simulator_ping_flood_drops_and_reconnects_the_real_connection(tmp_path:
     assert sim.ledger is not None
     assert [f["fault"] for f in sim.ledger.faults(0)] == ["ping_flood"]
     assert markers(got[TICKER], RecordKind.RECONNECT)
+
+
+def test_a_tcp_connect_that_never_completes_ends_at_the_deadline(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A listening socket whose accept backlog is full drops every further SYN: the TCP
+    connect itself hangs (picows times only the upgrade after it). The connection's own
+    deadline ends each attempt and the next one follows."""
+    caplog.set_level(logging.WARNING, logger="logger.connection")
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # fill the backlog
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+
+    async def go() -> float:
+        sink = Sink(lambda: Engine(EngineConfig(root=tmp_path, backend="pwrite")))
+        sink.start()
+        feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"]})
+        settings = ConnSettings(connect_timeout_s=0.5, backoff_initial_s=0.05,
+                                backoff_max_s=0.1)
+        conn = Connection("0", f"ws://127.0.0.1:{port}/", feed, sink,
+                          SlidingWindowLimiter(8), settings)
+        conn.start()
+        await asyncio.sleep(1.8)
+        t0 = time.monotonic()
+        await conn.stop()
+        sink.close()
+        return time.monotonic() - t0
+
+    try:
+        assert asyncio.run(go()) < 1.0
+    finally:
+        for c in fillers:
+            c.close()
+        srv.close()
+    failed = [r.getMessage() for r in caplog.records if "event=connect_failed" in r.getMessage()]
+    assert len(failed) >= 2, failed
+    assert all("no connection within 0.5 s" in m for m in failed), failed
