@@ -46,7 +46,7 @@ def test_sigterm_ends_discovery_stuck_on_a_trickling_endpoint(data_root: Path,
                                                                tmp_path: Path,
                                                                workers: int) -> None:
     sim = start_sim(tmp_path, dialect="advanced_trade", products=3, rate=50, duration=60)
-    with TrickleServer(interval_s=1.0) as rest:
+    with TrickleServer(interval_s=5.0) as rest:
         d = start_daemon(dataclasses.replace(sim, rest_url=rest.url), data_root,
                          dialect="advanced_trade",
                          sets=("venue.rest_timeout_s=600", f"ingest.workers={workers}"))
