@@ -1,8 +1,8 @@
 """The ingest daemon: config → products → pool of connections → sink → storage, until a signal.
 
-Why it is shaped like this: everything that can block (REST discovery, the storage engine) is
-kept off the event loop (a thread for the one, the sink's storage thread for the other), so the
-loop only reads sockets. Shutdown is ordered so nothing received is lost: stop reading (each
+Why it is shaped like this: the storage engine, which can block, is kept off the event loop
+(the sink's storage thread), so the loop only does network I/O; REST discovery runs on the loop
+without blocking it, under a deadline, cancellable by a stop (``logger.discovery``). Shutdown is ordered so nothing received is lost: stop reading (each
 connection writes its DISCONNECT markers), then hand every pending record to the storage
 thread, commit, seal, and exit 0. The UTC day roll needs no code here: every record goes to the
 segment of its own day, and each commit (at least every ``commit_interval_s``) passes the wall
