@@ -2,8 +2,9 @@
 
 Why it is shaped like this: the storage engine, which can block, is kept off the event loop
 (the sink's storage thread), so the loop only does network I/O; REST discovery runs on the loop
-without blocking it, under a deadline, cancellable by a stop (``logger.discovery``). Shutdown is ordered so nothing received is lost: stop reading (each
-connection writes its DISCONNECT markers), then hand every pending record to the storage
+without blocking it, under a deadline, cancellable by a stop (``logger.discovery``).
+Shutdown is ordered so nothing received is lost: stop reading (each connection writes its
+DISCONNECT markers), then hand every pending record to the storage
 thread, commit, seal, and exit 0. The UTC day roll needs no code here: every record goes to the
 segment of its own day, and each commit (at least every ``commit_interval_s``) passes the wall
 clock, which seals the segments of past days — ingest never pauses.
