@@ -81,6 +81,8 @@ class ProductRows:
     _last_quote: tuple[Level | None, Level | None] | None = None
     _touched: bool = False
     _bounds: tuple[float | None, float | None] = (None, None)
+    #: (time, marker name) of the last thing that made a valid book invalid
+    invalidated_by: tuple[int, str] | None = None
 
     def __post_init__(self) -> None:
         specs: dict[str, tuple[tuple[str, str], ...]] = {
@@ -117,6 +119,7 @@ class ProductRows:
             if ds in self._pending:
                 self._pending[ds].append(name)
         if channel in D.BOOK_CHANNELS and self.tracker.marker(ts, kind):
+            self.invalidated_by = (ts, name)
             self._book_invalid(ts)
 
     # -- sink: trades -------------------------------------------------------------------------
