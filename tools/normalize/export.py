@@ -3,9 +3,9 @@
 Layout: `<out>/dataset=<name>/date=<YYYY-MM-DD>/product=<product>/part-0.parquet` (zstd, row
 groups of `Options.row_group` rows), `status` under `dataset=status/date=…/part-0.parquet`.
 Each file is written as `*.tmp` and renamed when its day is complete, so a reader never sees a
-half file under its final name. A finished (product, day) leaves `<out>/_export/<product>/<day>.json`
-with the options and row counts; a later run skips it unless the options differ or `--force`
-is given. The current UTC day is never marked finished: it is still being recorded.
+half file under its final name. A finished (product, day) leaves
+`<out>/_export/<product>/<day>.json` with the options and row counts; a later run skips it
+unless the options differ or `--force` is given. The current UTC day is never marked finished: it is still being recorded.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from storage.records import Record
 from tools.normalize import datasets as D
 from tools.normalize.replay import DEFAULT_LOOKBACK_DAYS, day_start, run_days, warm_up
 from tools.normalize.rows import Options, ProductRows
-from storage.records import Record
 from tools.normalize.source import MULTI, product_days, products, stream_days, stream_records
 from tools.normalize.tardis import TARDIS_NAMES, header, to_tardis
 
@@ -112,7 +112,7 @@ class DayWriter:
     def _open(self, ds: str, tmp: Path, table: pa.Table) -> Any:
         if self.job.fmt == "parquet":
             return pq.ParquetWriter(tmp, table.schema, compression="zstd")
-        f = gzip.open(tmp, "wb", compresslevel=6)
+        f = gzip.open(tmp, "wb", compresslevel=6)  # noqa: SIM115 (closed in close/abort)
         names = header(ds, self.job.opts.depth) if ds in TARDIS_NAMES else table.column_names
         f.write((",".join(names) + "\n").encode())
         return f

@@ -50,6 +50,9 @@ def integrity(root: Path, product_sel: list[str] | None = None,
         if book:
             warm_up(rows, root, book, day_start(days[0]), lookback_days)
         out: list[dict[str, Any]] = []
-        run_days(rows, root, list(CHANNELS), days,
-                 lambda d, r, p=p: out.append(_report(p, d, r)))  # type: ignore[misc]
+
+        def done(day: dt.date, r: ProductRows, out: list[dict[str, Any]] = out) -> None:
+            out.append(_report(r.product, day, r))
+
+        run_days(rows, root, list(CHANNELS), days, done)
         yield from out
