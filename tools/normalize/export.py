@@ -5,7 +5,8 @@ groups of `Options.row_group` rows), `status` under `dataset=status/date=…/par
 Each file is written as `*.tmp` and renamed when its day is complete, so a reader never sees a
 half file under its final name. A finished (product, day) leaves
 `<out>/_export/<product>/<day>.json` with the options and row counts; a later run skips it
-unless the options differ or `--force` is given. The current UTC day is never marked finished: it is still being recorded.
+unless the options differ or `--force` is given. The current UTC day is never marked
+finished: it is still being recorded.
 """
 
 from __future__ import annotations
