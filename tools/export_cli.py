@@ -34,7 +34,7 @@ normalized datasets, one file per dataset, UTC day and product:
 datasets: trades, book_l2 (one row per price-level change), book_snapshot (top
 --depth levels of the rebuilt book, written as book_snapshot_<depth>), quotes
 (best bid/ask from the book and from ticker), ticker, candles, status, markers.
-Prices and sizes are exact decimals (decimal128(38,18)) unless --float. Each row
+Prices and sizes are exact decimals (decimal128(38,12)) unless --float. Each row
 after a gap, disconnect or other marker says so in its `marker` column, and the
 book-derived rows carry `valid` (false from a possible loss to the next snapshot).
 

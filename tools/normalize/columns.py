@@ -4,7 +4,7 @@ Why this shape: per message the parsers only append the venue's own strings to l
 Decimal, no datetime objects: those cost microseconds each); the conversion to exact
 decimal128 or float64, and of ISO exchange times to timestamps, then runs vectorised inside
 Arrow once per row group. A value Arrow cannot convert (a malformed number, a decimal with more
-than 18 fractional digits) becomes null and is counted in `unconverted`, never dropped silently.
+than 12 fractional digits) becomes null and is counted in `unconverted`, never dropped silently.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 
 import pyarrow as pa
 
-#: exact decimals: 20 integer digits and 18 fractional digits, enough for every Coinbase
-#: price, size and volume (quote increments reach 1e-10, sizes 1e-8)
-DECIMAL = pa.decimal128(38, 18)
+#: exact decimals: 26 integer digits and 12 fractional digits, enough for every Coinbase
+#: price, size and volume (quote increments reach 1e-10, sizes 1e-8); 12, not more, so that
+#: price * size (scale 24) still fits 38 digits in DuckDB and Polars
+DECIMAL = pa.decimal128(38, 12)
 TIMESTAMP = pa.timestamp("ns", tz="UTC")
 
 # column kinds
 TS = "ts"        # int ns since the epoch -> timestamp[ns, UTC]
 TSX = "tsx"      # ISO 8601 string from the venue -> timestamp[ns, UTC] (null if absent)
-DEC = "dec"      # decimal string -> decimal128(38, 18), or float64 with floats=True
+DEC = "dec"      # decimal string -> decimal128(38, 12), or float64 with floats=True
 STR = "str"      # string
 CAT = "cat"      # short repeated string -> dictionary<int32, string>
 INT = "int"      # int64
