@@ -10,6 +10,7 @@ datasets selected: one rebuild implementation for export, `inspect book` and `in
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -32,9 +33,13 @@ def day_start(day: dt.date) -> int:
     return (day - dt.date(1970, 1, 1)).days * DAY_NS
 
 
+_SNAPSHOT = re.compile(rb'"type"\s*:\s*"snapshot"')
+
+
 def is_snapshot(payload: bytes) -> bool:
-    """A level2 snapshot frame, told by its first bytes (no JSON decoding)."""
-    return payload.startswith(b'{"type":"snapshot"') or b'"type":"snapshot"' in payload[:160]
+    """A level2 snapshot frame, told by its first bytes (no JSON decoding): Exchange frames
+    start with their type, AT frames carry the event type right after the envelope."""
+    return _SNAPSHOT.search(payload, 0, 200) is not None
 
 
 def book_channels(root_channels: Iterable[str]) -> list[str]:

@@ -1,0 +1,147 @@
+"""Markers and damage in the export: a gap invalidates the book until the next snapshot, and
+every row after a marker says so; malformed frames and damaged files become markers too."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from exportdata import write_root
+
+from storage import RecordKind
+from tools.export_cli import main as export_main
+from tools.inspect_cli import main as inspect_main
+from tools.normalize import api
+
+S = 1_000_000_000
+T0 = 1_767_312_000 * S  # 2026-01-02T00:00:00Z
+P = "XBT-USD"
+GAP, DISC, DATA = int(RecordKind.GAP), int(RecordKind.DISCONNECT), int(RecordKind.DATA)
+
+
+def _l2(changes: list[tuple[str, str, str]]) -> bytes:
+    return json.dumps({"type": "l2update", "product_id": P, "changes": changes,
+                       "time": "2026-01-02T00:00:01.000000Z"}).encode()
+
+
+def _snap(bids: list[list[str]], asks: list[list[str]]) -> bytes:
+    return json.dumps({"type": "snapshot", "product_id": P, "bids": bids,
+                       "asks": asks}).encode()
+
+
+def _match(tid: int, side: str = "sell") -> bytes:
+    return json.dumps({"type": "match", "trade_id": tid, "side": side, "size": "0.5",
+                       "price": "100.25", "product_id": P, "sequence": 10 + tid,
+                       "time": "2026-01-02T00:00:01.000000Z"}).encode()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    l2, mt = "level2_batch", "matches"
+    return write_root(tmp_path / "data", [
+        (P, l2, T0 + 1 * S, DATA, _snap([["100.00", "1"]], [["101.00", "2"]])),
+        (P, mt, T0 + 1 * S + 1, DATA, _match(1)),
+        (P, l2, T0 + 2 * S, DATA, _l2([("buy", "100.50", "3")])),
+        (P, mt, T0 + 2 * S + 1, DATA, _match(2, "buy")),
+        (P, l2, T0 + 3 * S, GAP, b'{"conn":"0","event":"gap"}'),
+        (P, mt, T0 + 3 * S, DISC, b'{"conn":"0","event":"disconnect"}'),
+        (P, l2, T0 + 4 * S, DATA, _l2([("sell", "101.00", "0"), ("sell", "100.80", "1")])),
+        (P, mt, T0 + 4 * S + 1, DATA, _match(5)),
+        (P, l2, T0 + 6 * S, DATA, _snap([["99.00", "5"]], [["102.00", "1"]])),
+        (P, l2, T0 + 7 * S, DATA, _l2([("buy", "99.50", "1")])),
+        (P, l2, T0 + 7 * S + S // 2, DATA, b'{"type":"l2update","product_id":"XBT-USD",'
+                                           b'"changes":[["buy"]]}'),
+        (P, l2, T0 + 8 * S, DATA, _l2([("buy", "99.60", "1")])),
+    ])
+
+
+def _levels(side: list[tuple[str, str]]) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(p), Decimal(s)) for p, s in side]
+
+
+def test_gap_invalidates_book_until_next_snapshot(root: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    ok = api.book(root, P, T0 + 2 * S + S // 2)
+    assert ok["valid"] and _levels(ok["bids"]) == [(Decimal("100.50"), 3), (Decimal("100"), 1)]
+    hole = api.book(root, P, T0 + 5 * S)
+    assert not hole["valid"] and hole["invalid_reason"] == "gap"
+    after = api.book(root, P, T0 + 6 * S + S // 2)
+    assert after["valid"] and _levels(after["bids"]) == [(Decimal(99), 5)]
+    assert _levels(after["asks"]) == [(Decimal(102), 1)]
+    bad = api.book(root, P, T0 + 7 * S + S // 2)
+    assert not bad["valid"] and bad["invalid_reason"] == "malformed"
+    capfd.readouterr()
+    assert inspect_main(["book", str(root), "-p", P, "--at", str(T0 + 5 * S)]) == 1
+    out = capfd.readouterr()[0]
+    assert "INVALID" in out and "gap" in out
+    assert inspect_main(["book", str(root), "-p", P, "--at", str(T0 + 6 * S + 1)]) == 0
+
+
+def test_export_rows_carry_markers_and_validity(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export_main([str(root), "-o", str(out), "-q"]) == 0
+
+    def ds(name: str) -> list[dict]:
+        f = next(out.glob(f"dataset={name}/date=2026-01-02/product={P}/part-0.parquet"))
+        return pq.read_table(f, partitioning=None).to_pylist()
+
+    snaps = {int(r["ts_recv"].timestamp()) - T0 // S: r["valid"] for r in ds("book_snapshot_25")}
+    assert snaps == {2: True, 3: False, 4: False, 5: False, 6: False, 7: True, 8: False}
+    l2 = ds("book_l2")
+    first_after_gap = next(r for r in l2 if r["ts_recv"].timestamp() >= (T0 + 4 * S) / S)
+    assert first_after_gap["marker"] == "gap"
+    assert [r["marker"] for r in l2].count("gap") == 1
+    trades = ds("trades")
+    assert [(r["trade_id"], r["side"], r["marker"]) for r in trades] == [
+        ("1", "buy", None), ("2", "sell", None), ("5", "buy", "disconnect")]
+    quotes = ds("quotes")
+    assert [q["valid"] for q in quotes].count(False) == 2  # the gap, the malformed frame
+    kinds = [r["kind"] for r in ds("markers")]
+    assert kinds == ["gap", "disconnect", "malformed"]
+
+
+def test_integrity_counts_gaps_valid_time_and_missing_trades(
+        root: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    assert inspect_main(["integrity", str(root), "--json"]) == 0
+    rep = orjson.loads(capfd.readouterr()[0])
+    assert rep["snapshots"] == 2 and rep["gaps"] == 1
+    assert rep["book_invalidations"] == 2
+    # valid 1 s..3 s and 6 s..7.5 s of the 1 s..8 s span: 3.5 / 7
+    assert rep["book_valid_pct"] == 50.0
+    assert (rep["trades"], rep["trade_id_gaps"], rep["trades_missing"]) == (3, 1, 2)
+    assert rep["markers"] == {"disconnect": 1, "gap": 1, "malformed": 1}
+    assert inspect_main(["integrity", str(root)]) == 0
+    table = capfd.readouterr()[0].splitlines()
+    assert table[0].split()[:3] == ["PRODUCT", "DATE", "SNAPS"] and P in table[1]
+
+
+def test_crossed_book_is_counted(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    root = write_root(tmp_path / "data", [
+        (P, "level2_batch", T0 + S, DATA, _snap([["100", "1"]], [["101", "1"]])),
+        (P, "level2_batch", T0 + 2 * S, DATA, _l2([("buy", "101", "1")])),      # locked
+        (P, "level2_batch", T0 + 3 * S, DATA, _l2([("buy", "102", "1")])),      # crossed
+        (P, "level2_batch", T0 + 4 * S, DATA, _l2([("buy", "102", "0"), ("buy", "101", "0")])),
+    ])
+    capfd.readouterr()
+    assert inspect_main(["integrity", str(root), "--json"]) == 0
+    rep = orjson.loads(capfd.readouterr()[0])
+    assert (rep["locked_moments"], rep["crossed_moments"]) == (1, 1)
+
+
+def test_damaged_file_becomes_a_marker_not_a_crash(root: Path, tmp_path: Path) -> None:
+    seg = next((root / P / "matches").glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[4096 + 40] ^= 0xFF  # inside the first batch: its CRC no longer matches
+    seg.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert export_main([str(root), "-o", str(out), "-q", "-d", "trades,markers"]) == 0
+    f = next(out.glob(f"dataset=markers/date=*/product={P}/*.parquet"))
+    rows = pq.read_table(f, partitioning=None).to_pylist()
+    damaged = [r for r in rows if r["kind"] == "damaged"]
+    assert len(damaged) == 1 and "matches" in damaged[0]["payload"]
+    assert damaged[0]["channel"] == "matches"
