@@ -26,13 +26,6 @@ Level = tuple[str, str]  # (price, size) exactly as the venue sent them
 _HARMLESS = frozenset({int(RecordKind.SUBSCRIBE)})
 
 
-def is_zero(size: str) -> bool:
-    try:
-        return float(size) == 0.0
-    except ValueError:
-        return False
-
-
 class Side:
     """One side of the book with a cached best key (max for bids, min for asks)."""
 
@@ -46,7 +39,7 @@ class Side:
 
     def set(self, price: str, size: str) -> float:
         key = float(price)
-        if is_zero(size):
+        if float(size) == 0.0:
             if self.levels.pop(key, None) is not None and key == self._best:
                 self._dirty = True
             return key

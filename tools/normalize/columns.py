@@ -49,27 +49,42 @@ def schema_of(columns: Sequence[tuple[str, str]], floats: bool) -> pa.Schema:
 
 @dataclass
 class Columns:
-    """Append-only rows of one dataset; `take()` returns them as a table and starts afresh."""
+    """Append-only rows of one dataset; `take()` returns them as a table and starts afresh.
+
+    Rows are kept as tuples (one append per row, the cheapest thing Python does) and turned
+    into columns once per row group. A dataset whose last column is `marker` gets it filled
+    here: null, or the marker names set with `mark()` since the previous row.
+    """
 
     spec: Sequence[tuple[str, str]]
     floats: bool = False
-    data: list[list[Any]] = field(init=False)
+    rows: list[tuple[Any, ...]] = field(init=False, default_factory=list)
     unconverted: int = 0
+    pending: str | None = None
 
     def __post_init__(self) -> None:
-        self.data = [[] for _ in self.spec]
+        self.has_marker = self.spec[-1][0] == "marker"
 
     def __len__(self) -> int:
-        return len(self.data[0])
+        return len(self.rows)
+
+    def mark(self, name: str) -> None:
+        self.pending = name if self.pending is None else f"{self.pending},{name}"
 
     def add(self, *values: Any) -> None:
-        for col, v in zip(self.data, values, strict=True):
-            col.append(v)
+        if not self.has_marker:
+            self.rows.append(values)
+        elif self.pending is None:
+            self.rows.append((*values, None))
+        else:
+            self.rows.append((*values, self.pending))
+            self.pending = None
 
     def take(self) -> pa.Table:
-        arrays = [self._convert(kind, col) for (_, kind), col in zip(self.spec, self.data,
-                                                                    strict=True)]
-        self.data = [[] for _ in self.spec]
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(self.spec)
+        self.rows = []
+        arrays = [self._convert(kind, list(col)) for (_, kind), col in zip(self.spec, columns,
+                                                                           strict=True)]
         return pa.Table.from_arrays(arrays, schema=schema_of(self.spec, self.floats))
 
     def _convert(self, kind: str, values: list[Any]) -> pa.Array:

@@ -88,14 +88,15 @@ def warm_up(rows: ProductRows, root: Path, channels: list[str], until_ns: int,
         return None
     saved_out, rows.out = rows.out, None
     saved_cols, rows.cols = rows.cols, {}
-    saved_pending, rows._pending = rows._pending, {}
+    rows._bind()
     try:
         d = day_of(snap)
         while day_start(d) < until_ns:
             feed_span(rows, root, channels, snap, until_ns, d)
             d += dt.timedelta(days=1)
     finally:
-        rows.out, rows.cols, rows._pending = saved_out, saved_cols, saved_pending
+        rows.out, rows.cols = saved_out, saved_cols
+        rows._bind()
     rows.tracker.close_span(until_ns)
     return snap
 

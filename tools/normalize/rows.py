@@ -73,7 +73,6 @@ class ProductRows:
     tracker: BookTracker = field(default_factory=BookTracker)
     counters: Counters = field(default_factory=Counters)
     cols: dict[str, Columns] = field(init=False)
-    _pending: dict[str, list[str]] = field(init=False)
     _last_trade: int | None = None
     _channel: str = ""
     _tsx: str | None = None
@@ -90,7 +89,13 @@ class ProductRows:
             "candles": D.CANDLES, "status": D.STATUS, "markers": D.MARKERS,
             "book_snapshot": D.book_snapshot_spec(self.opts.depth)}
         self.cols = {n: Columns(specs[n], self.opts.floats) for n in self.opts.datasets}
-        self._pending = {n: [] for n in self.cols}
+        self._bind()
+
+    def _bind(self) -> None:
+        """Direct references for the two hot datasets, and whether the book is needed."""
+        self._l2 = self.cols.get("book_l2")
+        self._trades = self.cols.get("trades")
+        self._need_book = not self.cols or bool({"book_snapshot", "quotes"} & set(self.cols))
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, channel: str, rec: Record, shared: bool = False) -> None:
@@ -116,8 +121,8 @@ class ProductRows:
         if "markers" in self.cols:
             self._add("markers", ts, channel, name, payload)
         for ds in _AFFECTS.get(channel, ()):
-            if ds in self._pending:
-                self._pending[ds].append(name)
+            if ds in self.cols:
+                self.cols[ds].mark(name)
         if channel in D.BOOK_CHANNELS and self.tracker.marker(ts, kind):
             self.invalidated_by = (ts, name)
             self._book_invalid(ts)
@@ -137,8 +142,11 @@ class ProductRows:
             if last is None or tid > last:
                 self._last_trade = tid
         self.counters.trades += 1
-        if "trades" in self.cols:
-            self._add("trades", ts, tsx, trade_id, side, price, size, seq)
+        c = self._trades
+        if c is not None:
+            c.add(ts, tsx, trade_id, side, price, size, seq)
+            if len(c.rows) >= self.opts.row_group:
+                self._emit("trades")
 
     # -- sink: book ---------------------------------------------------------------------------
     def book_begin(self, ts: int, is_snapshot: bool) -> None:
@@ -149,13 +157,16 @@ class ProductRows:
 
     def level(self, ts: int, tsx: str | None, is_snapshot: bool, is_bid: bool, price: str,
               size: str, seq: int | None) -> None:
-        key = self.tracker.level(is_bid, price, size)
-        if self.opts.on_change and not self._touched:
-            bound = self._bounds[0 if is_bid else 1]
-            self._touched = bound is None or (key >= bound if is_bid else key <= bound)
-        if "book_l2" in self.cols:
-            self._add("book_l2", ts, tsx, is_snapshot, "bid" if is_bid else "ask", price, size,
-                      seq)
+        if self._need_book:
+            key = self.tracker.level(is_bid, price, size)
+            if self.opts.on_change and not self._touched:
+                bound = self._bounds[0 if is_bid else 1]
+                self._touched = bound is None or (key >= bound if is_bid else key <= bound)
+        c = self._l2
+        if c is not None:
+            c.add(ts, tsx, is_snapshot, "bid" if is_bid else "ask", price, size, seq)
+            if len(c.rows) >= self.opts.row_group:
+                self._emit("book_l2")
 
     def book_end(self, ts: int, tsx: str | None) -> None:
         tr = self.tracker
@@ -226,14 +237,8 @@ class ProductRows:
     # -- output -------------------------------------------------------------------------------
     def _add(self, ds: str, *values: Any) -> None:
         c = self.cols[ds]
-        if ds == "markers":
-            c.add(*values)
-        else:
-            pend = self._pending[ds]
-            c.add(*values, ",".join(pend) if pend else None)
-            if pend:
-                pend.clear()
-        if len(c) >= self.opts.row_group:
+        c.add(*values)
+        if len(c.rows) >= self.opts.row_group:
             self._emit(ds)
 
     def _emit(self, ds: str) -> None:

@@ -112,4 +112,7 @@ def merged(root: Path, product: str, channels: Iterable[str], day: dt.date,
         sources.append(_items(root, product, ch, 2 * i, day, from_ns, to_ns))
         if with_multi and (root / MULTI / ch).is_dir():
             sources.append(_items(root, MULTI, ch, 2 * i + 1, day, from_ns, to_ns))
-    yield from heapq.merge(*sources, key=lambda it: (it.ts_ns, it.order))
+    if len(sources) == 1:
+        yield from sources[0]
+    else:  # Items compare as tuples: by time, then by stream (never further)
+        yield from heapq.merge(*sources)
