@@ -34,7 +34,7 @@ import pandas as pd
 from logger.sim.generator import DEFAULT_START_NS, MarketModel
 from storage import Engine, EngineConfig
 from tools.normalize.book import BookTracker
-from tools.normalize.export import Job, export_product, plan
+from tools.normalize.export import export_product, plan
 from tools.normalize.rows import Options, ProductRows
 from tools.normalize.source import product_days, products, stream_records
 

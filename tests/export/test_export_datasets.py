@@ -232,7 +232,7 @@ def test_incremental_skip_force_and_parallel_same_output(
 
 def test_archives_export_like_live_segments(recorded: tuple[str, Path, Path],
                                             tmp_path: Path) -> None:
-    dialect, root, out = recorded
+    _dialect, root, out = recorded
     import shutil
     copy = tmp_path / "data"
     shutil.copytree(root, copy)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import orjson
 
-from storage.records import RecordKind
+from storage.records import Record, RecordKind
 from tools.normalize import datasets as D
 from tools.normalize.rows import ProductRows
-from tools.normalize.source import DAMAGED, merged, stream_days, stream_records
+from tools.normalize.source import DAMAGED, MULTI, merged, stream_days, stream_records
 
 DAY_NS = 86_400 * 1_000_000_000
 DEFAULT_LOOKBACK_DAYS = 3
@@ -67,13 +67,59 @@ def find_snapshot(root: Path, product: str, channels: list[str], before_ns: int,
 
 def feed_span(rows: ProductRows, root: Path, channels: list[str], from_ns: int | None,
               to_ns: int | None, day: dt.date) -> None:
-    """Feed every record of the product's `channels` on `day` within [from_ns, to_ns)."""
-    for it in merged(root, rows.product, channels, day, from_ns, to_ns):
+    """Feed every record of the product's `channels` on `day` within [from_ns, to_ns).
+
+    A channel whose rows depend on its own stream alone (rows.bulk_ok) and that has no
+    `_multi` stream is read in runs for the columnar path; the rest in time order.
+    """
+    bulk = [c for c in channels if rows.bulk_ok(c) and not (root / MULTI / c).is_dir()]
+    for ch in bulk:
+        _bulk_stream(rows, root, ch, day, from_ns, to_ns)
+    rest = [c for c in channels if c not in bulk]
+    if not rest:
+        return
+    for it in merged(root, rows.product, rest, day, from_ns, to_ns):
         if it.record.kind == DAMAGED:
             rows.marker(it.ts_ns, it.channel, "damaged",
                         orjson.dumps({"error": it.damage}).decode(), DAMAGED)
         else:
             rows.feed(it.channel, it.record, it.shared)
+
+
+RUN_RECORDS = 65_536
+
+
+def _repeats_trades(payload: bytes) -> bool:
+    """AT trade snapshots and Exchange last_match repeat earlier trades: the Python path
+    de-duplicates them, so they are not put in a columnar run."""
+    return is_snapshot(payload) or payload.startswith(b'{"type":"last_match"')
+
+
+def _bulk_stream(rows: ProductRows, root: Path, channel: str, day: dt.date,
+                 from_ns: int | None, to_ns: int | None) -> None:
+    run: list[Record] = []
+    last_ts = from_ns or 0
+    trades = channel not in D.BOOK_CHANNELS
+    for rec, damage in stream_records(root, rows.product, channel, day, from_ns, to_ns):
+        if rec is not None and rec.kind == RecordKind.DATA and not (
+                trades and _repeats_trades(rec.payload)):
+            run.append(rec)
+            last_ts = rec.ts_ns
+            if len(run) >= RUN_RECORDS:
+                rows.feed_run(channel, run)
+                run = []
+            continue
+        if run:
+            rows.feed_run(channel, run)
+            run = []
+        if rec is None:
+            rows.marker(last_ts, channel, "damaged", orjson.dumps({"error": damage}).decode(),
+                        DAMAGED)
+        else:
+            last_ts = rec.ts_ns
+            rows.feed(channel, rec)
+    if run:
+        rows.feed_run(channel, run)
 
 
 def warm_up(rows: ProductRows, root: Path, channels: list[str], until_ns: int,

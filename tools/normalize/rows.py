@@ -18,6 +18,7 @@ import orjson
 import pyarrow as pa
 
 from storage.records import Record, RecordKind
+from tools.normalize import columnar
 from tools.normalize import datasets as D
 from tools.normalize.book import BookTracker, Level
 from tools.normalize.columns import Columns
@@ -62,6 +63,7 @@ class Counters:
     trades_missing: int = 0
     malformed: int = 0
     markers: int = 0
+    levels_bulk: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
 
 
@@ -126,6 +128,48 @@ class ProductRows:
         if channel in D.BOOK_CHANNELS and self.tracker.marker(ts, kind):
             self.invalidated_by = (ts, name)
             self._book_invalid(ts)
+
+    # -- input in bulk (the columnar fast path) ------------------------------------------------
+    def bulk_ok(self, channel: str) -> bool:
+        """Can a run of this channel's frames go through the columnar path (columnar.py)?"""
+        if channel in D.BOOK_CHANNELS:
+            return self._l2 is not None and not self._need_book
+        return channel in ("market_trades", "matches") and self._trades is not None
+
+    def feed_run(self, channel: str, recs: list[Record]) -> None:
+        """DATA records of one stream with no marker between them, in file order."""
+        payloads = [r.payload for r in recs]
+        ts = [r.ts_ns for r in recs]
+        if channel in D.BOOK_CHANNELS:
+            table = columnar.book_l2(payloads, ts, self.product, self.opts.floats)
+            if table is not None:
+                self.counters.levels_bulk += table.num_rows
+                self._add_table("book_l2", table)
+                return
+        else:
+            got = columnar.trades(payloads, ts, self.product, self.opts.floats)
+            if got is not None:
+                table, top = got
+                self.counters.trades += table.num_rows
+                if top is not None and (self._last_trade is None or top > self._last_trade):
+                    self._last_trade = top
+                self._add_table("trades", table)
+                return
+        for r in recs:
+            self.feed(channel, r)
+
+    def _add_table(self, ds: str, table: pa.Table) -> None:
+        c = self.cols[ds]
+        if c.rows:
+            self._emit(ds)
+        if not table.num_rows:
+            return
+        if c.pending is not None:
+            marks = pa.array([c.pending] + [None] * (table.num_rows - 1), pa.string())
+            table = table.set_column(table.schema.get_field_index("marker"), "marker", marks)
+            c.pending = None
+        if self.out is not None:
+            self.out(ds, table)
 
     # -- sink: trades -------------------------------------------------------------------------
     def trade(self, ts: int, tsx: str | None, trade_id: str, side: str | None, price: str,
@@ -243,10 +287,13 @@ class ProductRows:
 
     def _emit(self, ds: str) -> None:
         c = self.cols[ds]
-        if len(c) and self.out is not None:
-            self.out(ds, c.take())
-        elif len(c):
-            c.take()
+        if not len(c):
+            return
+        table = c.take()
+        if ds == "markers":  # markers of bulk-read streams come first: back into time order
+            table = table.sort_by("ts_recv")
+        if self.out is not None:
+            self.out(ds, table)
 
     def flush(self) -> None:
         """Hand every dataset's remaining rows to `out`."""
