@@ -13,21 +13,9 @@ from typing import Any
 import orjson
 
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
-from tools.normalize import datasets as D
 from tools.normalize.integrity import integrity
-from tools.normalize.replay import warm_up
+from tools.normalize.replay import book_at
 from tools.normalize.rows import ProductRows
-from tools.normalize.source import product_days
-
-
-def book_at(root: Path, product: str, at_ns: int, lookback_days: int) -> tuple[ProductRows,
-                                                                                int | None]:
-    """The book of `product` with every record received at or before `at_ns` applied."""
-    rows = ProductRows(product)
-    chans = [c for c in D.BOOK_CHANNELS if product_days(root, product, [c])]
-    if not chans:
-        return rows, None
-    return rows, warm_up(rows, root, chans, at_ns + 1, lookback_days)
 
 
 def cmd_book(args: argparse.Namespace) -> int:

@@ -24,11 +24,18 @@ import pyarrow.compute as pc
 
 from tools.console_cli import format_time, parse_time
 from tools.normalize import datasets as D
-from tools.normalize.export import SHARED, _status_day, channels_for
+from tools.normalize.export import SHARED, channels_for, conn_dirs, status_day
 from tools.normalize.integrity import integrity as _integrity
-from tools.normalize.replay import DEFAULT_LOOKBACK_DAYS, day_of, day_start, run_days, warm_up
+from tools.normalize.replay import (
+    DEFAULT_LOOKBACK_DAYS,
+    book_at,
+    day_of,
+    day_start,
+    run_days,
+    warm_up,
+)
 from tools.normalize.rows import Options, ProductRows, kind_name
-from tools.normalize.source import product_days, products, stream_records
+from tools.normalize.source import product_days, products, stream_days, stream_records
 
 __all__ = ["RawRecord", "book", "dataframe", "integrity", "records", "table"]
 
@@ -67,7 +74,7 @@ def records(root: PathLike, products: Sequence[str] | None = None,
     """Raw records (data and markers) per stream, each stream in file order."""
     base = Path(root)
     lo, hi = _ns(start), _ns(end)
-    for p in products or _all_products(base):
+    for p in products or _products(base):
         chans = channels or sorted(c.name for c in (base / p).iterdir() if c.is_dir())
         for ch in chans:
             for d in _days(base, p, [ch], lo, hi):
@@ -77,7 +84,7 @@ def records(root: PathLike, products: Sequence[str] | None = None,
                     yield RawRecord(p, ch, rec.ts_ns, kind_name(rec.kind), rec.payload)
 
 
-def _all_products(root: Path) -> list[str]:
+def _products(root: Path) -> list[str]:
     return products(root)
 
 
@@ -94,7 +101,7 @@ def table(root: PathLike, dataset: str, products: Sequence[str] | None = None,
                    interval_ns=None if interval_ms is None else interval_ms * 1_000_000,
                    floats=floats)
     parts: list[pa.Table] = []
-    names = [SHARED] if dataset == "status" else (products or _all_products(base))
+    names = [SHARED] if dataset == "status" else (products or _products(base))
     for p in names:
         parts += _product_tables(base, p, opts, lo, hi, lookback_days)
     if not parts:
@@ -114,12 +121,10 @@ def _product_tables(base: Path, p: str, opts: Options, lo: int | None, hi: int |
     got: list[pa.Table] = []
     rows = ProductRows(p, opts, lambda _ds, t: got.append(t))
     if p == SHARED:
-        from tools.normalize.export import conn_dirs
-        from tools.normalize.source import stream_days
         days = sorted({d for c in conn_dirs(base) for d in stream_days(base, c, "status")
                        if (lo is None or d >= day_of(lo)) and (hi is None or d <= day_of(hi - 1))})
         for d in days:
-            _status_day(rows, base, d)
+            status_day(rows, base, d)
     else:
         chans = channels_for(opts.datasets)
         days = _days(base, p, chans, lo, hi)
@@ -154,8 +159,6 @@ def dataframe(root: PathLike, dataset: str, products: Sequence[str] | None = Non
 def book(root: PathLike, product: str, at: When, depth: int = 10,
          lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> dict[str, Any]:
     """The rebuilt L2 book at `at`, as `inspect book --json` prints it."""
-    from tools.inspect_book_cli import book_at
-
     at_ns = _ns(at)
     if at_ns is None:
         raise ValueError("book() needs a time")

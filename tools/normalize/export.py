@@ -189,7 +189,7 @@ def conn_dirs(root: Path) -> list[str]:
                   if p.name.startswith("_conn") and (p / "status").is_dir())
 
 
-def _status_day(rows: ProductRows, root: Path, day: dt.date) -> None:
+def status_day(rows: ProductRows, root: Path, day: dt.date) -> None:
     """Status frames of every connection on `day`, by time (the `status` dataset)."""
     def items(conn: str) -> Iterator[tuple[int, Record]]:
         for rec, damage in stream_records(root, conn, "status", day):
@@ -228,7 +228,7 @@ def export_product(job: Job, progress: Callable[[str, int], None] | None = None)
         rows.out = writer.write
         try:
             if job.product == SHARED:
-                _status_day(rows, job.root, day)
+                status_day(rows, job.root, day)
             else:
                 run_days(rows, job.root, chans, [day])
             rows.flush()

@@ -154,3 +154,14 @@ def run_days(rows: ProductRows, root: Path, channels: list[str], days: Iterable[
         feed_span(rows, root, channels, None, None, d)
         if day_done is not None:
             day_done(d, rows)
+
+
+def book_at(root: Path, product: str, at_ns: int,
+            lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> tuple[ProductRows, int | None]:
+    """The book of `product` with every record received at or before `at_ns` applied, and
+    the time of the snapshot it starts from (None: no snapshot within the lookback)."""
+    rows = ProductRows(product)
+    chans = [c for c in D.BOOK_CHANNELS if stream_days(root, product, c)]
+    if not chans:
+        return rows, None
+    return rows, warm_up(rows, root, chans, at_ns + 1, lookback_days)
