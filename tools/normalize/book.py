@@ -45,8 +45,9 @@ class Side:
             return key
         self.levels[key] = (price, size)
         best = self._best
-        if not self._dirty and (best is None or (key - best) * self._sign > 0):
-            self._best = key
+        if best is None or ((key > best) if self._sign > 0 else (key < best)):
+            if not self._dirty:
+                self._best = key
         return key
 
     def clear(self) -> None:
@@ -160,7 +161,8 @@ class BookTracker:
 
     def level(self, is_bid: bool, price: str, size: str) -> float:
         self.stats.levels += 1
-        return self.book.apply(is_bid, price, size)
+        book = self.book
+        return (book.bids if is_bid else book.asks).set(price, size)
 
     def end(self, ts: int) -> None:
         """A book message is fully applied: a snapshot makes the book valid; check crossing."""
