@@ -145,3 +145,11 @@ def test_damaged_file_becomes_a_marker_not_a_crash(root: Path, tmp_path: Path) -
     damaged = [r for r in rows if r["kind"] == "damaged"]
     assert len(damaged) == 1 and "matches" in damaged[0]["payload"]
     assert damaged[0]["channel"] == "matches"
+
+
+def test_channel_selection_limits_datasets(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export_main([str(root), "-o", str(out), "-q", "-c", "matches"]) == 0
+    assert sorted(p.name for p in out.glob("dataset=*")) == ["dataset=markers",
+                                                             "dataset=trades"]
+    assert export_main([str(root), "-o", str(out), "-q", "-c", "heartbeats"]) == 2
