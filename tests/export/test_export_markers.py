@@ -153,3 +153,29 @@ def test_channel_selection_limits_datasets(root: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in out.glob("dataset=*")) == ["dataset=markers",
                                                              "dataset=trades"]
     assert export_main([str(root), "-o", str(out), "-q", "-c", "heartbeats"]) == 2
+
+
+def test_live_segments_are_read_and_their_day_is_exported_again(tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    import time
+
+    from storage import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(root=tmp_path / "data", backend="pwrite"))
+    try:
+        s = eng.stream(P, "matches")
+        now = time.time_ns()
+        eng.append(s, now, _match(1))
+        eng.append(s, now + 1, _match(2))
+        eng.commit()  # today's segment, committed, not sealed: the recorder is writing it
+        out = tmp_path / "out"
+        capfd.readouterr()
+        assert export_main([str(tmp_path / "data"), "-o", str(out), "-d", "trades"]) == 0
+        assert export_main([str(tmp_path / "data"), "-o", str(out), "-d", "trades"]) == 0
+        err = capfd.readouterr()[1]
+        assert err.count("1 product-days exported, 0 already done") == 2
+        f = next(out.glob("dataset=trades/date=*/product=*/part-0.parquet"))
+        assert pq.read_table(f, partitioning=None).num_rows == 2
+    finally:
+        eng.close()

@@ -45,9 +45,9 @@ class Side:
             return key
         self.levels[key] = (price, size)
         best = self._best
-        if best is None or ((key > best) if self._sign > 0 else (key < best)):
-            if not self._dirty:
-                self._best = key
+        if (best is None or ((key > best) if self._sign > 0 else (key < best))) \
+                and not self._dirty:
+            self._best = key
         return key
 
     def clear(self) -> None:

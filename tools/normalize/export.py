@@ -5,8 +5,8 @@ groups of `Options.row_group` rows), `status` under `dataset=status/date=…/par
 Each file is written as `*.tmp` and renamed when its day is complete, so a reader never sees a
 half file under its final name. A finished (product, day) leaves
 `<out>/_export/<product>/<day>.json` with the options and row counts; a later run skips it
-unless the options differ or `--force` is given. The current UTC day is never marked
-finished: it is still being recorded.
+unless the options differ or `--force` is given. The current UTC day, and a day with a live
+(unsealed) segment, are never marked finished: they may still grow.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from storage.layout import iter_segments
+from storage.reader import SegmentReader
 from storage.records import Record
 from tools.normalize import datasets as D
 from tools.normalize.replay import DEFAULT_LOOKBACK_DAYS, day_start, run_days, warm_up
@@ -160,10 +162,32 @@ def already_done(job: Job, day: dt.date) -> bool:
     return bool(state.get("complete")) and state.get("fingerprint") == _fingerprint(job)
 
 
+def day_sealed(root: Path, owners: list[str], channels: list[str], day: dt.date) -> bool:
+    """Every segment of the day is sealed or archived: nothing more can be appended to it."""
+    for owner in owners:
+        for ch in channels:
+            try:
+                refs = list(iter_segments(root, owner, ch, day))
+            except (ValueError, OSError):
+                continue
+            for ref in refs:
+                if ref.archived:
+                    continue
+                try:
+                    with SegmentReader.open(ref.path) as reader:
+                        if not reader.header.sealed:
+                            return False
+                except (OSError, ValueError):
+                    return False
+    return True
+
+
 def _mark_done(job: Job, day: dt.date, writer: DayWriter, rows: ProductRows) -> None:
     path = _state_path(job, day)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"complete": day < job.today, "fingerprint": _fingerprint(job),
+    owners = conn_dirs(job.root) if job.product == SHARED else [job.product, MULTI]
+    complete = day < job.today and day_sealed(job.root, owners, job_channels(job), day)
+    state = {"complete": complete, "fingerprint": _fingerprint(job),
              "rows": writer.rows, "unconverted": rows.unconverted()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(orjson.dumps(state))
