@@ -179,3 +179,36 @@ def test_live_segments_are_read_and_their_day_is_exported_again(tmp_path: Path,
         assert pq.read_table(f, partitioning=None).num_rows == 2
     finally:
         eng.close()
+
+
+def _at_l2(seq: int, events: list[tuple[str, str, list[tuple[str, str, str]]]]) -> bytes:
+    return json.dumps({"channel": "l2_data", "timestamp": "2026-01-02T00:00:01.5Z",
+                       "sequence_num": seq, "events": [
+                           {"type": kind, "product_id": pid, "updates": [
+                               {"side": s, "event_time": "2026-01-02T00:00:01.5Z",
+                                "price_level": p, "new_quantity": q} for s, p, q in ups]}
+                           for kind, pid, ups in events]}, separators=(",", ":")).encode()
+
+
+def test_multi_product_frames_feed_each_product(tmp_path: Path) -> None:
+    """AT frames naming several products live in _multi/<channel>: each product gets its own
+    events, in receive order with its own stream's frames."""
+    a_snap = [("bid", "10", "1"), ("offer", "11", "1")]
+    b_snap = [("bid", "20", "1"), ("offer", "21", "1")]
+    both = [("update", "A-USD", [("bid", "10.5", "2")]),
+            ("update", "B-USD", [("offer", "21", "0")])]
+    root = write_root(tmp_path / "data", [
+        ("A-USD", "level2", T0 + S, DATA, _at_l2(0, [("snapshot", "A-USD", a_snap)])),
+        ("B-USD", "level2", T0 + S + 1, DATA, _at_l2(1, [("snapshot", "B-USD", b_snap)])),
+        ("_multi", "level2", T0 + 2 * S, DATA, _at_l2(2, both)),
+        ("A-USD", "level2", T0 + 3 * S, DATA,
+         _at_l2(3, [("update", "A-USD", [("bid", "10", "0")])])),
+    ])
+    a = api.book(root, "A-USD", T0 + 4 * S)
+    assert a["valid"] and a["bids"] == [("10.5", "2")] and a["asks"] == [("11", "1")]
+    b = api.book(root, "B-USD", T0 + 4 * S)
+    assert b["valid"] and b["asks"] == [] and b["bids"] == [("20", "1")]
+    rows = api.table(root, "book_l2", ["A-USD"]).to_pylist()
+    assert [(r["sequence"], r["side"], r["price"]) for r in rows] == [
+        (0, "bid", Decimal(10)), (0, "ask", Decimal(11)), (2, "bid", Decimal("10.5")),
+        (3, "bid", Decimal(10))]

@@ -47,8 +47,10 @@ def _read(payloads: list[bytes], schema: pa.Schema) -> pa.Table:
     data = b"\n".join(payloads) + b"\n"
     opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore",
                            newlines_in_values=False)
-    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(
-        block_size=max(1 << 20, len(data) + 1)), parse_options=opts).combine_chunks()
+    # blocks of ~1 MiB (Arrow parses blocks in parallel); a block must hold the longest line
+    block = max(1 << 20, max(map(len, payloads)) + 1)
+    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=block),
+                        parse_options=opts).combine_chunks()
 
 
 def _flat(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
