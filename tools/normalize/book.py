@@ -102,7 +102,9 @@ class L2Book:
 
     def crossed(self) -> int:
         """0 normal, 1 locked (best bid == best ask), 2 crossed (bid above ask)."""
-        b, a = self.bids.best_key(), self.asks.best_key()
+        bids, asks = self.bids, self.asks
+        b = bids.best_key() if bids._dirty else bids._best
+        a = asks.best_key() if asks._dirty else asks._best
         if b is None or a is None or b < a:
             return 0
         return 1 if b == a else 2
@@ -151,7 +153,11 @@ class BookTracker:
 
     def begin(self, ts: int, is_snapshot: bool) -> None:
         """A book message starts; a snapshot replaces the whole book."""
-        self._seen(ts)
+        st = self.stats
+        if st.first_ns is None:
+            self._seen(ts)
+        elif ts > st.last_ns:  # type: ignore[operator]
+            st.last_ns = ts
         if is_snapshot:
             self.book.clear()
             self._in_snapshot = True
@@ -172,7 +178,9 @@ class BookTracker:
                 self.valid = True
                 self._valid_since = ts
         state = self.book.crossed() if self.valid else 0
-        if state and state != self._cross_state:
+        if state == self._cross_state:
+            return
+        if state:
             if state == 2:
                 self.stats.crossed_moments += 1
             else:

@@ -244,9 +244,11 @@ def export_product(job: Job, progress: Callable[[str, int], None] | None = None)
         warm_up(rows, job.root, book, day_start(todo[0]), job.lookback_days)
     prev: dt.date | None = None
     for day in todo:
-        if prev is not None and day != prev + dt.timedelta(days=1) and book:
-            rows.tracker.invalidate(day_start(day))  # skipped days: rebuild from a snapshot
-            warm_up(rows, job.root, book, day_start(day), job.lookback_days)
+        if prev is not None and day != prev + dt.timedelta(days=1):
+            rows.restart_sampling()  # no samples for the days in between (not exported now)
+            if book:
+                rows.tracker.invalidate(day_start(day))  # rebuild from a snapshot
+                warm_up(rows, job.root, book, day_start(day), job.lookback_days)
         prev = day
         writer = DayWriter(job, day)
         rows.out = writer.write

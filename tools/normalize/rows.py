@@ -231,6 +231,11 @@ class ProductRows:
                 self._add("quotes", ts, tsx, "book", True, *(b or (None, None)),
                           *(a or (None, None)))
 
+    def restart_sampling(self) -> None:
+        """Start the interval grid afresh at the next book frame (after a skipped span)."""
+        self._next_sample = None
+        self._last_quote = None
+
     def _book_invalid(self, ts: int) -> None:
         if "quotes" in self.cols:
             self._last_quote = None
