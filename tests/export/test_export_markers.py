@@ -212,3 +212,41 @@ def test_multi_product_frames_feed_each_product(tmp_path: Path) -> None:
     assert [(r["sequence"], r["side"], r["price"]) for r in rows] == [
         (0, "bid", Decimal(10)), (0, "ask", Decimal(11)), (2, "bid", Decimal("10.5")),
         (3, "bid", Decimal(10))]
+
+
+def test_book_carries_across_days_and_incremental_holes(tmp_path: Path) -> None:
+    day = 86_400 * S
+    l2 = "level2_batch"
+    root = write_root(tmp_path / "data", [
+        (P, l2, T0 + S, DATA, _snap([["100", "1"]], [["101", "1"]])),
+        (P, l2, T0 + 2 * S, DATA, _l2([("buy", "100.5", "1")])),
+        (P, l2, T0 + day + S, DATA, _l2([("buy", "100.6", "1")])),
+        (P, l2, T0 + day + 3 * S, DATA, _l2([("buy", "100.7", "1")])),
+        (P, l2, T0 + 2 * day + S, DATA, _l2([("buy", "100.8", "1")])),
+        (P, l2, T0 + 2 * day + 3 * S, DATA, _l2([("buy", "100.9", "1")])),
+    ])
+    out = tmp_path / "out"
+
+    def samples(d: str) -> list[tuple[int, bool, Decimal]]:
+        f = out / "dataset=book_snapshot_25" / f"date={d}" / f"product={P}" / "part-0.parquet"
+        return [(int(r["ts_recv"].timestamp()), r["valid"], r["bid_price_0"])
+                for r in pq.read_table(f, partitioning=None).to_pylist()]
+
+    # day 2 alone: the book is warmed up from day 1's snapshot
+    assert export_main([str(root), "-o", str(out), "-q", "-d", "book_snapshot",
+                        "--from", "2026-01-03", "--to", "2026-01-03"]) == 0
+    d2 = samples("2026-01-03")
+    assert d2 == [(T0 // S + 86_400 + 2, True, Decimal("100.6")),
+                  (T0 // S + 86_400 + 3, True, Decimal("100.6"))]
+    # then everything: days 1 and 3 are exported, day 2 skipped; day 3 has no samples of day 2
+    assert export_main([str(root), "-o", str(out), "-q", "-d", "book_snapshot"]) == 0
+    assert samples("2026-01-03") == d2
+    d3 = samples("2026-01-04")
+    assert [t for t, _, _ in d3] == [T0 // S + 2 * 86_400 + 2, T0 // S + 2 * 86_400 + 3]
+    assert all(v for _, v, _ in d3) and d3[-1][2] == Decimal("100.8")
+    # no snapshot within the lookback: invalid, never guessed
+    out2 = tmp_path / "out2"
+    assert export_main([str(root), "-o", str(out2), "-q", "-d", "book_snapshot",
+                        "--from", "2026-01-04", "--lookback-days", "1"]) == 0
+    f = next(out2.glob("dataset=book_snapshot_25/date=2026-01-04/*/*.parquet"))
+    assert not any(pq.read_table(f, partitioning=None)["valid"].to_pylist())

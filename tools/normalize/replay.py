@@ -50,10 +50,11 @@ def find_snapshot(root: Path, product: str, channels: list[str], before_ns: int,
                   lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> int | None:
     """Receive time of the last book snapshot of `product` strictly before `before_ns`."""
     base = root
+    # T's own day up to T, and the `lookback_days` whole days before it
     last_day = day_of(before_ns - 1)
+    first_day = day_of(before_ns) - dt.timedelta(days=lookback_days)
     days = sorted({d for ch in channels for d in stream_days(base, product, ch)
-                   if last_day - dt.timedelta(days=lookback_days) <= d <= last_day},
-                  reverse=True)
+                   if first_day <= d <= last_day}, reverse=True)
     for d in days:
         found: int | None = None
         for ch in channels:
