@@ -145,6 +145,8 @@ def test_damaged_file_becomes_a_marker_not_a_crash(root: Path, tmp_path: Path) -
     damaged = [r for r in rows if r["kind"] == "damaged"]
     assert len(damaged) == 1 and "matches" in damaged[0]["payload"]
     assert damaged[0]["channel"] == "matches"
+    raw = [r.kind for r in api.records(root, [P], ["matches"])]
+    assert raw == ["damaged"]
 
 
 def test_channel_selection_limits_datasets(root: Path, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ class RawRecord(NamedTuple):
     product: str
     channel: str
     ts_ns: int
-    kind: str       # "data" or a marker name
+    kind: str       # "data", a marker name, or "damaged" (unreadable bytes)
     payload: bytes  # the venue's bytes (data) or the marker's JSON
 
 
@@ -71,16 +71,20 @@ def _days(root: Path, product: str, channels: Sequence[str], lo: int | None,
 def records(root: PathLike, products: Sequence[str] | None = None,
             channels: Sequence[str] | None = None, start: When = None,
             end: When = None) -> Iterator[RawRecord]:
-    """Raw records (data and markers) per stream, each stream in file order."""
+    """Raw records (data and markers) per stream, each stream in file order; an unreadable
+    stretch of a file is one record of kind `damaged` (payload: what is wrong)."""
     base = Path(root)
     lo, hi = _ns(start), _ns(end)
     for p in products or _products(base):
         chans = channels or sorted(c.name for c in (base / p).iterdir() if c.is_dir())
         for ch in chans:
             for d in _days(base, p, [ch], lo, hi):
+                last = lo or 0
                 for rec, damage in stream_records(base, p, ch, d, lo, hi):
-                    if rec is None:
-                        raise ValueError(f"damaged data: {damage}")
+                    if rec is None:  # an unreadable stretch: said in place, at its time
+                        yield RawRecord(p, ch, last, "damaged", str(damage).encode())
+                        continue
+                    last = rec.ts_ns
                     yield RawRecord(p, ch, rec.ts_ns, kind_name(rec.kind), rec.payload)
 
 
