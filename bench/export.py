@@ -12,7 +12,8 @@ engine into a temporary root, then measures, in one run:
   best with max()/min() after each message; and end to end with JSON decoding (`ProductRows`).
 
 Targets (issue 13): export >= 3x the naive pipeline; book rebuild >= 1 M level updates/s on
-one core, or the measured figure. Figures on a shared machine are noisy: compare the ratios
+one core, or the measured figure. Times are CPU seconds of this process (all its threads:
+`time.process_time`), so a shared, loaded machine does not count waiting for a core as work. Figures on a shared machine are noisy: compare the ratios
 printed in one run. Usage: python bench/export.py [--messages N] [--products P]
 [--dialect advanced_trade|exchange]
 """
@@ -66,9 +67,9 @@ def input_mb(root: Path, channels: list[str]) -> float:
 def ours(root: Path, out: Path, datasets: set[str], floats: bool = False) -> tuple[float, int]:
     opts = Options(datasets=frozenset(datasets), floats=floats)
     jobs = plan(root, out, opts, "parquet", None, None, None, True)
-    t = time.perf_counter()
+    t = time.process_time()
     rows = sum(sum(export_product(j).rows.values()) for j in jobs)
-    return time.perf_counter() - t, rows
+    return time.process_time() - t, rows
 
 
 def _naive_rows(msg: dict[str, Any], ts: int, product: str,
@@ -97,7 +98,7 @@ def _naive_rows(msg: dict[str, Any], ts: int, product: str,
 
 
 def naive(root: Path, out: Path, channels: list[str]) -> tuple[float, int]:
-    t = time.perf_counter()
+    t = time.process_time()
     n = 0
     for p in products(root):
         for d in product_days(root, p, channels):
@@ -111,7 +112,7 @@ def naive(root: Path, out: Path, channels: list[str]) -> tuple[float, int]:
                 if rows:
                     pd.DataFrame(rows).to_parquet(out / f"{name}-{p}-{d}.parquet")
                     n += len(rows)
-    return time.perf_counter() - t, n
+    return time.process_time() - t, n
 
 
 def parsed_levels(root: Path, product: str) -> list[tuple[bool, list[tuple[bool, str, str]]]]:
@@ -139,7 +140,7 @@ def parsed_levels(root: Path, product: str) -> list[tuple[bool, list[tuple[bool,
 def book_ours(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
     tr = BookTracker()
     bids, asks = tr.book.bids, tr.book.asks
-    t = time.perf_counter()
+    t = time.process_time()
     for i, (snap, levels) in enumerate(msgs):
         tr.begin(i, snap)
         for is_bid, price, size in levels:
@@ -147,24 +148,24 @@ def book_ours(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
         tr.end(i)
         bids.best()
         asks.best()
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def book_apply_only(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
     """The level map alone: Side.set per level, no validity or best-price reads."""
     tr = BookTracker()
     bids, asks = tr.book.bids, tr.book.asks
-    t = time.perf_counter()
+    t = time.process_time()
     for snap, levels in msgs:
         if snap:
             tr.book.clear()
         for is_bid, price, size in levels:
             (bids if is_bid else asks).set(price, size)
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def book_naive(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
-    t = time.perf_counter()
+    t = time.process_time()
     book: dict[bool, dict[float, float]] = {True: {}, False: {}}
     for snap, levels in msgs:
         if snap:
@@ -179,16 +180,16 @@ def book_naive(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
             max(book[True])
         if book[False]:
             min(book[False])
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def book_end_to_end(root: Path, product: str) -> tuple[float, int]:
     from tools.normalize.replay import run_days
     rows = ProductRows(product)
     chans = [c for c in ("level2", "level2_batch") if product_days(root, product, [c])]
-    t = time.perf_counter()
+    t = time.process_time()
     run_days(rows, root, chans, product_days(root, product, chans))
-    return time.perf_counter() - t, rows.tracker.stats.levels
+    return time.process_time() - t, rows.tracker.stats.levels
 
 
 def main() -> int:

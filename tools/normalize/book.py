@@ -9,8 +9,7 @@ claims to be valid.
 
 Levels are kept in one dict per side keyed by the price as a float, holding the venue's own
 price and size strings, so output stays exact; two spellings of one price ("100.0", "100.00")
-are one level, as on the venue. The best price per side is cached and recomputed only when the
-best level itself is removed.
+are one level, as on the venue. The best price per side comes from a lazily cleaned heap.
 """
 
 from __future__ import annotations
@@ -27,47 +26,54 @@ _HARMLESS = frozenset({int(RecordKind.SUBSCRIBE)})
 
 
 class Side:
-    """One side of the book with a cached best key (max for bids, min for asks)."""
+    """One side of the book. The best price comes from a heap of the side's prices (negated
+    for bids) cleaned lazily: a removed level leaves its entry until it reaches the top, so
+    neither a removal nor a best-price read ever scans the whole side."""
 
-    __slots__ = ("_best", "_dirty", "_sign", "levels")
+    __slots__ = ("_bid", "_heap", "levels")
 
     def __init__(self, is_bid: bool) -> None:
         self.levels: dict[float, Level] = {}
-        self._sign = 1.0 if is_bid else -1.0
-        self._best: float | None = None
-        self._dirty = False
+        self._bid = is_bid
+        self._heap: list[float] = []
 
     def set(self, price: str, size: str) -> float:
         key = float(price)
+        levels = self.levels
         if float(size) == 0.0:
-            if self.levels.pop(key, None) is not None and key == self._best:
-                self._dirty = True
+            levels.pop(key, None)
             return key
-        self.levels[key] = (price, size)
-        best = self._best
-        if (best is None or ((key > best) if self._sign > 0 else (key < best))) \
-                and not self._dirty:
-            self._best = key
+        if key not in levels:
+            heap = self._heap
+            heapq.heappush(heap, -key if self._bid else key)
+            if len(heap) > 2 * len(levels) + 1024:  # mostly removed prices: rebuild
+                self._rebuild()
+        levels[key] = (price, size)
         return key
+
+    def _rebuild(self) -> None:
+        self._heap = [-k for k in self.levels] if self._bid else list(self.levels)
+        heapq.heapify(self._heap)
 
     def clear(self) -> None:
         self.levels.clear()
-        self._best = None
-        self._dirty = False
+        self._heap.clear()
 
     def best_key(self) -> float | None:
-        if self._dirty:
-            lv = self.levels
-            self._best = (max(lv) if self._sign > 0 else min(lv)) if lv else None
-            self._dirty = False
-        return self._best
+        heap, levels = self._heap, self.levels
+        while heap:
+            k = -heap[0] if self._bid else heap[0]
+            if k in levels:
+                return k
+            heapq.heappop(heap)
+        return None
 
     def best(self) -> Level | None:
         k = self.best_key()
         return None if k is None else self.levels[k]
 
     def top(self, n: int) -> list[Level]:
-        keys = (heapq.nlargest(n, self.levels) if self._sign > 0
+        keys = (heapq.nlargest(n, self.levels) if self._bid
                 else heapq.nsmallest(n, self.levels))
         return [self.levels[k] for k in keys]
 
@@ -75,7 +81,7 @@ class Side:
         """The key of the n-th best level (1-based), or None if the side has fewer levels."""
         if len(self.levels) < n:
             return None
-        keys = (heapq.nlargest(n, self.levels) if self._sign > 0
+        keys = (heapq.nlargest(n, self.levels) if self._bid
                 else heapq.nsmallest(n, self.levels))
         return keys[-1]
 
@@ -102,9 +108,7 @@ class L2Book:
 
     def crossed(self) -> int:
         """0 normal, 1 locked (best bid == best ask), 2 crossed (bid above ask)."""
-        bids, asks = self.bids, self.asks
-        b = bids.best_key() if bids._dirty else bids._best
-        a = asks.best_key() if asks._dirty else asks._best
+        b, a = self.bids.best_key(), self.asks.best_key()
         if b is None or a is None or b < a:
             return 0
         return 1 if b == a else 2
