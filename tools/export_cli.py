@@ -39,8 +39,8 @@ after a gap, disconnect or other marker says so in its `marker` column, and the
 book-derived rows carry `valid` (false from a possible loss to the next snapshot).
 
 Days already exported with the same options are skipped (a state file per product
-and day under OUT/_export); --force exports them again. Today's UTC day is always
-exported again: it is still being recorded.
+and day under OUT/_export); --force exports them again. Today's UTC day, and a day
+with a live (unsealed) segment, are always exported again: they may still grow.
 """
 
 _EPILOG = """\

@@ -252,3 +252,17 @@ def test_book_carries_across_days_and_incremental_holes(tmp_path: Path) -> None:
                         "--from", "2026-01-04", "--lookback-days", "1"]) == 0
     f = next(out2.glob("dataset=book_snapshot_25/date=2026-01-04/*/*.parquet"))
     assert not any(pq.read_table(f, partitioning=None)["valid"].to_pylist())
+
+
+def test_unconvertible_values_are_null_and_counted(tmp_path: Path,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    bad = json.dumps({"type": "match", "trade_id": 3, "side": "buy", "size": "1",
+                      "price": "0.0000000000001", "product_id": P, "sequence": 1,
+                      "time": "2026-01-02T00:00:01.000000Z"}).encode()
+    root = write_root(tmp_path / "data", [(P, "matches", T0 + S, DATA, _match(1)),
+                                          (P, "matches", T0 + 2 * S, DATA, bad)])
+    capfd.readouterr()
+    assert export_main([str(root), "-o", str(tmp_path / "out"), "-d", "trades"]) == 0
+    assert "1 values could not be converted" in capfd.readouterr()[1]
+    f = next((tmp_path / "out").glob("dataset=trades/*/*/*.parquet"))
+    assert pq.read_table(f, partitioning=None)["price"].to_pylist() == [Decimal("100.25"), None]
