@@ -14,8 +14,8 @@ engine into a temporary root, then measures, in one run:
 Targets (issue 13): export >= 3x the naive pipeline; book rebuild >= 1 M level updates/s on
 one core, or the measured figure. Times are CPU seconds of this process (all its threads:
 `time.process_time`), so a shared, loaded machine does not count waiting for a core as work.
-Figures on a shared machine are noisy: compare the ratios printed in one run. Usage: python bench/export.py [--messages N] [--products P]
-[--dialect advanced_trade|exchange]
+Figures on a shared machine are noisy: compare the ratios printed in one run.
+Usage: python bench/export.py [--messages N] [--products P] [--dialect advanced_trade|exchange]
 """
 
 from __future__ import annotations
