@@ -87,7 +87,8 @@ class Side:
 
 
 class L2Book:
-    """Price levels of one product: `apply` changes, `top` and `best_*` read."""
+    """Price levels of one product: changed through `BookTracker.level`, read with `top`,
+    `crossed` and each side's `best`."""
 
     __slots__ = ("asks", "bids")
 
@@ -98,9 +99,6 @@ class L2Book:
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
-
-    def apply(self, is_bid: bool, price: str, size: str) -> float:
-        return (self.bids if is_bid else self.asks).set(price, size)
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """(bids best first, asks best first), at most n each."""

@@ -63,7 +63,6 @@ class Counters:
     trades_missing: int = 0
     malformed: int = 0
     markers: int = 0
-    levels_bulk: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
 
 
@@ -143,7 +142,6 @@ class ProductRows:
         if channel in D.BOOK_CHANNELS:
             table = columnar.book_l2(payloads, ts, self.product, self.opts.floats)
             if table is not None:
-                self.counters.levels_bulk += table.num_rows
                 self._add_table("book_l2", table)
                 return
         else:
