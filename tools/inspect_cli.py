@@ -7,9 +7,12 @@ are the manual; docs/TOOLS.md has the same text with more detail.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+from typing import Any
 
 from tools.console_cli import EXIT_USAGE, ArgumentParser, ToolError, parse_time, run_tool
+from tools.inspect_book_cli import cmd_book, cmd_integrity
 from tools.inspect_cat_cli import FORMATS, cmd_cat, cmd_tail, parse_kinds
 from tools.inspect_ls_cli import cmd_ls
 from tools.inspect_stats_cli import cmd_stats
@@ -179,8 +182,37 @@ examples:
   cbl-inspect stats data --from 2026-11-24T10:00Z --to 2026-11-24T11:00Z
 """
 
+_BOOK = """\
+Print the L2 order book of one product as it was at time T: rebuilt from the
+last level2 snapshot at or before T (searched up to --lookback-days back) and
+every update received after it, up to and including T. The book is INVALID
+when a marker (gap, disconnect, dropped, restart, ...) or a damaged stretch of
+file lies between that snapshot and T: it is printed anyway, with the reason,
+and the exit status is 1. Same rebuild as cbl-export's book_snapshot and quotes.
+"""
+
+_BOOK_EPILOG = """\
+examples:
+  cbl-inspect book data -p BTC-USD --at 2026-11-24T10:00:00Z
+  cbl-inspect book data -p ETH-USD --at 2026-11-24T10:00Z --depth 5 --json | jq .asks
+"""
+
+_INTEGRITY = """\
+Per product and UTC day: level2 snapshots and updates, GAP markers, all markers,
+crossed (best bid above best ask) and locked (equal) moments of the valid book,
+the share of time the rebuilt book was valid (a possible loss invalidates it
+until the next snapshot), trades, trade-id gaps and missing trade ids (trade ids
+are +1 per product on both dialects). A table, or one JSON object per line.
+"""
+
+_INTEGRITY_EPILOG = """\
+examples:
+  cbl-inspect integrity data
+  cbl-inspect integrity data -p BTC-USD --from 2026-11-20 --json | jq .book_valid_pct
+"""
+
 _USAGE_HINT = """\
-commands: ls, cat, tail, verify, stats
+commands: ls, cat, tail, verify, stats, book, integrity
 Try 'cbl-inspect --help' for the manual, or 'cbl-inspect COMMAND --help'.
 """
 
@@ -288,7 +320,44 @@ def build_parser() -> ArgumentParser:
     _add_filters(p)
     p.add_argument("--json", action="store_true", help="one JSON object per stream")
     p.set_defaults(func=cmd_stats)
+    _add_book_commands(sub, fmt)
     return parser
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _add_book_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("book", help="the rebuilt L2 book of a product at a time",
+                       formatter_class=fmt, description=_BOOK, epilog=_BOOK_EPILOG)
+    p.add_argument("root", nargs="?", default="data", metavar="ROOT",
+                   help="data root (default: ./data)")
+    p.add_argument("-p", "--product", required=True, metavar="P", help="product, e.g. BTC-USD")
+    p.add_argument("--at", required=True, type=_time, metavar="T",
+                   help="the time (see times in cbl-inspect --help)")
+    p.add_argument("--depth", type=int, default=10, metavar="N",
+                   help="levels per side to print (default 10)")
+    p.add_argument("--lookback-days", type=int, default=3, metavar="N",
+                   help="how many days before T to search for a snapshot (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_book)
+
+    p = sub.add_parser("integrity", help="per product and day: snapshots, gaps, crossed "
+                                         "books, valid-book time, missing trade ids",
+                       formatter_class=fmt, description=_INTEGRITY, epilog=_INTEGRITY_EPILOG)
+    p.add_argument("root", nargs="?", default="data", metavar="ROOT",
+                   help="data root (default: ./data)")
+    p.add_argument("-p", "--product", metavar="P", help="only this product")
+    p.add_argument("--from", dest="first", type=_day, metavar="DAY", help="first UTC day")
+    p.add_argument("--to", dest="last", type=_day, metavar="DAY", help="last UTC day")
+    p.add_argument("--lookback-days", type=int, default=3, metavar="N",
+                   help="days before the first day to search for a snapshot (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per product and day")
+    p.set_defaults(func=cmd_integrity)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""Records of one product, across its channels, in receive-time order, from `.seg` and `.seg.zst`.
+
+Only storage's public readers are used (`storage.archive.open_any`, `iter_segments`), so a live
+segment, a sealed one and an archive read the same. A product's frames live in its own streams
+`<product>/<channel>` and, on Advanced Trade, in `_multi/<channel>` when a frame names several
+products; both are merged by receive time. A damaged stretch of a file does not stop the read:
+it becomes a `damaged` event at the time of the last good record, so the book built across it
+is marked invalid instead of silently wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from storage.archive import open_any
+from storage.format import CorruptSegment
+from storage.layout import SegmentRef, iter_segments
+from storage.records import Record
+
+MULTI = "_multi"
+DAMAGED = -1  # pseudo kind of an `Item` that stands for unreadable bytes
+
+
+class Item(NamedTuple):
+    ts_ns: int
+    order: int       # tie-break: stream index, so equal times keep a stable order
+    channel: str
+    shared: bool     # from a `_multi` stream
+    record: Record
+    damage: str | None = None
+
+
+def _one_per_segment(refs: Iterable[SegmentRef]) -> list[SegmentRef]:
+    """While compaction runs both X.seg and X.seg.zst can exist: they hold the same records."""
+    seen: set[tuple[Path, int, dt.date]] = set()
+    out = []
+    for r in refs:
+        key = (r.path.parent, r.number, r.day)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def stream_days(root: Path, product: str, channel: str) -> list[dt.date]:
+    try:
+        return sorted({r.day for r in iter_segments(root, product, channel)})
+    except (ValueError, OSError):
+        return []
+
+
+def product_days(root: Path, product: str, channels: Iterable[str]) -> list[dt.date]:
+    days: set[dt.date] = set()
+    for ch in channels:
+        days.update(stream_days(root, product, ch))
+    return sorted(days)
+
+
+def products(root: Path) -> list[str]:
+    """Product streams under a root (names not starting with `_`)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def stream_records(root: Path, product: str, channel: str, day: dt.date,
+                   from_ns: int | None = None, to_ns: int | None = None,
+                   ) -> Iterator[tuple[Record | None, str | None]]:
+    """(record, None) for each record of a stream's day; (None, why) after a damaged stretch."""
+    try:
+        refs = _one_per_segment(iter_segments(root, product, channel, day))
+    except (ValueError, OSError):
+        return
+    for ref in refs:
+        try:
+            reader = open_any(ref.path)
+        except (OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+            continue
+        try:
+            yield from ((rec, None) for rec in reader.records(from_ns, to_ns))
+        except (CorruptSegment, OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+        finally:
+            reader.close()
+
+
+def _items(root: Path, product: str, channel: str, order: int, day: dt.date,
+           from_ns: int | None, to_ns: int | None) -> Iterator[Item]:
+    shared = product == MULTI
+    last_ts = from_ns or 0
+    for rec, damage in stream_records(root, product, channel, day, from_ns, to_ns):
+        if rec is None:
+            yield Item(last_ts, order, channel, shared,
+                       Record(last_ts, DAMAGED, b"", -1), damage)
+        else:
+            last_ts = rec.ts_ns
+            yield Item(rec.ts_ns, order, channel, shared, rec)
+
+
+def merged(root: Path, product: str, channels: Iterable[str], day: dt.date,
+           from_ns: int | None = None, to_ns: int | None = None,
+           with_multi: bool = True) -> Iterator[Item]:
+    """Every record of the product's channels on `day` (and `_multi` frames), by time."""
+    sources = []
+    for i, ch in enumerate(channels):
+        sources.append(_items(root, product, ch, 2 * i, day, from_ns, to_ns))
+        if with_multi and (root / MULTI / ch).is_dir():
+            sources.append(_items(root, MULTI, ch, 2 * i + 1, day, from_ns, to_ns))
+    if len(sources) == 1:
+        yield from sources[0]
+    else:  # Items compare as tuples: by time, then by stream (never further)
+        yield from heapq.merge(*sources)
