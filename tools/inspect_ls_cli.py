@@ -23,6 +23,7 @@ from storage.archive import ArchiveReader
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef
 from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage.source import is_remote, remote_size
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
 from tools.select_cli import describe, find_segments, open_reader
 
@@ -43,7 +44,7 @@ class Row:
 
 
 def _row(ref: SegmentRef) -> Row:
-    disk = ref.path.stat().st_size
+    disk = remote_size(ref.path) if is_remote(ref.path) else ref.path.stat().st_size
     try:
         reader = open_reader(ref.path)
     except ToolError as exc:
