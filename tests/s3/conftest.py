@@ -18,6 +18,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tools"))  # segfiles: real segments written by the codec
+sys.path.insert(0, str(HERE.parent / "sim"))  # simhelpers: a WebSocket client for replay
 
 from seaweed import Weed, start_weed  # noqa: E402
 
