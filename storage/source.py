@@ -37,6 +37,8 @@ _FOLDED = "s3:/"
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 MAX_ATTEMPTS = 4
+#: the most a sequential scan fetches ahead in one request (bounds the memory it holds)
+READ_AHEAD_MAX = 8 << 20
 
 __all__ = [
     "RemoteError",
@@ -162,20 +164,36 @@ class S3Source(CountingFile):
     """Positional reads of one S3 object through ranged GETs, counted like a local file's.
 
     It is a `CountingFile` without a descriptor (fd -1), so every archive routine that takes a
-    local source takes this one unchanged.
+    local source takes this one unchanged. A read that starts where the previous one ended
+    (reading frames one after another) fetches ahead, doubling up to READ_AHEAD_MAX, so a
+    sequential scan costs few requests; a jump (a seek to a time) fetches exactly what it
+    asks for. `bytes_read` counts every byte fetched, read-ahead included.
     """
 
     def __init__(self, location: S3Location, size: int, client: Any) -> None:
         super().__init__(-1, size)
         self.location = location
         self._client = client
+        self._buf = b""
+        self._buf_at = 0
+        self._expect = -1
+        self._ahead = 0
 
     def pread(self, size: int, offset: int) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:
             raise ArchiveFormatError(
                 f"read of {size} bytes past the end of the {self.size}-byte object", offset)
-        if size == 0:
-            return b""
+        sequential, self._expect = offset == self._expect, offset + size
+        start = offset - self._buf_at
+        if 0 <= start and start + size <= len(self._buf):
+            return self._buf[start:start + size]
+        self._ahead = min(max(2 * self._ahead, size), READ_AHEAD_MAX) if sequential else 0
+        fetch = min(size + self._ahead, self.size - offset)
+        data = self._get(offset, fetch) if fetch else b""
+        self._buf, self._buf_at = data, offset
+        return data[:size]
+
+    def _get(self, offset: int, size: int) -> bytes:
         try:
             reply = self._client.get_object(Bucket=self.location.bucket, Key=self.location.key,
                                             Range=f"bytes={offset}-{offset + size - 1}")

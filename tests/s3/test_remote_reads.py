@@ -127,3 +127,22 @@ def test_replay_serves_a_remote_root(tmp_path: Path, bucket: str,
     local = asyncio.run(received(root))
     remote = asyncio.run(received(Path(url)))
     assert len(local) == 6000 and remote == local
+
+
+def test_a_sequential_scan_reads_ahead_in_few_requests(
+        tmp_path: Path, bucket: str, capfd: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    arch = make_archive(root, n=80_000, per_batch=1_000)
+    assert ship([str(root), f"s3://{bucket}"]) == 0
+    capfd.readouterr()
+    with ArchiveReader.open(arch) as local:
+        want = [(r.ts_ns, r.payload) for r in local.records()]
+        frames = len(local.data_frames)
+    with ArchiveReader.open(Path(f"s3://{bucket}/{rel(root, arch)}")) as remote:
+        got = [(r.ts_ns, r.payload) for r in remote.records()]
+        requests = remote._src.reads
+        fetched = remote.bytes_read
+    assert got == want and frames >= 10
+    assert requests <= 3 + frames // 2  # trailer, table, header frame, then doubling reads
+    # read-ahead never goes past the end; the seek table is fetched twice at most
+    assert fetched <= arch.stat().st_size * 1.1
