@@ -185,7 +185,7 @@ class S3Source(CountingFile):
                 f"read of {size} bytes past the end of the {self.size}-byte object", offset)
         sequential, self._expect = offset == self._expect, offset + size
         start = offset - self._buf_at
-        if 0 <= start and start + size <= len(self._buf):
+        if start >= 0 and start + size <= len(self._buf):
             return self._buf[start:start + size]
         self._ahead = min(max(2 * self._ahead, size), READ_AHEAD_MAX) if sequential else 0
         fetch = min(size + self._ahead, self.size - offset)

@@ -14,7 +14,14 @@ from pathlib import Path
 from storage.archive import ArchiveReader, open_any
 from storage.layout import SegmentRef, iter_segments, parse_segment_path, validate_name
 from storage.reader import SegmentReader
-from storage.source import RemoteError, is_remote, list_remote_segments, parse_s3_url, remote_size
+from storage.source import (
+    RemoteError,
+    display,
+    is_remote,
+    list_remote_segments,
+    parse_s3_url,
+    remote_size,
+)
 from tools.console_cli import EXIT_USAGE, ToolError
 
 
@@ -35,7 +42,7 @@ def describe(path: Path, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
-    return text if str(path) in text else f"{path}: {text}"
+    return text if str(path) in text else f"{display(path)}: {text}"
 
 
 def _under(root: Path, product: str | None, channel: str | None) -> list[SegmentRef]:

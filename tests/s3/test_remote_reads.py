@@ -42,7 +42,7 @@ def test_ls_remote_lists_what_local_ls_lists(tmp_path: Path, bucket: str,
     local = [orjson.loads(line) for line in out.splitlines()]
     assert len(remote) == len(archives) == len(local)
     for r, lo in zip(remote, local, strict=True):
-        assert r["path"] == "s3:/" + f"{bucket}/box/" + rel(root, Path(lo["path"]))
+        assert r["path"] == f"s3://{bucket}/box/" + rel(root, Path(lo["path"]))
         for field in ("product", "channel", "day", "records", "disk_bytes", "markers", "state"):
             assert r[field] == lo[field]
     code, out, _ = run(capfd, "ls", url + "/ETH-USD")  # a product prefix, like a folder
@@ -87,7 +87,7 @@ def test_verify_remote_clean_then_damage_found(tmp_path: Path, bucket: str, clie
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
     code, out, err = run(capfd, "verify", url)
     assert code == 1 and "1 problem(s) in 1 file(s)" in err
-    assert out.startswith(f"s3:/{bucket}/{key}@") and "damaged" in out
+    assert out.startswith(f"s3://{bucket}/{key}@") and "damaged" in out
 
 
 def test_stats_remote_equals_local(tmp_path: Path, bucket: str,
