@@ -189,3 +189,37 @@ def test_day_and_product_filters(tmp_path: Path, bucket: str, client: Any,
     code, _, err = ship(capfd, "-p", "ETH-USD", "--day", day2, str(root), f"s3://{bucket}")
     assert code == 0, err
     assert list(objects(client, bucket)) == [f"ETH-USD/level2/{day2}.0000.seg.zst"]
+
+
+def test_a_symlinked_archive_is_neither_followed_nor_removed(
+        tmp_path: Path, bucket: str, client: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    outside = make_archive(tmp_path / "elsewhere")
+    link = root / rel(tmp_path / "elsewhere", outside)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    code, _, err = ship(capfd, "--keep-local-days", "0", str(root), f"s3://{bucket}")
+    assert code == 1 and "FAILED" in err and "Traceback" not in err
+    assert link.is_symlink() and outside.exists()
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_sigterm_stops_promptly_and_a_rerun_finishes(tmp_path: Path, bucket: str,
+                                                     client: Any, s3env: Weed) -> None:
+    root = tmp_path / "data"
+    archives = [make_archive(root, product=f"Q{i:02d}-USD", n=12_000) for i in range(10)]
+    env = {**os.environ, **s3env.env()}
+    cmd = [sys.executable, "-m", "tools.ship_cli", "-j", "1", str(root), f"s3://{bucket}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "uploaded Q01" in line:
+            break
+    t = time.monotonic()
+    proc.terminate()
+    rest = proc.stderr.read()
+    assert proc.wait(20) == 130 and "interrupted" in rest
+    assert time.monotonic() - t < 10
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(objects(client, bucket)) == len(archives)
