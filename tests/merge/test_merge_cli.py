@@ -117,3 +117,17 @@ def test_usage_errors_are_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[
     _, err = capfd.readouterr()
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_damaged_input_stops_with_one_line(tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        record(tmp_path / name, [(T0 + n * S, D, msg(n)) for n in range(50)])
+    seg = next(iter_segments(tmp_path / "b")).path
+    data = bytearray(seg.read_bytes())
+    data[-40] ^= 0xFF  # inside the last batch: its CRC no longer matches
+    seg.write_bytes(bytes(data))
+    code = main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    _, err = capfd.readouterr()
+    assert code == 1 and err.startswith("cbl-merge: cannot read ") and str(seg) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
