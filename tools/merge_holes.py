@@ -180,7 +180,9 @@ def resolve(covers: list[Coverage], tolerance_ns: int) -> tuple[list[Hole], list
     """(filled holes, remaining gaps). A hole is filled when the other recordings' runs cover
     its span widened by the tolerance; otherwise the parts of its own span that no other
     recording covers are blind, and overlapping blind parts of all recordings become one
-    merged gap, marked just after it starts (where the last recording went blind)."""
+    merged gap, marked just after it starts (where the last recording went blind). Parts that
+    only touch are separate gaps: a recording covered the instant between them (a data
+    record), so a marker per part keeps each loss next to where it happened."""
     filled: list[Hole] = []
     parts: list[tuple[int, int, Hole]] = []
     for cov in covers:
@@ -194,7 +196,7 @@ def resolve(covers: list[Coverage], tolerance_ns: int) -> tuple[list[Hole], list
     parts.sort(key=lambda p: (p[0], p[1]))
     gaps: list[Remaining] = []
     for a, b, h in parts:
-        if gaps and a <= gaps[-1].to_ns:
+        if gaps and a < gaps[-1].to_ns:  # touching parts are split by a covered instant
             g = gaps[-1]
             holes = g.holes if h in g.holes else (*g.holes, h)
             gaps[-1] = Remaining(g.marker_ns, g.from_ns, max(g.to_ns, b), holes)

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -116,34 +117,49 @@ def _merged_gaps(m: Streams) -> list[dict[str, object]]:
             if kind == RecordKind.GAP]
 
 
-def _check_marked(missed: set[str], frames: list, m: Streams) -> int:  # type: ignore[type-arg]
-    """Every frame lost by both lies after its last surviving predecessor (same connection,
-    channel and products) and before that connection's next surviving frame, and the merged
-    stream has a GAP marker in that stretch."""
-    where: dict[str, tuple[tuple[str, str], int]] = {}
+def _check_lost_frames(frames: list, inputs: list[Streams], m: Streams,  # type: ignore[type-arg]
+                       key: Callable[[bytes], bytes]) -> tuple[int, int]:
+    """Every frame the ledger has but no recording stored is either recovered (its event is in
+    the merged stream under another connection's copy) or marked. The venue sends a stream's
+    events in the same order on every connection, so between the lost frame's surviving
+    neighbours on its own connection the merged stream must hold at least as many messages as
+    the venue sent there, or a GAP marker. Returns (recovered, marked)."""
+    payload = {sha(p): p for s in inputs for msgs in _data(s).values() for p in msgs}
+    where: dict[bytes, tuple[tuple[str, str], int]] = {}
     for stream, recs in m.items():
         for n, (_, kind, p) in enumerate(recs):
             if kind == RecordKind.DATA:
-                where.setdefault(sha(p), (stream, n))
-    by_key: dict[tuple[int, str, str], list] = defaultdict(list)  # type: ignore[type-arg]
+                where.setdefault(key(p), (stream, n))
+    by_conn: dict[tuple[int, str, str], list] = defaultdict(list)  # type: ignore[type-arg]
     for f in frames:
-        by_key[(f.conn, f.channel, ",".join(f.products))].append(f)
-    checked = 0
-    for fs in by_key.values():
+        by_conn[(f.conn, f.channel, ",".join(f.products))].append(f)
+    recovered = marked = 0
+    for fs in by_conn.values():
+        kept = [n for n, f in enumerate(fs) if f.sha256 in payload]
         for n, f in enumerate(fs):
-            if f.sha256 not in missed:
+            if f.sha256 in payload:
                 continue
-            prev = next((where[g.sha256] for g in reversed(fs[:n]) if g.sha256 in where), None)
-            if prev is None:
+            before = [k for k in kept if k < n]
+            if not before:
                 continue  # nothing of this connection survived before it
-            stream, pos = prev
-            nxt = next((where[g.sha256][1] for g in fs[n + 1:] if g.sha256 in where
-                        and where[g.sha256][0] == stream and where[g.sha256][1] > pos),
-                       len(m[stream]))
-            kinds = [kind for _, kind, _ in m[stream][pos + 1:nxt]]
-            assert RecordKind.GAP in kinds, (stream, f)
-            checked += 1
-    return checked
+            stream, pos = where[key(payload[fs[before[-1]].sha256])]
+            after = [k for k in kept if k > n and where[key(payload[fs[k].sha256])][0] == stream
+                     and where[key(payload[fs[k].sha256])][1] > pos]
+            end = where[key(payload[fs[after[0]].sha256])][1] if after else len(m[stream])
+            between = [kind for _, kind, _ in m[stream][pos + 1:end]]
+            lo = m[stream][pos][0]
+            hi = m[stream][end][0] if end < len(m[stream]) else 1 << 63
+            if RecordKind.GAP in between or any(
+                    g["from_ns"] <= hi and g["to_ns"] >= lo for g in _gaps_of(m[stream])):
+                marked += 1  # a marker between its neighbours, or a marked span over them
+            else:
+                assert after and len(between) >= after[0] - before[-1] - 1, (stream, f)
+                recovered += 1
+    return recovered, marked
+
+
+def _gaps_of(recs: list[tuple[int, int, bytes]]) -> list[dict[str, int]]:
+    return [orjson.loads(p) for _, kind, p in recs if kind == RecordKind.GAP]
 
 
 def _merge(tmp: Path, a: Path, b: Path) -> tuple[Streams, str]:
@@ -167,9 +183,9 @@ def test_exchange_merged_is_the_ledger_minus_what_both_lost(
     merged = {sha(p) for msgs in _data(m).values() for p in msgs}
     assert merged <= sent                          # nothing the venue did not send
     assert merged == stored                        # everything any recording has
-    missed = sent - stored
-    assert missed, "the simultaneous kill lost nothing: the scenario did not happen"
-    assert _check_marked(missed, frames, m) > 0
+    assert sent - stored, "the simultaneous kill lost nothing: the scenario did not happen"
+    _, marked = _check_lost_frames(frames, [a, b], m, lambda p: p)
+    assert marked > 0
     reports = [orjson.loads(line) for line in out.splitlines()]
     assert sum(r["gaps_filled"] for r in reports) > 0
     assert sum(r["duplicates_dropped"] for r in reports) > 0
@@ -187,6 +203,9 @@ def test_advanced_trade_merge_fills_each_others_holes(
     _check_union(a, b, m, lambda p: identity("advanced_trade", p))
     sent = {f.sha256 for f in frames}
     assert {sha(p) for msgs in _data(m).values() for p in msgs} <= sent
+    # every frame no recording stored is recovered or lies where the merged stream is marked
+    _, marked = _check_lost_frames(frames, [a, b], m, lambda p: identity("advanced_trade", p))
+    assert marked > 0
     # book updates and trades seen by both are stored once, whatever their sequence_num
     l2 = [p for (_, ch), msgs in _data(m).items() if ch == "level2" for p in msgs]
     assert len(l2) == len({identity("advanced_trade", p) for p in l2})
