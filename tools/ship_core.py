@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 #: the object metadata key holding the archive's SHA-256 (hex), for servers that do not keep
 #: or return the upload's own x-amz-checksum-sha256
@@ -47,8 +46,8 @@ class RemoteObject:
 
 def object_key(prefix: str, rel: str) -> str:
     """The object key of a local file: the same layout as on disk, under the prefix."""
-    parts = PurePosixPath(rel).parts
-    if not parts or any(p in ("", ".", "..") for p in parts) or rel.startswith("/"):
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"not a relative archive path: {rel!r}")
     return f"{prefix}/{rel}" if prefix else rel
 
