@@ -1,7 +1,8 @@
 """Fixtures of the object-storage tests: one real SeaweedFS server for the whole session.
 
-`weed server -s3` takes a few seconds to start, so it is started once per test session
-(session scope) and every test gets its own bucket. The tools find the server the way they
+`weed server -s3` takes a few seconds to start, so it is started once for this folder's tests
+(package scope: stopped when they are done, so it idles through no other test) and every test
+gets its own bucket. The tools find the server the way they
 would in production: through the standard AWS environment (endpoint, region, credentials).
 """
 
@@ -27,7 +28,7 @@ import storage.source  # noqa: E402
 _buckets = itertools.count()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def weed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
     server = start_weed(tmp_path_factory.mktemp("weed"))
     try:
