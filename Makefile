@@ -43,7 +43,7 @@ demo: $(VENV)/.installed
 
 ## bench: every benchmark in bench/, each printing ratios against a same-run baseline
 bench: $(VENV)/.installed-dev
-	@for b in bench/storage.py bench/routing.py bench/metrics_cost.py bench/loop_path.py bench/ws_client.py bench/simulator.py bench/ingest.py bench/compact.py bench/export.py; do \
+	@for b in bench/storage.py bench/routing.py bench/metrics_cost.py bench/loop_path.py bench/ws_client.py bench/simulator.py bench/ingest.py bench/compact.py bench/export.py bench/ship.py; do \
 		if [ -f $$b ]; then echo "== $$b"; $(BIN)/python $$b || exit 1; fi; \
 	done
 

@@ -42,6 +42,7 @@ from storage.layout import ARCHIVE_SUFFIX
 from storage.markers import MarkerCounts, batch_kinds, holds_kinds, markers_of
 from storage.reader import SegmentReader
 from storage.records import Record, RecordKind
+from storage.source import is_remote, open_remote
 
 FRAME_TARGET_BYTES = 1 << 20
 DEFAULT_LEVEL = 3
@@ -116,22 +117,29 @@ class ArchiveReader:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ArchiveReader:
+        """Open a local archive, or a remote one named `s3://bucket/key` (storage.source)."""
         p = Path(path)
+        if is_remote(p):
+            return cls.from_source(p, open_remote(p))
         fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            src = CountingFile(fd, os.fstat(fd).st_size)
-            try:
-                table = read_table(src)
-                if not table.frames or table.frames[0].uncompressed_size != HEADER_SIZE:
-                    raise ArchiveFormatError("archive does not start with a segment header frame")
-                dctx = make_decompressor(read_dictionary(src, table))
-                header = decode_header(read_frame(src, table.frames[0], dctx))
-            except ArchiveFormatError as exc:
-                raise CorruptArchive(exc.reason, exc.offset or 0, p) from None
-            return cls(p, src, table, header, dctx)
+            return cls.from_source(p, CountingFile(fd, os.fstat(fd).st_size))
         except BaseException:
             os.close(fd)
             raise
+
+    @classmethod
+    def from_source(cls, p: Path, src: CountingFile) -> ArchiveReader:
+        """An archive over any byte source: a local file or an S3 object (storage.source)."""
+        try:
+            table = read_table(src)
+            if not table.frames or table.frames[0].uncompressed_size != HEADER_SIZE:
+                raise ArchiveFormatError("archive does not start with a segment header frame")
+            dctx = make_decompressor(read_dictionary(src, table))
+            header = decode_header(read_frame(src, table.frames[0], dctx))
+        except ArchiveFormatError as exc:
+            raise CorruptArchive(exc.reason, exc.offset or 0, p) from None
+        return cls(p, src, table, header, dctx)
 
     @property
     def bytes_read(self) -> int:

@@ -24,7 +24,10 @@ command reads live segments (.seg), sealed ones and compacted archives (.seg.zst
 the same way, and only ever reads: nothing under the data root is changed.
 
 TARGET (and ROOT) is a segment file, a data root such as ./data, or a product or
-channel folder inside one (data/BTC-USD, data/BTC-USD/level2). Markers are the
+channel folder inside one (data/BTC-USD, data/BTC-USD/level2). ls, cat, verify and
+stats also read archives shipped to object storage: s3://BUCKET/PREFIX[/PRODUCT[/CHANNEL]]
+or one archive object, fetched with range requests (credentials and endpoint from the
+AWS environment; docs/OBJECT_STORAGE.md). Markers are the
 records the recorder writes where a stream may be missing messages: gap,
 disconnect, reconnect, subscribe, dropped (its own queue overflowed), note.
 """

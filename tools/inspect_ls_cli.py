@@ -23,6 +23,7 @@ from storage.archive import ArchiveReader
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef
 from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage.source import display, is_remote, remote_size
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
 from tools.select_cli import describe, find_segments, open_reader
 
@@ -43,7 +44,7 @@ class Row:
 
 
 def _row(ref: SegmentRef) -> Row:
-    disk = ref.path.stat().st_size
+    disk = remote_size(ref.path) if is_remote(ref.path) else ref.path.stat().st_size
     try:
         reader = open_reader(ref.path)
     except ToolError as exc:
@@ -122,7 +123,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             total_disk += row.disk_bytes
             if args.json:
                 out.write(orjson.dumps({
-                    "path": str(ref.path), "product": product, "channel": channel,
+                    "path": display(ref.path), "product": product, "channel": channel,
                     "day": ref.day.isoformat() if ref.day != dt.date.min else None,
                     "number": ref.number, "state": row.state, "records": row.records,
                     "data_bytes": row.data_bytes, "disk_bytes": row.disk_bytes,

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from storage.archive_verify import verify_file
+from storage.source import display
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError
 from tools.select_cli import find_segments
 
@@ -28,7 +29,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         bad_files += bool(report.problems)
         warned_files += bool(report.warnings)
         for p in (*report.problems, *report.warnings):
-            sys.stdout.write(f"{p}\n")
+            where = display(p.path) if p.offset is None else f"{display(p.path)}@{p.offset}"
+            sys.stdout.write(f"{where}: {p.message}\n")
         problems += len(report.problems)
         warnings += len(report.warnings)
     sys.stdout.flush()

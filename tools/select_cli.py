@@ -14,6 +14,14 @@ from pathlib import Path
 from storage.archive import ArchiveReader, open_any
 from storage.layout import SegmentRef, iter_segments, parse_segment_path, validate_name
 from storage.reader import SegmentReader
+from storage.source import (
+    RemoteError,
+    display,
+    is_remote,
+    list_remote_segments,
+    parse_s3_url,
+    remote_size,
+)
 from tools.console_cli import EXIT_USAGE, ToolError
 
 
@@ -34,7 +42,7 @@ def describe(path: Path, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror
-    return text if str(path) in text else f"{path}: {text}"
+    return text if str(path) in text else f"{display(path)}: {text}"
 
 
 def _under(root: Path, product: str | None, channel: str | None) -> list[SegmentRef]:
@@ -52,6 +60,8 @@ def find_segments(
     A single file is accepted whatever its name (so a copied or renamed file can still be read);
     its stream is then whatever its header says.
     """
+    if is_remote(target):
+        return _remote(target, product, channel)
     path = Path(target)
     if not path.exists():
         raise ToolError(f"{path}: no such file or directory", EXIT_USAGE)
@@ -75,6 +85,33 @@ def find_segments(
             if refs:
                 return refs
     return []
+
+
+def _remote(
+    target: str | os.PathLike[str], product: str | None, channel: str | None,
+) -> list[SegmentRef]:
+    """Archives under an s3:// root, product or channel prefix, or one archive object."""
+    try:
+        loc = parse_s3_url(target)
+        if product is not None:
+            validate_name(product, "product")
+        if channel is not None:
+            validate_name(channel, "channel")
+    except ValueError as exc:
+        raise ToolError(str(exc), EXIT_USAGE) from None
+    refs = list_remote_segments(target, product, channel)
+    if refs or not loc.key.endswith(".zst"):
+        return refs
+    try:  # one object named in full
+        remote_size(loc.as_path())
+    except FileNotFoundError:
+        raise ToolError(f"{loc.url()}: no such object", EXIT_USAGE) from None
+    except RemoteError as exc:
+        raise ToolError(str(exc)) from None
+    try:
+        return [parse_segment_path(loc.as_path())._replace(path=loc.as_path())]
+    except ValueError:
+        return [SegmentRef(loc.as_path(), "?", "?", dt.date.min, 0, True)]
 
 
 def latest_per_segment(refs: Iterable[SegmentRef]) -> list[SegmentRef]:

@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--slow-consumer-s", type=float, default=10.0)
 
     r = sub.add_parser("replay", help="serve recorded segments/archives as a live feed")
-    r.add_argument("--root", type=Path, required=True, help="data root written by the daemon")
+    r.add_argument("--root", type=Path, required=True,
+                   help="data root written by the daemon, or s3://BUCKET/PREFIX holding its "
+                        "shipped archives (read with range requests)")
     r.add_argument("--day", default=None, help="UTC day YYYY-MM-DD (default: every day)")
     r.add_argument("--products", default=None, help="comma-separated product ids")
     r.add_argument("--speed", default="1", help="1 (original pacing), 10, any factor, or max")

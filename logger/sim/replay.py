@@ -41,6 +41,7 @@ from storage import RecordKind
 from storage.archive import open_any
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef, iter_segments
+from storage.source import is_remote, list_remote_segments
 
 _SHARED = {"heartbeats", "status", "heartbeat"}
 _DATA = int(RecordKind.DATA)
@@ -135,7 +136,9 @@ class ReplayServer:
                products: list[str] | None) -> dict[tuple[str, str], list[SegmentRef]]:
         """(product, channel) → segments in order, a `.seg` preferred over its archive."""
         chosen: dict[tuple[str, str, dt.date, int], SegmentRef] = {}
-        for ref in iter_segments(root, day=day):
+        refs = (list_remote_segments(root, day=day) if is_remote(root)
+                else iter_segments(root, day=day))  # an s3:// root: its archives, ranged reads
+        for ref in refs:
             if (products is not None and not ref.product.startswith("_")
                     and ref.product not in products):
                 continue

@@ -1,0 +1,1 @@
+"""Object-storage tests (one SeaweedFS server for this package)."""
