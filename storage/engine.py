@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import errno as errno_mod
 import itertools
+import json
 import logging
 import os
 import resource
@@ -46,6 +47,18 @@ from storage.layout import (
 from storage.records import RecordKind
 from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
+from storage.unclean import (
+    LossEntry,
+    ReservedFile,
+    last_committed_ts,
+    live_name,
+    loss_name,
+    read_loss,
+    read_streams,
+    restart_payload,
+    unclean_files,
+    unsealed_streams,
+)
 
 __all__ = ["CommitError", "CommitResult", "Engine", "EngineConfig", "Stream", "day_of"]
 
@@ -103,6 +116,15 @@ class EngineConfig:
     lock_name: str = LOCK_NAME
     """``.lock`` (the whole root) or ``.lock.<worker>`` for one of a daemon's worker engines,
     which then owns only the streams it writes (``storage.rootlock``)."""
+    mark_unclean: bool = True
+    """At open, turn what earlier runs left (live journals of runs that did not close, loss
+    ledgers of closes that could not commit everything, unsealed segments) into RESTART and
+    DROPPED markers (``storage.unclean``). Only an engine that owns every stream those may
+    name does this: a daemon's worker engines leave it to one pass of their supervisor."""
+    commit_chunk_bytes: int = 32 << 20
+    """A commit of more pending payload bytes than this (the catch-up after a full disk) is
+    written in steps of about this size, each step's encoded copy freed before the next, so
+    memory stays near the pending bytes instead of three times them."""
 
     def __post_init__(self) -> None:
         check_lock_name(self.lock_name)
@@ -122,6 +144,8 @@ class EngineConfig:
             raise ValueError(f"io_threads must be >= 1, got {self.io_threads}")
         if self.max_batch_bytes < 4096:
             raise ValueError(f"max_batch_bytes too small: {self.max_batch_bytes}")
+        if self.commit_chunk_bytes < 1:
+            raise ValueError(f"commit_chunk_bytes must be >= 1, got {self.commit_chunk_bytes}")
 
 
 class _DayGroup(NamedTuple):
@@ -156,6 +180,9 @@ class CommitResult:
     seconds: float = 0.0
     errors: list[CommitError] = dataclasses.field(default_factory=list)
     sealed: list[Path] = dataclasses.field(default_factory=list)
+    lost: int = 0
+    """Only from :meth:`Engine.close`: records it could not commit (written to the root's
+    loss ledger, marked DROPPED by the next engine)."""
 
 
 class Stream:
@@ -266,6 +293,17 @@ class Engine:
             today = day_of(time.time_ns())
             self._stale = {r.path: None for r in iter_segments(self.root)
                            if not r.archived and r.day < today}
+        self._last_errno: int | None = None
+        self._consumed: list[Path] = []  # earlier runs' journals/ledgers, removed once marked
+        self._marking: list[Stream] = []  # streams holding those markers
+        self._live: ReservedFile | None = None
+        self._loss: ReservedFile | None = None
+        try:
+            self._open_unclean_files(time.time_ns())
+        except BaseException:
+            self._backend.close()
+            self._lock.release()
+            raise
 
     # -- ingest side -----------------------------------------------------------------------
 
@@ -276,7 +314,85 @@ class Engine:
         if s is None:
             s = Stream(validate_name(product, "product"), validate_name(channel, "channel"))
             self._streams[key] = s
+            self._journal(s)
         return s
+
+    # -- unclean shutdown: journals, loss ledgers, RESTART and DROPPED markers ---------------
+
+    def _open_unclean_files(self, now_ns: int) -> None:
+        """Read what earlier runs left (when ``mark_unclean``), then start this run's own
+        live journal and loss-ledger reserve; mark the streams they name."""
+        restart: set[tuple[str, str]] = set()
+        losses: list[LossEntry] = []
+        own_loss = self.root / loss_name(self.config.lock_name)
+        if self.config.mark_unclean:
+            lives, loss_files = unclean_files(self.root)
+            for path in lives:
+                restart |= read_streams(path)
+            restart |= unsealed_streams(self.root)
+            for path in loss_files:
+                losses += read_loss(path)
+            own_live = self.root / live_name(self.config.lock_name)
+            self._consumed = [p for p in lives if p != own_live] + loss_files
+            if own_loss in loss_files:  # kept under another name until its markers commit
+                kept = own_loss.with_name(f"{own_loss.name}.prev-{now_ns}")
+                os.replace(own_loss, kept)
+                self._consumed[self._consumed.index(own_loss)] = kept
+        self._live = ReservedFile(self.root / live_name(self.config.lock_name))
+        self._loss = ReservedFile(own_loss)
+        for product, channel in sorted(restart):
+            s = self.stream(product, channel)
+            last = last_committed_ts(self.root, product, channel)
+            self.append(s, now_ns if last is None else last, restart_payload(last, now_ns),
+                        RecordKind.RESTART)
+            self._marking.append(s)
+        for e in losses:
+            s = self.stream(e.product, e.channel)
+            self.append(s, e.first_ts_ns, json.dumps({
+                "reason": "lost_at_shutdown", "records": e.records,
+                "first_ts_ns": e.first_ts_ns, "last_ts_ns": e.last_ts_ns, "errno": e.errno,
+            }, separators=(",", ":"), sort_keys=True).encode(), RecordKind.DROPPED)
+            self._marking.append(s)
+        if restart or losses:
+            log.warning("marking an unclean end of the previous run: %d stream(s) get a "
+                        "RESTART marker, %d a DROPPED marker (%d records lost at its close)",
+                        len(restart), len(losses), sum(e.records for e in losses))
+        elif self._consumed:
+            self._finish_unclean()
+
+    def _journal(self, s: Stream) -> None:
+        """One line per stream and run in the live journal (not per record or commit)."""
+        live = self._live
+        if live is None:
+            return
+        try:
+            live.append(f"{s.product}\t{s.channel}\n".encode())
+        except OSError as e:  # its unsealed segment still names it after a crash
+            log.error("cannot add %s/%s to %s: %s", s.product, s.channel, live.path, e)
+
+    def _finish_unclean(self) -> None:
+        """The markers of earlier runs are committed: their journals and ledgers go."""
+        for path in self._consumed:
+            path.unlink(missing_ok=True)
+        self._consumed = []
+        self._marking = []
+
+    def _write_loss(self) -> int:
+        """Record in the loss ledger, fsynced, what this close could not commit."""
+        entries = [LossEntry(s.product, s.channel, len(s.lens), s.lo, s.hi, self._last_errno)
+                   for s in self._dirty if s.lens]
+        lost = sum(e.records for e in entries)
+        try:
+            assert self._loss is not None
+            self._loss.append(b"".join(e.line() for e in entries))
+            self._loss.sync()
+        except OSError as exc:
+            log.error("cannot write the loss ledger %s (%d records lost, unmarked): %s",
+                      loss_name(self.config.lock_name), lost, exc)
+        for x in entries:
+            log.error("lost at close: %s/%s records=%d first_ts_ns=%d last_ts_ns=%d errno=%s",
+                      x.product, x.channel, x.records, x.first_ts_ns, x.last_ts_ns, x.errno)
+        return lost
 
     def extend(self, stream: Stream, ts_ns: Sequence[int], payloads: Sequence[bytes]) -> None:
         """Buffer DATA records (no I/O). TypeError/ValueError on bad input, nothing buffered."""
@@ -480,6 +596,8 @@ class Engine:
         if self.config.precreate_s > 0:
             self._precreate(now)
         self._maybe_sync(result)
+        if self._consumed and not any(s in self._dirty for s in self._marking):
+            self._finish_unclean()
         self._last_commit = time.monotonic()
         result.seconds = time.perf_counter() - t0
         return result
@@ -532,6 +650,7 @@ class Engine:
         msg = (f"{what} on {stream.product}/{stream.channel}: {e}; "
                f"{stream.pending} records stay pending")
         result.errors.append(CommitError(stream.product, stream.channel, code, msg))
+        self._last_errno = code
         key = (stream.product, stream.channel)
         if key not in self._failing:
             self._failing.add(key)
@@ -902,6 +1021,7 @@ class Engine:
         result = self.commit()
         if self._pending:
             log.error("closing with %d records not committed (see errors)", self._pending)
+            result.lost = self._write_loss()
         fsync = self.config.fsync_interval_s is not None
         segs: list[Segment] = []
         for stream in self._streams.values():
@@ -909,9 +1029,11 @@ class Engine:
             stream.segments.clear()
         segs += self._to_seal.values()
         self._to_seal.clear()
+        sealed_all = True
         try:
             self._seal_all(segs, fsync, result)
         except OSError as e:
+            sealed_all = False
             log.error("sealing at close failed: %s", e)
             result.errors.append(CommitError("*", "*", e.errno, f"seal failed: {e}"))
         for path in list(self._stale):
@@ -922,6 +1044,11 @@ class Engine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        # every stream sealed: nothing for the next run to mark but what the ledger lists
+        if self._live is not None:
+            self._live.close(remove=sealed_all)
+        if self._loss is not None:
+            self._loss.close(remove=not result.lost)
         self._backend.close()
         self._lock.release()
         self._closed = True
