@@ -9,6 +9,7 @@ behind a commit point, so nothing half-written is ever read back.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import errno as errno_mod
@@ -159,6 +160,48 @@ class _DayGroup(NamedTuple):
     bounds: tuple[int, int]
 
 
+class _Held(NamedTuple):
+    """The part of a stream's pending records held back from one step of a commit."""
+
+    ts: array[int]
+    lens: array[int]
+    payloads: list[bytes]
+    markers: list[tuple[int, int]]
+    nbytes: int
+
+
+def _hold_back(stream: Stream, limit: int) -> _Held | None:
+    """Leave pending only the longest prefix of at most ``limit`` payload bytes (at least one
+    record) and return the rest, or None when everything fits."""
+    cum = list(itertools.accumulate(stream.lens))
+    k = max(1, bisect.bisect_right(cum, limit))
+    if k >= len(cum):
+        return None
+    rest = _Held(stream.ts[k:], stream.lens[k:], stream.payloads[k:],
+                 [(p - k, kind) for p, kind in stream.markers if p >= k],
+                 stream.nbytes - cum[k - 1])
+    stream.ts, stream.lens, stream.payloads = stream.ts[:k], stream.lens[:k], stream.payloads[:k]
+    stream.markers = [(p, kind) for p, kind in stream.markers if p < k]
+    stream.nbytes = cum[k - 1]
+    stream.lo, stream.hi = min(stream.ts), max(stream.ts)
+    return rest
+
+
+def _give_back(stream: Stream, rest: _Held) -> None:
+    """Append held-back records after whatever is still pending (the order is kept)."""
+    base = len(stream.lens)
+    if rest.markers:
+        stream.markers += [(p + base, kind) for p, kind in rest.markers]
+    lo, hi = min(rest.ts), max(rest.ts)
+    if base:
+        lo, hi = min(lo, stream.lo), max(hi, stream.hi)
+    stream.ts += rest.ts
+    stream.lens += rest.lens
+    stream.payloads += rest.payloads
+    stream.nbytes += rest.nbytes
+    stream.lo, stream.hi = lo, hi
+
+
 class CommitError(NamedTuple):
     """Why some records were not committed (they stay pending and are retried)."""
 
@@ -297,6 +340,7 @@ class Engine:
         self._consumed: list[Path] = []  # earlier runs' journals/ledgers, removed once marked
         self._marking: list[Stream] = []  # streams holding those markers
         self._live: ReservedFile | None = None
+        self._retired: list[Segment] = []  # full segments committed, sealed after the commit
         self._loss: ReservedFile | None = None
         try:
             self._open_unclean_files(time.time_ns())
@@ -522,6 +566,72 @@ class Engine:
         t0 = time.perf_counter()
         now = time.time_ns() if now_ns is None else now_ns
         result = CommitResult()
+        dirty = list(self._dirty)
+        if self._pending_big(dirty):
+            self._commit_in_steps(dirty, now, result)
+        else:
+            self._commit_streams(dirty, now, result)
+        fsync = self.config.fsync_interval_s is not None
+        for seg in self._retired:
+            self._unsynced.pop(seg, None)
+            seg.seal(fsync=fsync)
+            result.sealed.append(seg.path)
+        self._retired = []
+        self._seal_past_days(self._day(now // NS_PER_DAY), result)
+        if self.config.precreate_s > 0:
+            self._precreate(now)
+        self._maybe_sync(result)
+        if self._consumed and not any(s in self._dirty for s in self._marking):
+            self._finish_unclean()
+        self._last_commit = time.monotonic()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _pending_big(self, dirty: list[Stream]) -> bool:
+        """More pending payload bytes than one step may encode (the usual commit: a sum over
+        the streams of one batch, no per-record work)."""
+        limit = self.config.commit_chunk_bytes
+        total = 0
+        for stream in dirty:
+            total += stream.nbytes
+            if total > limit:
+                return True
+        return False
+
+    def _commit_in_steps(self, dirty: list[Stream], now: int, result: CommitResult) -> None:
+        """Commit ``dirty`` in steps of about ``commit_chunk_bytes`` of payload, each step
+        written and its encoded copies dropped before the next: the catch-up commit after a
+        full disk then needs the pending records plus one step, not three times them. A
+        stream with more than a step pending commits a prefix per step (each step is a
+        committed prefix, as after a crash between two commits)."""
+        limit = self.config.commit_chunk_bytes
+        queue = list(dirty)
+        failed: set[Stream] = set()
+        while queue:
+            group: list[Stream] = []
+            held: list[tuple[Stream, _Held]] = []
+            size = 0
+            while queue and (not group or size + queue[0].nbytes <= limit):
+                stream = queue.pop(0)
+                if stream.nbytes > limit - size:
+                    rest = _hold_back(stream, limit - size)
+                    if rest is not None:
+                        held.append((stream, rest))
+                group.append(stream)
+                size += stream.nbytes
+            self._commit_streams(group, now, result)
+            for stream, rest in held:
+                if stream.lens:  # this step failed for the stream: all of it stays pending
+                    _give_back(stream, rest)
+                    failed.add(stream)
+                else:
+                    _give_back(stream, rest)
+                    self._dirty[stream] = None
+                    if stream not in failed:
+                        queue.insert(0, stream)
+
+    def _commit_streams(self, dirty: list[Stream], now: int, result: CommitResult) -> None:
+        """Stage, write and apply the pending records of ``dirty`` (one step of a commit)."""
         data_ops: list[WriteOp] = []
         head_ops: list[WriteOp] = []
         commit_ops: list[WriteOp] = []  # the fast path's commit points
@@ -530,7 +640,6 @@ class Engine:
         retiring: list[Segment] = []
         staged: list[Stream] = []
         nbytes = 0
-        dirty = list(self._dirty)
         stage_fast = self._stage_fast if self._fast_ok else None
         for stream in dirty:
             try:
@@ -579,28 +688,15 @@ class Engine:
                 if failing and (stream.product, stream.channel) in failing:
                     failing.discard((stream.product, stream.channel))
                     log.info("stream %s/%s writes again", stream.product, stream.channel)
-            if len(staged) == len(dirty):
+            if len(staged) == len(self._dirty):
                 self._dirty.clear()
             else:
                 for stream in staged:
                     del self._dirty[stream]
-            result.records = records
-            result.bytes = nbytes
+            result.records += records
+            result.bytes += nbytes
             self._pending -= records
-        fsync = self.config.fsync_interval_s is not None
-        for seg in retiring:
-            self._unsynced.pop(seg, None)
-            seg.seal(fsync=fsync)
-            result.sealed.append(seg.path)
-        self._seal_past_days(self._day(now // NS_PER_DAY), result)
-        if self.config.precreate_s > 0:
-            self._precreate(now)
-        self._maybe_sync(result)
-        if self._consumed and not any(s in self._dirty for s in self._marking):
-            self._finish_unclean()
-        self._last_commit = time.monotonic()
-        result.seconds = time.perf_counter() - t0
-        return result
+        self._retired += retiring
 
     def _day(self, d: int) -> dt.date:
         """The date of day number ``d`` since the epoch (cached: one timedelta per day)."""

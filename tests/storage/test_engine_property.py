@@ -68,15 +68,18 @@ def _restart_markers(
 
 
 @settings(max_examples=100, deadline=None)
-@given(OPS)
+@given(OPS, st.sampled_from([32 << 20, 1500, 1]))
 def test_any_history_reads_back_exactly_the_committed_records(
-    ops: list[tuple[object, ...]],
+    ops: list[tuple[object, ...]], chunk: int,
 ) -> None:
+    """``chunk``: the default commit step, or steps so small that most commits are written in
+    several (down to one record per step)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cfg = EngineConfig(root=root, backend="mmap", segment_max_bytes=16 << 10,
                            first_extent_bytes=8192, max_extent_bytes=8192,
-                           max_batch_bytes=4096, seal_stale_on_open=False)
+                           max_batch_bytes=4096, seal_stale_on_open=False,
+                           commit_chunk_bytes=chunk)
         eng = Engine(cfg)
         committed: dict[tuple[int, int], list[tuple[int, int, bytes]]] = defaultdict(list)
         pending: list[tuple[int, int, tuple[int, int, bytes]]] = []
