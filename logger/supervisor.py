@@ -56,9 +56,11 @@ from prometheus_client.registry import Collector
 import logger
 from logger.config import Config, config_values
 from logger.daemon import (
+    EXIT_RECORDS_LOST,
     DataDirError,
     claim_data_dir,
     discover,
+    mark_unclean_end,
     refetch,
     report_fields,
     stop_on_signals,
@@ -240,6 +242,7 @@ class Supervisor:
         self.stop_event = asyncio.Event()
         self.workers: list[WorkerHandle] = []
         self.failed = False
+        self.records_lost = False  # a worker exited EXIT_RECORDS_LOST
         self.startup: StartupReport | None = None
         self.metrics_port: int | None = None
         self._server: Any = None
@@ -274,6 +277,9 @@ class Supervisor:
             if not self.stop_event.is_set():
                 self.failed = True
             return
+        # what an earlier run's crash or failed shutdown may have lost, marked while no
+        # worker writes (any worker may own any stream now)
+        await asyncio.to_thread(mark_unclean_end, self.cfg)
         self._serve_metrics()
         for i in range(self.count):
             await self._spawn(i)
@@ -365,6 +371,10 @@ class Supervisor:
             log.error("event=worker_died worker=%d pid=%d code=%d", w.index, w.proc.pid, code)
             self.failed = True
             self.request_stop("worker_died")
+        elif code == EXIT_RECORDS_LOST:
+            log.error("event=worker_lost_records worker=%d pid=%d code=%d", w.index,
+                      w.proc.pid, code)
+            self.records_lost = True
         elif code != 0:
             log.error("event=worker_failed worker=%d pid=%d code=%d", w.index, w.proc.pid,
                       code)
@@ -439,7 +449,7 @@ class Supervisor:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        return 1 if self.failed else 0
+        return 1 if self.failed else EXIT_RECORDS_LOST if self.records_lost else 0
 
 
 __all__ = ["Supervisor", "WorkersCollector", "aggregate", "partition"]

@@ -421,18 +421,35 @@ class Engine:
         self._consumed = []
         self._marking = []
 
+    def _loss_entry(self, s: Stream) -> LossEntry:
+        """What the ledger says of a stream's pending records: their count and time range,
+        widened by the pending DROPPED markers (records lost before, which they describe)."""
+        records, first, last = len(s.lens), s.lo, s.hi
+        for pos, kind in s.markers:
+            if kind != RecordKind.DROPPED:
+                continue
+            try:
+                d = json.loads(s.payloads[pos])
+                n, lo, hi = int(d["records"]), int(d["first_ts_ns"]), int(d["last_ts_ns"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            records += n - 1
+            first, last = min(first, lo), max(last, hi)
+        return LossEntry(s.product, s.channel, records, first, last, self._last_errno)
+
     def _write_loss(self) -> int:
-        """Record in the loss ledger, fsynced, what this close could not commit."""
-        entries = [LossEntry(s.product, s.channel, len(s.lens), s.lo, s.hi, self._last_errno)
-                   for s in self._dirty if s.lens]
-        lost = sum(e.records for e in entries)
+        """Record in the loss ledger, fsynced, what this close could not commit; returns the
+        DATA records lost (markers describe losses counted already)."""
+        dirty = [s for s in self._dirty if s.lens]
+        entries = [self._loss_entry(s) for s in dirty]
+        lost = sum(len(s.lens) - len(s.markers) for s in dirty)
         try:
             assert self._loss is not None
             self._loss.append(b"".join(e.line() for e in entries))
             self._loss.sync()
         except OSError as exc:
             log.error("cannot write the loss ledger %s (%d records lost, unmarked): %s",
-                      loss_name(self.config.lock_name), lost, exc)
+                      loss_name(self.config.lock_name), sum(e.records for e in entries), exc)
         for x in entries:
             log.error("lost at close: %s/%s records=%d first_ts_ns=%d last_ts_ns=%d errno=%s",
                       x.product, x.channel, x.records, x.first_ts_ns, x.last_ts_ns, x.errno)
