@@ -49,6 +49,7 @@ from storage.records import RecordKind
 from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
 from storage.unclean import (
+    Carried,
     LossEntry,
     ReservedFile,
     last_committed_ts,
@@ -158,6 +159,13 @@ class _DayGroup(NamedTuple):
     lens: array[int]
     blob: bytes
     bounds: tuple[int, int]
+
+
+_KINDS = frozenset(k.value for k in RecordKind)
+
+
+def _loss_time(e: LossEntry | Carried) -> int:
+    return e.ts_ns if isinstance(e, Carried) else e.first_ts_ns
 
 
 class _Held(NamedTuple):
@@ -342,6 +350,7 @@ class Engine:
         self._live: ReservedFile | None = None
         self._retired: list[Segment] = []  # full segments committed, sealed after the commit
         self._loss: ReservedFile | None = None
+        self._loss_kept = False  # the loss ledger holds what this close could not write
         try:
             self._open_unclean_files(time.time_ns())
         except BaseException:
@@ -367,7 +376,7 @@ class Engine:
         """Read what earlier runs left (when ``mark_unclean``), then start this run's own
         live journal and loss-ledger reserve; mark the streams they name."""
         restart: set[tuple[str, str]] = set()
-        losses: list[LossEntry] = []
+        losses: list[LossEntry | Carried] = []
         own_loss = self.root / loss_name(self.config.lock_name)
         if self.config.mark_unclean:
             lives, loss_files = unclean_files(self.root)
@@ -390,17 +399,22 @@ class Engine:
             self.append(s, now_ns if last is None else last, restart_payload(last, now_ns),
                         RecordKind.RESTART)
             self._marking.append(s)
-        for e in losses:
+        for e in sorted(losses, key=_loss_time):
             s = self.stream(e.product, e.channel)
-            self.append(s, e.first_ts_ns, json.dumps({
-                "reason": "lost_at_shutdown", "records": e.records,
-                "first_ts_ns": e.first_ts_ns, "last_ts_ns": e.last_ts_ns, "errno": e.errno,
-            }, separators=(",", ":"), sort_keys=True).encode(), RecordKind.DROPPED)
+            if isinstance(e, Carried):
+                self.append(s, e.ts_ns, e.payload, RecordKind(e.kind) if e.kind in _KINDS
+                            else RecordKind.NOTE)
+            else:
+                self.append(s, e.first_ts_ns, json.dumps({
+                    "reason": "lost_at_shutdown", "records": e.records,
+                    "first_ts_ns": e.first_ts_ns, "last_ts_ns": e.last_ts_ns, "errno": e.errno,
+                }, separators=(",", ":"), sort_keys=True).encode(), RecordKind.DROPPED)
             self._marking.append(s)
         if restart or losses:
+            lost = sum(e.records for e in losses if isinstance(e, LossEntry))
             log.warning("marking an unclean end of the previous run: %d stream(s) get a "
-                        "RESTART marker, %d a DROPPED marker (%d records lost at its close)",
-                        len(restart), len(losses), sum(e.records for e in losses))
+                        "RESTART marker, %d a DROPPED or carried marker (%d records lost at "
+                        "its close)", len(restart), len(losses), lost)
         elif self._consumed:
             self._finish_unclean()
 
@@ -421,38 +435,38 @@ class Engine:
         self._consumed = []
         self._marking = []
 
-    def _loss_entry(self, s: Stream) -> LossEntry:
-        """What the ledger says of a stream's pending records: their count and time range,
-        widened by the pending DROPPED markers (records lost before, which they describe)."""
-        records, first, last = len(s.lens), s.lo, s.hi
-        for pos, kind in s.markers:
-            if kind != RecordKind.DROPPED:
-                continue
-            try:
-                d = json.loads(s.payloads[pos])
-                n, lo, hi = int(d["records"]), int(d["first_ts_ns"]), int(d["last_ts_ns"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            records += n - 1
-            first, last = min(first, lo), max(last, hi)
-        return LossEntry(s.product, s.channel, records, first, last, self._last_errno)
-
     def _write_loss(self) -> int:
-        """Record in the loss ledger, fsynced, what this close could not commit; returns the
-        DATA records lost (markers describe losses counted already)."""
-        dirty = [s for s in self._dirty if s.lens]
-        entries = [self._loss_entry(s) for s in dirty]
-        lost = sum(len(s.lens) - len(s.markers) for s in dirty)
+        """Record in the loss ledger, fsynced, what this close could not commit: per stream
+        the DATA records (count, time range), and each marker verbatim. Returns the DATA
+        records lost (markers describe losses counted already)."""
+        entries: list[LossEntry | Carried] = []
+        lost = 0
+        for s in self._dirty:
+            if not s.lens:
+                continue
+            marks = dict(s.markers)
+            data_ts = [t for i, t in enumerate(s.ts) if i not in marks] if marks else s.ts
+            if data_ts:
+                entries.append(LossEntry(s.product, s.channel, len(data_ts), min(data_ts),
+                                         max(data_ts), self._last_errno))
+                lost += len(data_ts)
+            entries += [Carried(s.product, s.channel, k, s.ts[p], s.payloads[p])
+                        for p, k in s.markers]
+        assert self._loss is not None
         try:
-            assert self._loss is not None
             self._loss.append(b"".join(e.line() for e in entries))
             self._loss.sync()
         except OSError as exc:
             log.error("cannot write the loss ledger %s (%d records lost, unmarked): %s",
-                      loss_name(self.config.lock_name), sum(e.records for e in entries), exc)
+                      loss_name(self.config.lock_name), lost, exc)
+        else:
+            self._loss_kept = True
+            self._finish_unclean()  # what earlier runs left is carried in the new ledger
         for x in entries:
-            log.error("lost at close: %s/%s records=%d first_ts_ns=%d last_ts_ns=%d errno=%s",
-                      x.product, x.channel, x.records, x.first_ts_ns, x.last_ts_ns, x.errno)
+            if isinstance(x, LossEntry):
+                log.error("lost at close: %s/%s records=%d first_ts_ns=%d last_ts_ns=%d "
+                          "errno=%s", x.product, x.channel, x.records, x.first_ts_ns,
+                          x.last_ts_ns, x.errno)
         return lost
 
     def extend(self, stream: Stream, ts_ns: Sequence[int], payloads: Sequence[bytes]) -> None:
@@ -686,6 +700,7 @@ class Engine:
                     seg.discard()
                 staged = []
                 log.error("commit write failed, %d records stay pending: %s", self._pending, e)
+                self._last_errno = e.errno
                 result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
             else:
                 track = self.config.fsync_interval_s is not None
@@ -1161,7 +1176,7 @@ class Engine:
         if self._live is not None:
             self._live.close(remove=sealed_all)
         if self._loss is not None:
-            self._loss.close(remove=not result.lost)
+            self._loss.close(remove=not self._loss_kept)
         self._backend.close()
         self._lock.release()
         self._closed = True

@@ -11,9 +11,10 @@ that writing them later needs no new disk block (a full disk is exactly when the
   wrote it ended without closing its streams (crash, ``kill -9``, power loss): each of them gets
   a ``RESTART`` marker at the time of its last committed record.
 - the **loss ledger** is written (and fsynced) only by a close that could not commit
-  everything (full disk, EIO until the shutdown deadline): one line per stream with the
-  records lost and their first and last receive time. The next engine turns each line into a
-  ``DROPPED`` marker at the time of the first lost record.
+  everything (full disk, EIO until the shutdown deadline): one line per stream with the DATA
+  records lost and their first and last receive time, and each marker record that could not
+  be written, verbatim. The next engine turns each loss line into a ``DROPPED`` marker at the
+  time of the first lost record and writes the carried markers as they were.
 
 Why files and not a marker written at close: at close the disk is full, and the lost records'
 stream may not be writable at all; the next run is where space is known to be back.
@@ -36,7 +37,7 @@ from storage.recovery import recover_buffer
 from storage.rootlock import LOCK_NAME
 
 __all__ = [
-    "LossEntry",
+    "Carried", "LossEntry",
     "ReservedFile",
     "StreamKey",
     "last_committed_ts",
@@ -165,14 +166,36 @@ class LossEntry:
                           separators=(",", ":")).encode() + b"\n"
 
 
-def read_loss(path: Path) -> list[LossEntry]:
-    out: list[LossEntry] = []
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """A marker record a close could not commit, carried over to the next run as it was."""
+
+    product: str
+    channel: str
+    kind: int
+    ts_ns: int
+    payload: bytes
+
+    def line(self) -> bytes:
+        return json.dumps({"product": self.product, "channel": self.channel, "kind": self.kind,
+                           "ts_ns": self.ts_ns,
+                           "payload": self.payload.decode("utf-8", "replace")},
+                          separators=(",", ":")).encode() + b"\n"
+
+
+def read_loss(path: Path) -> list[LossEntry | Carried]:
+    out: list[LossEntry | Carried] = []
     for line in _lines(path):
         try:
             d = json.loads(line)
-            e = LossEntry(str(d["product"]), str(d["channel"]), int(d["records"]),
-                          int(d["first_ts_ns"]), int(d["last_ts_ns"]),
-                          None if d.get("errno") is None else int(d["errno"]))
+            e: LossEntry | Carried
+            if "kind" in d:
+                e = Carried(str(d["product"]), str(d["channel"]), int(d["kind"]) & 0xFF,
+                            int(d["ts_ns"]), str(d["payload"]).encode())
+            else:
+                e = LossEntry(str(d["product"]), str(d["channel"]), int(d["records"]),
+                              int(d["first_ts_ns"]), int(d["last_ts_ns"]),
+                              None if d.get("errno") is None else int(d["errno"]))
         except (ValueError, KeyError, TypeError):
             log.error("skipping an unreadable line of %s: %r", path, line[:200])
             continue

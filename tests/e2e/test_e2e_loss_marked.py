@@ -66,8 +66,9 @@ def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> No
     assert cov.backward_steps == 0
     restarts = _markers(data_root, RecordKind.RESTART)
     assert restarts and all(m["reason"] == "unclean_shutdown" for m in restarts)
-    assert all(isinstance(m["from_ts_ns"], int) and m["from_ts_ns"] < m["to_ts_ns"]
-               for m in restarts)
+    for m in restarts:
+        start, end = m["from_ts_ns"], m["to_ts_ns"]
+        assert isinstance(start, int) and isinstance(end, int) and start < end, m
     listing = _inspect("ls", str(data_root))
     assert f"{len(restarts)} restart" in listing.splitlines()[-1]
     cat = _inspect("cat", str(data_root), "--markers-only", "--format", "jsonl")
