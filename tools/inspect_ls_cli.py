@@ -4,9 +4,9 @@ Quick by construction: an archive is described by its header frame and seek tabl
 per-frame marker counts); a live or sealed segment by its header plus, for the marker columns,
 each batch's 40-byte header and kinds column read through the memory map — payloads are never
 read. Two kinds of gap are shown: markers the recorder wrote into the data (GAP, DISCONNECT,
-DROPPED, RESTART, ... per segment;
-RST counts the restarts after an unclean shutdown) and structural ones (a day or a segment number missing from a
-stream). Trade-id jumps inside the messages are what `inspect stats` counts.
+DROPPED, RESTART — RST: a restart after an unclean shutdown — ... per segment) and structural
+ones (a day or a segment number missing from a stream). Trade-id jumps inside the messages are
+what `inspect stats` counts.
 """
 
 from __future__ import annotations
