@@ -266,15 +266,26 @@ def _start_sim(tmp: Path, args: argparse.Namespace, items: list[str]) -> tuple[
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
+    """The whole run in a fresh temporary directory (its tmpfs unmounted whatever happens)."""
+    tmp = Path(tempfile.mkdtemp(prefix="cbl-chaos-"))
+    disk = tmp / "disk"
+    disk.mkdir()
+    try:
+        return _run(args, tmp, disk)
+    finally:
+        if os.path.ismount(disk) and not args.keep:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, tmp: Path, mount_at: Path) -> dict[str, object]:
     rng = random.Random(args.seed)
     kinds = [FAULTS[k] for k in args.faults.split(",")]
     items = [i for f in kinds for i in f.venue_items(rng, args.conns)]
     timed = [f for f in kinds if f.timed]
-    tmp = Path(tempfile.mkdtemp(prefix="cbl-chaos-"))
-    disk: Path | None = tmp / "disk"
-    assert disk is not None
-    disk.mkdir()
-    why = _mount_tmpfs(disk, args.tmpfs) if "full_disk" in args.faults else "not asked for"
+    disk: Path | None = mount_at
+    why = _mount_tmpfs(mount_at, args.tmpfs) if "full_disk" in args.faults else "not asked for"
     if why is not None:
         print(f"chaos: full disk disabled ({why})", file=sys.stderr)
         disk = None
@@ -335,11 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "uncovered_examples": [f._asdict() for f in cov.uncovered[:5]],
         "events": ctx.events,
     }
-    if disk is not None:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-    if not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    if args.keep:
         result["kept"] = str(tmp)
     return result
 
@@ -359,7 +366,8 @@ def main() -> int:
     p.add_argument("--tmpfs", default="512m", help="size of the tmpfs holding the data root")
     p.add_argument("--backlog-mib", type=int, default=16,
                    help="storage.max_backlog_bytes of the daemon, MiB")
-    p.add_argument("--keep", action="store_true", help="keep the data root and logs")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the data root (its tmpfs stays mounted) and logs")
     args = p.parse_args()
     unknown = set(args.faults.split(",")) - set(FAULTS)
     if unknown:
