@@ -98,13 +98,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_shutdown_on_a_full_disk_counts_logs_and_marks_what_it_loses(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, small_disk: Path, workers: int
 ) -> None:
+    """With two workers the supervisor exits 3 when one of them did, and its marking pass
+    at the next start turns the workers' loss ledgers into markers."""
     root = small_disk / "data"
     sim = start_sim(tmp_path, dialect="advanced_trade", products=10, rate=6000, duration=90)
     sets = ("storage.shutdown_retry_s=1.5", "storage.max_backlog_bytes=1048576",
-            "storage.commit_interval_s=1.0")
+            "storage.commit_interval_s=1.0", f"ingest.workers={workers}")
     d = start_daemon(sim, root, dialect="advanced_trade", sets=sets)
     try:
         d.wait_for("event=all_acknowledged", 30)
