@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from logger.sim.coverage import check_coverage  # noqa: E402
+from storage.archive_verify import verify_file  # noqa: E402
+from storage.layout import iter_segments  # noqa: E402
 
 MIB = 1 << 20
 #: documented bounds of the storage side (docs/RUNTIME.md, Memory bound), payload bytes
@@ -328,6 +330,7 @@ def _run(args: argparse.Namespace, tmp: Path, mount_at: Path) -> dict[str, objec
         except subprocess.TimeoutExpired:
             sim.kill()
     cov = check_coverage(ledger, root)
+    reports = [verify_file(ref.path) for ref in iter_segments(root)]
     bound = ctx.base_rss + int((QUEUE_BYTES + LOOP_PENDING_BYTES + backlog) * 1.25) \
         + 2 * COMMIT_CHUNK_BYTES
     result: dict[str, object] = {
@@ -340,6 +343,8 @@ def _run(args: argparse.Namespace, tmp: Path, mount_at: Path) -> dict[str, objec
         "missing_inside_markers": cov.covered,
         "covered_share": round(cov.covered_share, 6),
         "markers": cov.markers, "time_backward_steps": cov.backward_steps,
+        "verify_problems": sum(len(r.problems) for r in reports),
+        "verify_warnings": sum(len(r.warnings) for r in reports),
         "peak_rss_mb": round(ctx.peak_rss / MIB, 1), "base_rss_mb": round(ctx.base_rss / MIB, 1),
         "rss_bound_mb": round(bound / MIB, 1),
         "longest_sigterm_to_exit_s": round(max(ctx.terms, default=0.0), 2),
@@ -381,7 +386,8 @@ def main() -> int:
     print(f"peak RSS {r['peak_rss_mb']} MB vs documented bound {r['rss_bound_mb']} MB "
           f"(base {r['base_rss_mb']} MB); longest SIGTERM-to-exit "
           f"{r['longest_sigterm_to_exit_s']} s; markers {r['markers']}; "
-          f"time going back {r['time_backward_steps']}")
+          f"time going back {r['time_backward_steps']}; verify: {r['verify_problems']} "
+          f"problem(s), {r['verify_warnings']} warning(s)")
     print(json.dumps(r))
     return 0 if r["missing_inside_markers"] == r["missing"] else 1
 

@@ -29,5 +29,6 @@ def test_short_chaos_run_loses_nothing_silently() -> None:
     assert r["missing_inside_markers"] == r["missing"], r["uncovered_examples"]
     assert out.returncode == 0
     assert r["time_backward_steps"] == 0
+    assert r["verify_problems"] == 0 and r["verify_warnings"] == 0
     assert r["peak_rss_mb"] < r["rss_bound_mb"]
     assert r["longest_sigterm_to_exit_s"] < 10

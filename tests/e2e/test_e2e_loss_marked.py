@@ -75,6 +75,7 @@ def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> No
     assert sum(json.loads(line)["kind"] == "restart" for line in cat.splitlines()) == len(
         restarts)
     assert not list(data_root.glob(".live*"))  # the clean stop removed the journal
+    _inspect("verify", "--strict", str(data_root))  # no damage, no "time goes back" warning
 
 
 def _mount_tmpfs(path: Path, size: str) -> str | None:
@@ -139,5 +140,5 @@ def test_shutdown_on_a_full_disk_counts_logs_and_marks_what_it_loses(
     assert cov.missing > 0
     assert cov.covered == cov.missing, f"uncovered: {cov.uncovered[:5]}"
     assert cov.backward_steps == 0
-    streams = read_streams(root)
-    assert streams
+    assert read_streams(root)
+    _inspect("verify", "--strict", str(root))  # no damage, no "time goes back" warning
