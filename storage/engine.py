@@ -402,8 +402,10 @@ class Engine:
         for e in sorted(losses, key=_loss_time):
             s = self.stream(e.product, e.channel)
             if isinstance(e, Carried):
-                self.append(s, e.ts_ns, e.payload, RecordKind(e.kind) if e.kind in _KINDS
-                            else RecordKind.NOTE)
+                # a marker as it was (never DATA: only markers are carried)
+                known = e.kind in _KINDS and e.kind != RecordKind.DATA
+                self.append(s, e.ts_ns, e.payload,
+                            RecordKind(e.kind) if known else RecordKind.NOTE)
             else:
                 self.append(s, e.first_ts_ns, json.dumps({
                     "reason": "lost_at_shutdown", "records": e.records,
