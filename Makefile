@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= $(wildcard config.toml)
 ARGS   ?=
 
-.PHONY: run test lint typecheck pytest demo bench clean venv dev
+.PHONY: run test lint typecheck pytest demo bench chaos clean venv dev
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(VENV)/.installed-dev
 	@for b in bench/storage.py bench/routing.py bench/metrics_cost.py bench/loop_path.py bench/ws_client.py bench/simulator.py bench/ingest.py bench/compact.py bench/export.py bench/ship.py; do \
 		if [ -f $$b ]; then echo "== $$b"; $(BIN)/python $$b || exit 1; fi; \
 	done
+
+## chaos: simulator + daemon for 3 minutes under seeded kill -9, disconnect storms, sequence
+## gaps and a full tmpfs, then the no-silent-loss check (bench/chaos.py; ARGS="--seconds 600")
+chaos: $(VENV)/.installed-dev
+	$(BIN)/python bench/chaos.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -163,6 +163,13 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
     "storage.segment_max_bytes": (1 << 30, _int(1 << 20, 1 << 40,
                                                 what="an integer from 1 MiB to 1 TiB"),
                                   "largest segment file before a new one is started"),
+    "storage.shutdown_retry_s": (5.0, _float(0, strict=False, what="a number of seconds >= 0"),
+                                 "at shutdown, retry failing commits this long before "
+                                 "counting the rest as lost (exit 3)"),
+    "storage.max_backlog_bytes": (256 << 20, _int(1 << 20, 1 << 40,
+                                                  what="an integer from 1 MiB to 1 TiB"),
+                                  "payload bytes kept pending while commits fail; beyond "
+                                  "them records are dropped, counted and marked"),
     "connections.level2_products_per_connection": (
         30, _int(1, 10_000, what="an integer from 1 to 10000"),
         "products per connection (Advanced Trade allows at most 30 level2 products)"),
@@ -240,6 +247,8 @@ class StorageConfig:
     commit_interval_s: float
     fsync_interval_s: float
     segment_max_bytes: int
+    shutdown_retry_s: float
+    max_backlog_bytes: int
 
     @property
     def fsync_interval(self) -> float | None:

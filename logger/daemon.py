@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -45,6 +46,9 @@ from storage import Engine, EngineConfig
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 
 log = logging.getLogger("logger.daemon")
+
+EXIT_RECORDS_LOST = 3
+"""Exit status after a shutdown that could not write every record (docs/RUNTIME.md)."""
 
 DATA_DIR_META = ".coinbase-logger.json"
 """Marker file at the data root recording which dialect the directory holds."""
@@ -168,7 +172,18 @@ def engine_config(cfg: Config, share: Share) -> EngineConfig:
         commit_interval_s=st.commit_interval_s, fsync_interval_s=st.fsync_interval,
         segment_max_bytes=st.segment_max_bytes, lock_name=share.lock_name,
         seal_stale_on_open=share.seals_stale,
+        # a worker's streams are marked by its supervisor's pass, before any worker starts
+        mark_unclean=not share.is_worker,
     )
+
+
+def mark_unclean_end(cfg: Config) -> None:
+    """The sharded daemon's pass over what an earlier run left (``EngineConfig.mark_unclean``):
+    one short-lived engine, under a lock of its own next to the supervisor's ``.lock``, writes
+    the RESTART and DROPPED markers into whichever streams they belong to, and seals them."""
+    ecfg = dataclasses.replace(engine_config(cfg, Share()), lock_name=f"{LOCK_NAME}.mark",
+                               seal_stale_on_open=False, mark_unclean=True)
+    Engine(ecfg).close()
 
 
 async def wait_for_old_workers(root: Path, stop_event: asyncio.Event, timeout: float) -> bool:
@@ -236,6 +251,7 @@ class Ingest:
             lambda: Engine(ecfg),
             commit_records=st.commit_records, commit_interval_s=st.commit_interval_s,
             queue_batches=cfg.ingest.queue_max_batches,
+            max_backlog_bytes=st.max_backlog_bytes, shutdown_retry_s=st.shutdown_retry_s,
             on_commit=lambda s, n: metrics_ref[0].observe_commit(s, n) if metrics_ref else None,
         )
         c = cfg.connections
@@ -324,7 +340,9 @@ class Ingest:
 
     async def shutdown(self) -> int:
         """Stop reading (each connection writes its DISCONNECT markers), hand every pending
-        record to the storage thread, commit, seal; 0, or 1 if storage failed."""
+        record to the storage thread, commit, seal; 0, 1 if storage failed, or
+        ``EXIT_RECORDS_LOST`` (3) when commits still failed after ``storage.shutdown_retry_s``
+        and records were lost (counted, logged, and marked DROPPED at the next start)."""
         t0 = time.monotonic()
         for t in self._tasks:
             t.cancel()
@@ -335,8 +353,12 @@ class Ingest:
         log.info("event=connections_closed seconds=%.2f", time.monotonic() - t0)
         code = 0
         try:
-            await asyncio.to_thread(self.sink.close)
+            lost = await asyncio.to_thread(self.sink.close)
             log.info("event=storage_closed seconds=%.2f", time.monotonic() - t0)
+            if lost:
+                log.error("event=records_lost_at_shutdown records=%d exit=%d", lost,
+                          EXIT_RECORDS_LOST)
+                code = EXIT_RECORDS_LOST
         except RuntimeError as e:
             log.error("event=storage_failed error=%r", repr(e.__cause__ or e))
             code = 1
@@ -495,6 +517,6 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
-__all__ = ["Connection", "Daemon", "DataDirError", "Ingest", "RunResult", "Share",
-           "claim_data_dir", "configure_logging", "discover", "engine_config", "refetch",
-           "report_fields", "wait_for_old_workers"]
+__all__ = ["EXIT_RECORDS_LOST", "Connection", "Daemon", "DataDirError", "Ingest", "RunResult",
+           "Share", "claim_data_dir", "configure_logging", "discover", "engine_config",
+           "mark_unclean_end", "refetch", "report_fields", "wait_for_old_workers"]

@@ -19,6 +19,15 @@ stream, and when a commit succeeds again (space is back) writes one ``DROPPED`` 
 ``{"reason":"storage_commit_failing","records":N,"first_ts_ns":…,"last_ts_ns":…,"errno":E}``
 into each affected stream, before its next records. Commit errors are logged once per distinct
 (stream, errno) while they last, and their end once.
+
+Every DROPPED marker carries the time of what it describes (its receive time is the first
+dropped record's), so it sits where the loss is, never before records received earlier.
+
+At shutdown with commits still failing, the storage thread retries them for
+``shutdown_retry_s``; what is still not written after that is counted as dropped, logged at
+ERROR and listed by the engine's close in the root's loss ledger, which the next start turns
+into DROPPED markers (``storage.unclean``); ``Sink.close`` returns that count (the daemon exits
+3 when it is not 0).
 """
 
 from __future__ import annotations
@@ -179,6 +188,7 @@ class Sink:
         max_pending_bytes: int = 128 << 20,
         max_backlog_bytes: int = 256 << 20,
         on_commit: Callable[[float, int], None] | None = None,
+        shutdown_retry_s: float = 5.0,
     ) -> None:
         self.commit_records = commit_records
         self.commit_interval_s = commit_interval_s
@@ -191,7 +201,7 @@ class Sink:
         self.stats = SinkStats()
         self.queue = BoundedBatchQueue(queue_batches, queue_bytes)
         self._writer = StorageWriter(engine_factory, self.queue, self.stats, on_commit,
-                                     max_backlog_bytes)
+                                     max_backlog_bytes, shutdown_retry_s)
         self._closed = False
 
     def start(self) -> None:
@@ -285,8 +295,8 @@ class Sink:
                     reason="storage_queue_full", records=b.dropped,
                     first_ts_ns=b.drop_first_ns, last_ts_ns=b.drop_last_ns,
                 )
-                chunks.append(StreamChunk(
-                    b.product, b.channel, [time.time_ns(), *b.ts], [payload, *b.payloads],
+                chunks.append(StreamChunk(  # at the time of the first dropped record
+                    b.product, b.channel, [b.drop_first_ns, *b.ts], [payload, *b.payloads],
                     [(0, int(RecordKind.DROPPED)), *((p + 1, k) for p, k in b.marks)],
                 ))
                 records += 1
@@ -335,11 +345,13 @@ class Sink:
         self.flush_at = self.commit_records
         self.last_flush = time.monotonic()
 
-    def close(self, timeout: float = 50.0) -> None:
-        """Flush everything (blocking), let the writer commit and close the engine."""
+    def close(self, timeout: float = 50.0) -> int:
+        """Flush everything (blocking), let the writer commit and close the engine; the
+        records that could not be written (see the module docstring), 0 normally."""
         if self._closed:
-            return
+            return 0
         self._closed = True
+        timeout += self._writer.retry_s
         batch = self._build(final=True)
         try:
             self.queue.put_wait(batch, self._writer.is_alive)
@@ -351,6 +363,7 @@ class Sink:
             raise RuntimeError("storage thread failed") from self._writer.error
         if self._writer.is_alive():
             raise RuntimeError(f"storage thread still committing after {timeout:.0f} s")
+        return self._writer.lost
 
     @property
     def writer_alive(self) -> bool:
@@ -380,9 +393,12 @@ class StorageWriter(threading.Thread):
         stats: SinkStats,
         on_commit: Callable[[float, int], None] | None,
         max_backlog_bytes: int = 256 << 20,
+        shutdown_retry_s: float = 5.0,
     ) -> None:
         super().__init__(name="storage-writer", daemon=True)
         self._max_backlog = max_backlog_bytes
+        self.retry_s = shutdown_retry_s
+        self.lost = 0  # records the engine's close could not write
         self._failing = False  # the last commit reported errors
         self._logged: set[tuple[str, str, int | None]] = set()  # errors logged, not yet over
         # per stream dropped while commits failed: [records, first_ts_ns, last_ts_ns]
@@ -421,10 +437,30 @@ class StorageWriter(threading.Thread):
                     self._commit(engine, batch.records)
                 if batch.final:
                     break
-            engine.close()
+            self._close(engine)
         except BaseException as e:  # the daemon notices and exits non-zero
             self.error = e
             log.exception("event=storage_thread_failed")
+
+    def _close(self, engine: Engine) -> None:
+        """Retry failing commits up to ``retry_s``, then close: what is still pending is
+        lost, and counted, logged and left in the loss ledger by the engine."""
+        deadline = time.monotonic() + self.retry_s
+        if self._failing and engine.pending_records:
+            log.error("event=shutdown_commit_retry pending=%d retry_s=%.1f",
+                      engine.pending_records, self.retry_s)
+        while self._failing and engine.pending_records and time.monotonic() < deadline:
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            self._commit(engine, 0)
+        result = engine.close()
+        st = self._stats
+        st.committed_records += result.records
+        if result.lost:
+            self.lost = result.lost
+            st.records_dropped += result.lost
+            st.drop_events += 1
+            log.error("event=dropped records=%d reason=shutdown_commit_failing "
+                      "note=listed_in_loss_ledger_marked_at_next_start", result.lost)
 
     def _stream(self, engine: Engine, product: str, channel: str) -> Stream:
         """The engine's handle for a stream, looked up once per stream, not once per batch."""
@@ -487,10 +523,10 @@ class StorageWriter(threading.Thread):
                       st.backlog_drop_events)
 
     def _write_drop_markers(self, engine: Engine) -> None:
-        """One DROPPED marker per stream that lost records while commits were failing."""
-        now = time.time_ns()
+        """One DROPPED marker per stream that lost records while commits were failing, at the
+        time of the first of them (after everything the engine kept, which came before)."""
         for (product, channel), (n, lo, hi) in self._backlog_drops.items():
-            engine.append(self._stream(engine, product, channel), now, marker_payload(
+            engine.append(self._stream(engine, product, channel), lo, marker_payload(
                 reason="storage_commit_failing", records=n, first_ts_ns=lo, last_ts_ns=hi,
                 errno=self._drop_errno), RecordKind.DROPPED)
         if self._backlog_drops:
@@ -507,6 +543,9 @@ class StorageWriter(threading.Thread):
         st = self._stats
         st.commits += 1
         st.last_commit_s = dt
+        # what the engine made durable, also when other streams failed: this batch, and
+        # what earlier failed commits kept
+        st.committed_records += result.records
         if errors:
             st.commit_errors += 1
             self._failing = True
@@ -523,7 +562,5 @@ class StorageWriter(threading.Thread):
                             len(self._logged), engine.pending_records)
             self._failing = False
             self._logged.clear()
-            # what the engine made durable: this batch, and what earlier failed commits kept
-            st.committed_records += result.records
         if self._on_commit is not None and records:
             self._on_commit(dt, records)

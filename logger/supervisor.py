@@ -56,8 +56,10 @@ from prometheus_client.registry import Collector
 import logger
 from logger.config import Config, config_values
 from logger.daemon import (
+    EXIT_RECORDS_LOST,
     DataDirError,
     claim_data_dir,
+    mark_unclean_end,
     report_fields,
     stop_on_signals,
     wait_for_old_workers,
@@ -241,6 +243,7 @@ class Supervisor:
         self.failed = False
         self.bad_products = False
         """A fixed product list of which the venue lists nothing: exit 2."""
+        self.records_lost = False  # a worker exited EXIT_RECORDS_LOST
         self.startup: StartupReport | None = None
         self.metrics_port: int | None = None
         self._server: Any = None
@@ -277,6 +280,9 @@ class Supervisor:
             if not self.stop_event.is_set():
                 self.failed = True
             return
+        # what an earlier run's crash or failed shutdown may have lost, marked while no
+        # worker writes (any worker may own any stream now)
+        await asyncio.to_thread(mark_unclean_end, self.cfg)
         self._serve_metrics()
         for i in range(self.count):
             await self._spawn(i)
@@ -370,6 +376,10 @@ class Supervisor:
             log.error("event=worker_died worker=%d pid=%d code=%d", w.index, w.proc.pid, code)
             self.failed = True
             self.request_stop("worker_died")
+        elif code == EXIT_RECORDS_LOST:
+            log.error("event=worker_lost_records worker=%d pid=%d code=%d", w.index,
+                      w.proc.pid, code)
+            self.records_lost = True
         elif code != 0:
             log.error("event=worker_failed worker=%d pid=%d code=%d", w.index, w.proc.pid,
                       code)
@@ -463,7 +473,7 @@ class Supervisor:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        return 1 if self.failed else 0
+        return 1 if self.failed else EXIT_RECORDS_LOST if self.records_lost else 0
 
 
 __all__ = ["Supervisor", "WorkersCollector", "aggregate", "partition"]

@@ -26,15 +26,18 @@ from storage.markers import MARKER_SLOTS, NO_MARKERS, MarkerCounts
 SKIPPABLE_DICT_MAGIC = 0x184D2A5D
 SKIPPABLE_TABLE_MAGIC = 0x184D2A5C
 TRAILER_MAGIC = b"CBLSEEK1"
-VERSION = 2  # 2: entries carry per-frame marker counts. Version 1 is still read (counts unknown)
-READ_VERSIONS = (1, 2)
+VERSION = 3  # 2: entries carry per-frame marker counts; 3: and RESTART (kind 7) counts of their
+# own. Versions 1 (counts unknown) and 2 (kinds 7..255 counted together) are still read.
+READ_VERSIONS = (1, 2, 3)
 
 # compressed_offset, compressed_size, uncompressed_offset, uncompressed_size,
 # min_ts_ns, max_ts_ns, record_count
 ENTRY_V1 = struct.Struct("<QIQIqqI")
 # ... then u32 counts of GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, other kinds
+ENTRY_V2 = struct.Struct("<QIQIqqI7I")
+# ... GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, RESTART, other kinds
 ENTRY = struct.Struct(f"<QIQIqqI{MARKER_SLOTS}I")
-_ENTRY_BY_VERSION = {1: ENTRY_V1, 2: ENTRY}
+_ENTRY_BY_VERSION = {1: ENTRY_V1, 2: ENTRY_V2, 3: ENTRY}
 # dict_offset, dict_size, frame_count, entry_size, version, crc32c, magic
 TRAILER = struct.Struct("<QIIHHI8s")
 SKIPPABLE_HEADER = struct.Struct("<II")
@@ -199,7 +202,11 @@ def read_table(src: CountingFile) -> SeekTable:
 def _entry(version: int, body: bytes, offset: int) -> FrameEntry:
     fields = _ENTRY_BY_VERSION[version].unpack_from(body, offset)
     c_off, c_size, u_off, u_size, lo, hi, count = fields[:7]
-    markers = MarkerCounts(*fields[7:]) if version >= 2 else None
+    if version == 2:  # written before RESTART existed: its "other" slot counts kinds 7..255
+        counts = [*fields[7:13], 0, fields[13]]
+        markers: MarkerCounts | None = MarkerCounts(*counts)
+    else:
+        markers = MarkerCounts(*fields[7:]) if version >= 3 else None
     return FrameEntry(c_off, c_size, u_off, u_size, lo, hi, count, markers)
 
 

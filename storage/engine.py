@@ -9,10 +9,12 @@ behind a commit point, so nothing half-written is ever read back.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import errno as errno_mod
 import itertools
+import json
 import logging
 import os
 import resource
@@ -46,6 +48,19 @@ from storage.layout import (
 from storage.records import RecordKind
 from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
+from storage.unclean import (
+    Carried,
+    LossEntry,
+    ReservedFile,
+    last_committed_ts,
+    live_name,
+    loss_name,
+    read_loss,
+    read_streams,
+    restart_payload,
+    unclean_files,
+    unsealed_streams,
+)
 
 __all__ = ["CommitError", "CommitResult", "Engine", "EngineConfig", "Stream", "day_of"]
 
@@ -103,6 +118,15 @@ class EngineConfig:
     lock_name: str = LOCK_NAME
     """``.lock`` (the whole root) or ``.lock.<worker>`` for one of a daemon's worker engines,
     which then owns only the streams it writes (``storage.rootlock``)."""
+    mark_unclean: bool = True
+    """At open, turn what earlier runs left (live journals of runs that did not close, loss
+    ledgers of closes that could not commit everything, unsealed segments) into RESTART and
+    DROPPED markers (``storage.unclean``). Only an engine that owns every stream those may
+    name does this: a daemon's worker engines leave it to one pass of their supervisor."""
+    commit_chunk_bytes: int = 32 << 20
+    """A commit of more pending payload bytes than this (the catch-up after a full disk) is
+    written in steps of about this size, each step's encoded copy freed before the next, so
+    memory stays near the pending bytes instead of three times them."""
 
     def __post_init__(self) -> None:
         check_lock_name(self.lock_name)
@@ -122,6 +146,8 @@ class EngineConfig:
             raise ValueError(f"io_threads must be >= 1, got {self.io_threads}")
         if self.max_batch_bytes < 4096:
             raise ValueError(f"max_batch_bytes too small: {self.max_batch_bytes}")
+        if self.commit_chunk_bytes < 1:
+            raise ValueError(f"commit_chunk_bytes must be >= 1, got {self.commit_chunk_bytes}")
 
 
 class _DayGroup(NamedTuple):
@@ -133,6 +159,55 @@ class _DayGroup(NamedTuple):
     lens: array[int]
     blob: bytes
     bounds: tuple[int, int]
+
+
+_KINDS = frozenset(k.value for k in RecordKind)
+
+
+def _loss_time(e: LossEntry | Carried) -> int:
+    return e.ts_ns if isinstance(e, Carried) else e.first_ts_ns
+
+
+class _Held(NamedTuple):
+    """The part of a stream's pending records held back from one step of a commit."""
+
+    ts: array[int]
+    lens: array[int]
+    payloads: list[bytes]
+    markers: list[tuple[int, int]]
+    nbytes: int
+
+
+def _hold_back(stream: Stream, limit: int) -> _Held | None:
+    """Leave pending only the longest prefix of at most ``limit`` payload bytes (at least one
+    record) and return the rest, or None when everything fits."""
+    cum = list(itertools.accumulate(stream.lens))
+    k = max(1, bisect.bisect_right(cum, limit))
+    if k >= len(cum):
+        return None
+    rest = _Held(stream.ts[k:], stream.lens[k:], stream.payloads[k:],
+                 [(p - k, kind) for p, kind in stream.markers if p >= k],
+                 stream.nbytes - cum[k - 1])
+    stream.ts, stream.lens, stream.payloads = stream.ts[:k], stream.lens[:k], stream.payloads[:k]
+    stream.markers = [(p, kind) for p, kind in stream.markers if p < k]
+    stream.nbytes = cum[k - 1]
+    stream.lo, stream.hi = min(stream.ts), max(stream.ts)
+    return rest
+
+
+def _give_back(stream: Stream, rest: _Held) -> None:
+    """Append held-back records after whatever is still pending (the order is kept)."""
+    base = len(stream.lens)
+    if rest.markers:
+        stream.markers += [(p + base, kind) for p, kind in rest.markers]
+    lo, hi = min(rest.ts), max(rest.ts)
+    if base:
+        lo, hi = min(lo, stream.lo), max(hi, stream.hi)
+    stream.ts += rest.ts
+    stream.lens += rest.lens
+    stream.payloads += rest.payloads
+    stream.nbytes += rest.nbytes
+    stream.lo, stream.hi = lo, hi
 
 
 class CommitError(NamedTuple):
@@ -156,6 +231,9 @@ class CommitResult:
     seconds: float = 0.0
     errors: list[CommitError] = dataclasses.field(default_factory=list)
     sealed: list[Path] = dataclasses.field(default_factory=list)
+    lost: int = 0
+    """Only from :meth:`Engine.close`: records it could not commit (written to the root's
+    loss ledger, marked DROPPED by the next engine)."""
 
 
 class Stream:
@@ -266,6 +344,19 @@ class Engine:
             today = day_of(time.time_ns())
             self._stale = {r.path: None for r in iter_segments(self.root)
                            if not r.archived and r.day < today}
+        self._last_errno: int | None = None
+        self._consumed: list[Path] = []  # earlier runs' journals/ledgers, removed once marked
+        self._marking: list[Stream] = []  # streams holding those markers
+        self._live: ReservedFile | None = None
+        self._retired: list[Segment] = []  # full segments committed, sealed after the commit
+        self._loss: ReservedFile | None = None
+        self._loss_kept = False  # the loss ledger holds what this close could not write
+        try:
+            self._open_unclean_files(time.time_ns())
+        except BaseException:
+            self._backend.close()
+            self._lock.release()
+            raise
 
     # -- ingest side -----------------------------------------------------------------------
 
@@ -276,7 +367,109 @@ class Engine:
         if s is None:
             s = Stream(validate_name(product, "product"), validate_name(channel, "channel"))
             self._streams[key] = s
+            self._journal(s)
         return s
+
+    # -- unclean shutdown: journals, loss ledgers, RESTART and DROPPED markers ---------------
+
+    def _open_unclean_files(self, now_ns: int) -> None:
+        """Read what earlier runs left (when ``mark_unclean``), then start this run's own
+        live journal and loss-ledger reserve; mark the streams they name."""
+        restart: set[tuple[str, str]] = set()
+        losses: list[LossEntry | Carried] = []
+        own_loss = self.root / loss_name(self.config.lock_name)
+        if self.config.mark_unclean:
+            lives, loss_files = unclean_files(self.root)
+            for path in lives:
+                restart |= read_streams(path)
+            restart |= unsealed_streams(self.root)
+            for path in loss_files:
+                losses += read_loss(path)
+            own_live = self.root / live_name(self.config.lock_name)
+            self._consumed = [p for p in lives if p != own_live] + loss_files
+            if own_loss in loss_files:  # kept under another name until its markers commit
+                kept = own_loss.with_name(f"{own_loss.name}.prev-{now_ns}")
+                os.replace(own_loss, kept)
+                self._consumed[self._consumed.index(own_loss)] = kept
+        self._live = ReservedFile(self.root / live_name(self.config.lock_name))
+        self._loss = ReservedFile(own_loss)
+        for product, channel in sorted(restart):
+            s = self.stream(product, channel)
+            last = last_committed_ts(self.root, product, channel)
+            self.append(s, now_ns if last is None else last, restart_payload(last, now_ns),
+                        RecordKind.RESTART)
+            self._marking.append(s)
+        for e in sorted(losses, key=_loss_time):
+            s = self.stream(e.product, e.channel)
+            if isinstance(e, Carried):
+                # a marker as it was (never DATA: only markers are carried)
+                known = e.kind in _KINDS and e.kind != RecordKind.DATA
+                self.append(s, e.ts_ns, e.payload,
+                            RecordKind(e.kind) if known else RecordKind.NOTE)
+            else:
+                self.append(s, e.first_ts_ns, json.dumps({
+                    "reason": "lost_at_shutdown", "records": e.records,
+                    "first_ts_ns": e.first_ts_ns, "last_ts_ns": e.last_ts_ns, "errno": e.errno,
+                }, separators=(",", ":"), sort_keys=True).encode(), RecordKind.DROPPED)
+            self._marking.append(s)
+        if restart or losses:
+            lost = sum(e.records for e in losses if isinstance(e, LossEntry))
+            log.warning("marking an unclean end of the previous run: %d stream(s) get a "
+                        "RESTART marker, %d a DROPPED or carried marker (%d records lost at "
+                        "its close)", len(restart), len(losses), lost)
+        elif self._consumed:
+            self._finish_unclean()
+
+    def _journal(self, s: Stream) -> None:
+        """One line per stream and run in the live journal (not per record or commit)."""
+        live = self._live
+        if live is None:
+            return
+        try:
+            live.append(f"{s.product}\t{s.channel}\n".encode())
+        except OSError as e:  # its unsealed segment still names it after a crash
+            log.error("cannot add %s/%s to %s: %s", s.product, s.channel, live.path, e)
+
+    def _finish_unclean(self) -> None:
+        """The markers of earlier runs are committed: their journals and ledgers go."""
+        for path in self._consumed:
+            path.unlink(missing_ok=True)
+        self._consumed = []
+        self._marking = []
+
+    def _write_loss(self) -> int:
+        """Record in the loss ledger, fsynced, what this close could not commit: per stream
+        the DATA records (count, time range), and each marker verbatim. Returns the DATA
+        records lost (markers describe losses counted already)."""
+        entries: list[LossEntry | Carried] = []
+        lost = 0
+        for s in self._dirty:
+            if not s.lens:
+                continue
+            marks = dict(s.markers)
+            data_ts = [t for i, t in enumerate(s.ts) if i not in marks] if marks else s.ts
+            if data_ts:
+                entries.append(LossEntry(s.product, s.channel, len(data_ts), min(data_ts),
+                                         max(data_ts), self._last_errno))
+                lost += len(data_ts)
+            entries += [Carried(s.product, s.channel, k, s.ts[p], s.payloads[p])
+                        for p, k in s.markers]
+        assert self._loss is not None
+        try:
+            self._loss.append(b"".join(e.line() for e in entries))
+            self._loss.sync()
+        except OSError as exc:
+            log.error("cannot write the loss ledger %s (%d records lost, unmarked): %s",
+                      loss_name(self.config.lock_name), lost, exc)
+        else:
+            self._loss_kept = True
+            self._finish_unclean()  # what earlier runs left is carried in the new ledger
+        for x in entries:
+            if isinstance(x, LossEntry):
+                log.error("lost at close: %s/%s records=%d first_ts_ns=%d last_ts_ns=%d "
+                          "errno=%s", x.product, x.channel, x.records, x.first_ts_ns,
+                          x.last_ts_ns, x.errno)
+        return lost
 
     def extend(self, stream: Stream, ts_ns: Sequence[int], payloads: Sequence[bytes]) -> None:
         """Buffer DATA records (no I/O). TypeError/ValueError on bad input, nothing buffered."""
@@ -406,6 +599,72 @@ class Engine:
         t0 = time.perf_counter()
         now = time.time_ns() if now_ns is None else now_ns
         result = CommitResult()
+        dirty = list(self._dirty)
+        if self._pending_big(dirty):
+            self._commit_in_steps(dirty, now, result)
+        else:
+            self._commit_streams(dirty, now, result)
+        fsync = self.config.fsync_interval_s is not None
+        for seg in self._retired:
+            self._unsynced.pop(seg, None)
+            seg.seal(fsync=fsync)
+            result.sealed.append(seg.path)
+        self._retired = []
+        self._seal_past_days(self._day(now // NS_PER_DAY), result)
+        if self.config.precreate_s > 0:
+            self._precreate(now)
+        self._maybe_sync(result)
+        if self._consumed and not any(s in self._dirty for s in self._marking):
+            self._finish_unclean()
+        self._last_commit = time.monotonic()
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    def _pending_big(self, dirty: list[Stream]) -> bool:
+        """More pending payload bytes than one step may encode (the usual commit: a sum over
+        the streams of one batch, no per-record work)."""
+        limit = self.config.commit_chunk_bytes
+        total = 0
+        for stream in dirty:
+            total += stream.nbytes
+            if total > limit:
+                return True
+        return False
+
+    def _commit_in_steps(self, dirty: list[Stream], now: int, result: CommitResult) -> None:
+        """Commit ``dirty`` in steps of about ``commit_chunk_bytes`` of payload, each step
+        written and its encoded copies dropped before the next: the catch-up commit after a
+        full disk then needs the pending records plus one step, not three times them. A
+        stream with more than a step pending commits a prefix per step (each step is a
+        committed prefix, as after a crash between two commits)."""
+        limit = self.config.commit_chunk_bytes
+        queue = list(dirty)
+        failed: set[Stream] = set()
+        while queue:
+            group: list[Stream] = []
+            held: list[tuple[Stream, _Held]] = []
+            size = 0
+            while queue and (not group or size + queue[0].nbytes <= limit):
+                stream = queue.pop(0)
+                if stream.nbytes > limit - size:
+                    rest = _hold_back(stream, limit - size)
+                    if rest is not None:
+                        held.append((stream, rest))
+                group.append(stream)
+                size += stream.nbytes
+            self._commit_streams(group, now, result)
+            for stream, rest in held:
+                if stream.lens:  # this step failed for the stream: all of it stays pending
+                    _give_back(stream, rest)
+                    failed.add(stream)
+                else:
+                    _give_back(stream, rest)
+                    self._dirty[stream] = None
+                    if stream not in failed:
+                        queue.insert(0, stream)
+
+    def _commit_streams(self, dirty: list[Stream], now: int, result: CommitResult) -> None:
+        """Stage, write and apply the pending records of ``dirty`` (one step of a commit)."""
         data_ops: list[WriteOp] = []
         head_ops: list[WriteOp] = []
         commit_ops: list[WriteOp] = []  # the fast path's commit points
@@ -414,7 +673,6 @@ class Engine:
         retiring: list[Segment] = []
         staged: list[Stream] = []
         nbytes = 0
-        dirty = list(self._dirty)
         stage_fast = self._stage_fast if self._fast_ok else None
         for stream in dirty:
             try:
@@ -444,6 +702,7 @@ class Engine:
                     seg.discard()
                 staged = []
                 log.error("commit write failed, %d records stay pending: %s", self._pending, e)
+                self._last_errno = e.errno
                 result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
             else:
                 track = self.config.fsync_interval_s is not None
@@ -463,26 +722,15 @@ class Engine:
                 if failing and (stream.product, stream.channel) in failing:
                     failing.discard((stream.product, stream.channel))
                     log.info("stream %s/%s writes again", stream.product, stream.channel)
-            if len(staged) == len(dirty):
+            if len(staged) == len(self._dirty):
                 self._dirty.clear()
             else:
                 for stream in staged:
                     del self._dirty[stream]
-            result.records = records
-            result.bytes = nbytes
+            result.records += records
+            result.bytes += nbytes
             self._pending -= records
-        fsync = self.config.fsync_interval_s is not None
-        for seg in retiring:
-            self._unsynced.pop(seg, None)
-            seg.seal(fsync=fsync)
-            result.sealed.append(seg.path)
-        self._seal_past_days(self._day(now // NS_PER_DAY), result)
-        if self.config.precreate_s > 0:
-            self._precreate(now)
-        self._maybe_sync(result)
-        self._last_commit = time.monotonic()
-        result.seconds = time.perf_counter() - t0
-        return result
+        self._retired += retiring
 
     def _day(self, d: int) -> dt.date:
         """The date of day number ``d`` since the epoch (cached: one timedelta per day)."""
@@ -532,6 +780,7 @@ class Engine:
         msg = (f"{what} on {stream.product}/{stream.channel}: {e}; "
                f"{stream.pending} records stay pending")
         result.errors.append(CommitError(stream.product, stream.channel, code, msg))
+        self._last_errno = code
         key = (stream.product, stream.channel)
         if key not in self._failing:
             self._failing.add(key)
@@ -902,6 +1151,7 @@ class Engine:
         result = self.commit()
         if self._pending:
             log.error("closing with %d records not committed (see errors)", self._pending)
+            result.lost = self._write_loss()
         fsync = self.config.fsync_interval_s is not None
         segs: list[Segment] = []
         for stream in self._streams.values():
@@ -909,9 +1159,11 @@ class Engine:
             stream.segments.clear()
         segs += self._to_seal.values()
         self._to_seal.clear()
+        sealed_all = True
         try:
             self._seal_all(segs, fsync, result)
         except OSError as e:
+            sealed_all = False
             log.error("sealing at close failed: %s", e)
             result.errors.append(CommitError("*", "*", e.errno, f"seal failed: {e}"))
         for path in list(self._stale):
@@ -922,6 +1174,11 @@ class Engine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        # every stream sealed: nothing for the next run to mark but what the ledger lists
+        if self._live is not None:
+            self._live.close(remove=sealed_all)
+        if self._loss is not None:
+            self._loss.close(remove=not self._loss_kept)
         self._backend.close()
         self._lock.release()
         self._closed = True

@@ -1,4 +1,4 @@
-"""Marker records (GAP, DISCONNECT, DROPPED, ...) found without reading payloads.
+"""Marker records (GAP, DISCONNECT, DROPPED, RESTART, ...) found without reading payloads.
 
 A batch stores its record kinds as one byte per record in a column of its own (docs/FORMAT.md),
 so the markers of a segment can be counted, and the batches holding them found, by reading each
@@ -55,7 +55,7 @@ _ZERO = b"\x00"
 
 class MarkerCounts(NamedTuple):
     """How many records of each marker kind; ``other`` counts kinds this code does not know
-    (7..255), so a record of a future kind is never silently left out of a total."""
+    (8..255), so a record of a future kind is never silently left out of a total."""
 
     gap: int = 0
     disconnect: int = 0
@@ -63,6 +63,7 @@ class MarkerCounts(NamedTuple):
     subscribe: int = 0
     dropped: int = 0
     note: int = 0
+    restart: int = 0
     other: int = 0
 
     def plus(self, other: Iterable[int]) -> MarkerCounts:
@@ -77,7 +78,7 @@ class MarkerCounts(NamedTuple):
         return dict(self._asdict())
 
 
-MARKER_SLOTS = len(MarkerCounts._fields)  # 7: kinds 1..6, then "other"
+MARKER_SLOTS = len(MarkerCounts._fields)  # 8: kinds 1..7, then "other"
 NO_MARKERS = MarkerCounts()
 _LAST_KNOWN = max(RecordKind)
 assert _LAST_KNOWN == MARKER_SLOTS - 1 and int(RecordKind.GAP) == 1, "MarkerCounts = RecordKind"

@@ -18,6 +18,9 @@ class RecordKind(enum.IntEnum):
     SUBSCRIBE = 4
     DROPPED = 5
     NOTE = 6
+    RESTART = 7
+    """The previous run ended without closing the stream (crash, kill -9, power loss):
+    records received after the last committed one and before the restart may be missing."""
 
 
 class Record(NamedTuple):

@@ -4,8 +4,9 @@ Quick by construction: an archive is described by its header frame and seek tabl
 per-frame marker counts); a live or sealed segment by its header plus, for the marker columns,
 each batch's 40-byte header and kinds column read through the memory map — payloads are never
 read. Two kinds of gap are shown: markers the recorder wrote into the data (GAP, DISCONNECT,
-DROPPED, ... per segment) and structural ones (a day or a segment number missing from a
-stream). Trade-id jumps inside the messages are what `inspect stats` counts.
+DROPPED, RESTART — RST: a restart after an unclean shutdown — ... per segment) and structural
+ones (a day or a segment number missing from a stream). Trade-id jumps inside the messages are
+what `inspect stats` counts.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     unknown_markers = 0
     if not args.json:
         print(f"{'STREAM':<28} {'DAY':<10} {'SEG':>4} {'STATE':<8} {'RECORDS':>10} "
-              f"{'GAP':>5} {'DISC':>5} {'DROP':>5} "
+              f"{'GAP':>5} {'DISC':>5} {'DROP':>5} {'RST':>4} "
               f"{'DATA':>10} {'DISK':>10}  {'FIRST':<30} {'LAST':<30}", file=out)
     for (product, channel), group_iter in groupby(refs, key=lambda r: (r.product, r.channel)):
         group = list(group_iter)
@@ -139,6 +140,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             m = row.markers
             print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} {row.records:>10} "
                   f"{_count(m, 'gap'):>5} {_count(m, 'disconnect'):>5} {_count(m, 'dropped'):>5} "
+                  f"{_count(m, 'restart'):>4} "
                   f"{row.data_bytes:>10} {row.disk_bytes:>10}  {first:<30} {last:<30}",
                   file=out)
         if product != "?":
@@ -154,5 +156,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
               f"{total_disk} bytes on disk; markers: {tm.gap} gap, {tm.disconnect} disconnect, "
               f"{tm.reconnect} reconnect, {tm.dropped} dropped, {tm.subscribe} subscribe, "
-              f"{tm.note} note{unknown}", file=out)
+              f"{tm.note} note, {tm.restart} restart, {tm.other} other; possible loss at "
+              f"{tm.gap + tm.disconnect + tm.dropped + tm.restart + tm.other} "
+              f"marker(s){unknown}", file=out)
     return EXIT_PROBLEMS if errors else EXIT_OK

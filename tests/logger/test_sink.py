@@ -112,6 +112,11 @@ def test_slow_disk_never_blocks_and_drops_are_counted_and_marked(tmp_path: Path)
     for d in drops:
         assert d["reason"] == "storage_queue_full"
         assert d["first_ts_ns"] <= d["last_ts_ns"]
+    # each marker carries the time of the first record it replaces, so time never goes back
+    assert sorted(ts for _, ts, _ in got) == [ts for _, ts, _ in got]
+    assert [ts for k, ts, _ in got if k == RecordKind.DROPPED] == [d["first_ts_ns"]
+                                                                   for d in drops]
+    assert sink.stats.committed_records == len(got)
 
 
 def test_storage_thread_failure_surfaces_on_close(tmp_path: Path) -> None:
@@ -268,6 +273,10 @@ def sink_disk_full_scenario(root: Path, fill: Callable[[], None], free: Callable
         assert data[-50:] == sent[key][-50:], "records after space came back are missing"
         assert set(data) <= set(sent[key])
         drops = [json.loads(p) for p in markers(recs, RecordKind.DROPPED)]
+        # markers at the time of what they describe: time never goes back in the stream
+        assert [ts for _, ts, _ in recs] == sorted(ts for _, ts, _ in recs)
+        assert [ts for k, ts, _ in recs if k == RecordKind.DROPPED] == [
+            d["first_ts_ns"] for d in drops]
         for d in drops:
             assert d["reason"] == "storage_commit_failing" and d["errno"] == expect_errno
             assert d["first_ts_ns"] <= d["last_ts_ns"]
@@ -277,6 +286,9 @@ def sink_disk_full_scenario(root: Path, fill: Callable[[], None], free: Callable
             assert all(ts > d["last_ts_ns"] for kind, ts, _ in recs[pos + 1:] if kind == 0)
         out["markers"] = [*out["markers"], *drops]  # type: ignore[misc]
     out["stored"] = stored
+    # exact after partly failing commits: what the counter says is what the files hold
+    out["committed"] = sink.stats.committed_records
+    out["records_on_disk"] = sum(len(recs) for recs in got.values())
     return out
 
 
@@ -288,6 +300,7 @@ def _check_disk_full_result(r: dict[str, object]) -> None:
     # every record is either stored or counted as dropped, and the markers say which
     assert r["stored"] + r["dropped"] == r["sent"]  # type: ignore[operator]
     assert sum(d["records"] for d in r["markers"]) == r["dropped"]  # type: ignore[union-attr]
+    assert r["committed"] == r["records_on_disk"]
     # logged once per (stream, errno), not once per failing commit
     errs = r["errors_logged"]
     assert 1 <= len(errs) <= 4 < r["errors_while_full"]  # type: ignore[arg-type,operator]

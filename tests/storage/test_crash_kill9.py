@@ -2,10 +2,12 @@
 moments, over and over on the same data root. After every kill, each stream holds exactly the
 records committed before the kill (or also those of the commit in flight, if its commit point
 was already stored), in order, with valid CRCs, and nothing else; the next child recovers and
-carries on from there."""
+carries on from there. Each restart after a kill writes one RESTART marker into every stream,
+right after its last committed record, naming that record's time."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from crash_child import STREAMS, payload, run
 
-from storage import SegmentReader, iter_segments
+from storage import RecordKind, SegmentReader, iter_segments
 from storage.recovery import recover_buffer
 
 KILLS = 22
@@ -24,11 +26,14 @@ KILLS = 22
 
 #: Sealed segments already verified: path -> (size, mtime_ns, records). Sealed files are
 #: immutable, so re-reading them after every kill would only make the test quadratic.
-_Verified = dict[Path, tuple[int, int, list[bytes]]]
+_Rec = tuple[int, int, bytes]  # kind, ts, payload
+_Verified = dict[Path, tuple[int, int, list[_Rec]]]
 
 
 def _stream_records(root: Path, product: str, channel: str, seen: _Verified) -> list[bytes]:
-    out: list[bytes] = []
+    """The stream's DATA payloads, after checking each RESTART marker follows the record
+    whose time it names (or starts the stream when nothing was committed before it)."""
+    out: list[_Rec] = []
     for ref in iter_segments(root, product, channel):
         st = ref.path.stat()
         cached = seen.get(ref.path)
@@ -38,11 +43,27 @@ def _stream_records(root: Path, product: str, channel: str, seen: _Verified) -> 
         image = ref.path.read_bytes()
         assert recover_buffer(image).corrupt_at is None, ref.path
         with SegmentReader.open(ref.path) as r:  # reads up to the commit point, CRC-checked
-            got = [x.payload for x in r.records()]
+            got = [(x.kind, x.ts_ns, bytes(x.payload)) for x in r.records()]
             if r.header.sealed:
                 seen[ref.path] = (st.st_size, st.st_mtime_ns, got)
         out += got
-    return out
+    data: list[bytes] = []
+    last_ts: int | None = None
+    for kind, ts, p in out:
+        if kind == RecordKind.RESTART:
+            marker = json.loads(p)
+            assert marker["reason"] == "unclean_shutdown"
+            assert marker["from_ts_ns"] == last_ts and ts == (last_ts or ts), (product, marker)
+            assert marker["to_ts_ns"] >= ts
+            restarts[(product, channel)] = restarts.get((product, channel), 0) + 1
+        else:
+            assert kind == RecordKind.DATA
+            data.append(p)
+            last_ts = ts
+    return data
+
+
+restarts: dict[tuple[str, str], int] = {}
 
 
 def _committed_count(root: Path, seen: _Verified) -> list[int]:
@@ -54,6 +75,12 @@ def _committed_count(root: Path, seen: _Verified) -> list[int]:
         assert got == expected, f"{product}/{channel}: records differ from the committed prefix"
         counts.append(len(got))
     return counts
+
+
+def _restarts(root: Path) -> list[int]:
+    restarts.clear()
+    _committed_count(root, {})
+    return [restarts.get(s, 0) for s in STREAMS]
 
 
 def _per_stream(n: int, s: int) -> int:
@@ -137,6 +164,8 @@ def test_kill_9_at_random_moments_loses_nothing_committed(tmp_path: Path) -> Non
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert report.endswith("DONE\n")
     assert _committed_count(root, {}) == [_per_stream(final, s) for s in range(3)]
+    # every child after the first started after a kill -9 (the first on an empty root)
+    assert _restarts(root) == [KILLS] * 3
     for ref in iter_segments(root):
         with SegmentReader.open(ref.path) as r:
             assert r.header.sealed

@@ -1,10 +1,12 @@
 """Property: any sequence of appends, markers, commits, day changes, clean restarts and crashes
 (process death after the last commit) reads back as exactly the committed records, per stream
-and UTC day, in commit order."""
+and UTC day, in commit order; after a crash, each stream the dead engine had open gets one
+RESTART marker at the time of its last committed record."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from segment_fixtures import DAY_NS, NOON_NS
 
-from storage import Engine, EngineConfig, SegmentReader, iter_segments
+from storage import Engine, EngineConfig, RecordKind, SegmentReader, iter_segments
 
 DAY0 = dt.date(2026, 11, 24).toordinal()  # the UTC day of NOON_NS
 STREAMS = [("BTC-USD", "level2"), ("ETH-EUR", "ticker"), ("_multi", "level2")]
@@ -42,16 +44,42 @@ def _crash(eng: Engine) -> None:
     eng._lock.release()
 
 
+def _restart_markers(
+    eng: Engine, was_open: set[tuple[str, str]],
+    committed: dict[tuple[int, int], list[tuple[int, int, bytes]]],
+) -> list[tuple[int, int, tuple[int, int, bytes]]]:
+    """The RESTART markers a fresh engine holds pending after a crash, checked: one per
+    stream the dead engine had open, at its last committed record's time."""
+    assert {(s.product, s.channel) for s in eng._dirty} == was_open
+    out = []
+    for s, key in enumerate(STREAMS):
+        if key not in was_open:
+            continue
+        stream = eng.stream(*key)
+        assert stream.pending == 1 and stream.markers == [(0, RecordKind.RESTART)]
+        times = [t for (k, _), recs in committed.items() if k == s for t, _, _ in recs]
+        last = max(times, default=None)
+        payload = stream.payloads[0]
+        assert json.loads(payload)["from_ts_ns"] == last
+        ts = stream.ts[0]
+        assert last is None or ts == last
+        out.append((s, (ts - NOON_NS) // DAY_NS, (ts, int(RecordKind.RESTART), payload)))
+    return out
+
+
 @settings(max_examples=100, deadline=None)
-@given(OPS)
+@given(OPS, st.sampled_from([32 << 20, 1500, 1]))
 def test_any_history_reads_back_exactly_the_committed_records(
-    ops: list[tuple[object, ...]],
+    ops: list[tuple[object, ...]], chunk: int,
 ) -> None:
+    """``chunk``: the default commit step, or steps so small that most commits are written in
+    several (down to one record per step)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cfg = EngineConfig(root=root, backend="mmap", segment_max_bytes=16 << 10,
                            first_extent_bytes=8192, max_extent_bytes=8192,
-                           max_batch_bytes=4096, seal_stale_on_open=False)
+                           max_batch_bytes=4096, seal_stale_on_open=False,
+                           commit_chunk_bytes=chunk)
         eng = Engine(cfg)
         committed: dict[tuple[int, int], list[tuple[int, int, bytes]]] = defaultdict(list)
         pending: list[tuple[int, int, tuple[int, int, bytes]]] = []
@@ -78,9 +106,11 @@ def test_any_history_reads_back_exactly_the_committed_records(
                     committed[(s, day)].append(rec)
                 pending = []
             elif op[0] == "crash":
+                was_open = set(eng._streams)
                 _crash(eng)
                 pending = []
                 eng = Engine(cfg)
+                pending = _restart_markers(eng, was_open, committed)
             else:
                 eng.close()
                 for s, day, rec in pending:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import tempfile
@@ -20,6 +21,10 @@ from storage import Engine, EngineConfig, SegmentReader, iter_segments
 from storage.backends import MmapBackend, WriteOp
 from storage.format import HEADER_SIZE, batch_records, decode_header, encode_header, read_batch
 from storage.recovery import recover_buffer
+
+#: These tests read back exactly what recovery keeps; the RESTART markers a restart after a
+#: crash adds (``mark_unclean``, the default) are tested in test_unclean.py.
+Cfg = functools.partial(EngineConfig, backend="mmap", mark_unclean=False)
 
 
 class RecordingBackend(MmapBackend):
@@ -61,7 +66,7 @@ def test_crash_at_any_byte_of_a_commit_recovers_exactly_the_committed_records(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         backend = RecordingBackend()
-        eng = Engine(EngineConfig(root=root, backend="mmap", first_extent_bytes=8192,
+        eng = Engine(Cfg(root=root, first_extent_bytes=8192,
                                   max_batch_bytes=4096, seal_stale_on_open=False), backend)
         s = eng.stream("BTC-USD", "level2")
         expected: list[tuple[int, int, bytes]] = []
@@ -106,7 +111,7 @@ def test_crash_at_any_byte_of_a_commit_recovers_exactly_the_committed_records(
 def _crashed_root(root: Path, commits: int) -> tuple[Path, list[bytes]]:
     """A root whose single segment holds ``commits`` commits, left unsealed (as by kill -9)."""
     backend = RecordingBackend()
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False), backend)
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False), backend)
     s = eng.stream("BTC-USD", "level2")
     payloads = []
     for i in range(commits):
@@ -128,7 +133,7 @@ def test_reopen_after_crash_continues_and_overwrites_a_torn_tail(root: Path) -> 
     with open(path, "r+b") as f:  # a torn, uncommitted batch after the commit point
         f.seek(end)
         f.write(b"CBB1" + os.urandom(300))
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False))
     s = eng.stream("BTC-USD", "level2")
     eng.append(s, NOON_NS + 999, b"after-restart")
     assert not eng.commit(now_ns=NOON_NS).errors
@@ -158,7 +163,7 @@ def test_corrupt_middle_starts_a_new_segment_and_says_so(
         f.seek(HEADER_SIZE + 60)
         f.write(b"\x00\xff\x00")
     with caplog.at_level(logging.ERROR, logger="storage.engine"):
-        eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+        eng = Engine(Cfg(root=root, seal_stale_on_open=False))
         s = eng.stream("BTC-USD", "level2")
         eng.append(s, NOON_NS + 999, b"new")
         assert not eng.commit(now_ns=NOON_NS).errors
@@ -176,7 +181,7 @@ def test_stale_unsealed_segments_of_past_days_are_sealed_at_start(root: Path) ->
     path, payloads = _crashed_root(root, 2)
     with SegmentReader.open(path) as r:
         assert not r.header.sealed
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False))
     assert eng.seal_stale(NOON_NS) == []  # still its day: left live
     assert eng.seal_stale(NOON_NS + DAY_NS) == [path]
     eng.close()
@@ -192,7 +197,7 @@ def test_older_unsealed_segment_of_the_day_is_sealed_when_the_stream_reopens(roo
     second = path.with_name(path.name.replace(".0000.", ".0001."))
     renumbered = dataclasses.replace(decode_header(image), number=1)
     second.write_bytes(encode_header(renumbered)[:4096] + image[4096:])
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False))
     s = eng.stream("BTC-USD", "level2")
     eng.append(s, NOON_NS + DAY_NS // 4, b"x")
     eng.commit(now_ns=NOON_NS)
@@ -213,7 +218,7 @@ def test_a_segment_whose_header_names_another_place_is_not_continued(
     moved.parent.mkdir(parents=True)
     path.rename(moved)
     with caplog.at_level(logging.ERROR, logger="storage.engine"):
-        eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+        eng = Engine(Cfg(root=root, seal_stale_on_open=False))
         eng.append(eng.stream("ETH-USD", "level2"), NOON_NS, b"eth")
         eng.commit(now_ns=NOON_NS)
         eng.close()
@@ -225,21 +230,21 @@ def test_a_segment_whose_header_names_another_place_is_not_continued(
 
 def test_engine_start_seals_what_a_crash_left_of_past_days(root: Path) -> None:
     past = int(dt.datetime(2020, 1, 1, 12, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False))
     eng.append(eng.stream("BTC-USD", "level2"), past, b"old")
     eng.commit(now_ns=past)
     [ref] = iter_segments(root)
     image = ref.path.read_bytes()
     eng.close()
     ref.path.write_bytes(image)  # unsealed, as a kill -9 leaves it
-    Engine(EngineConfig(root=root, backend="mmap")).close()  # default: seal stale on open
+    Engine(Cfg(root=root)).close()  # default: seal stale on open
     with SegmentReader.open(ref.path) as r:
         assert r.header.sealed and [x.payload for x in r.records()] == [b"old"]
 
 
 def test_stale_segments_are_sealed_gradually_at_commits(root: Path) -> None:
     past = int(dt.datetime(2020, 1, 1, 12, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_stale_on_open=False))
+    eng = Engine(Cfg(root=root, seal_stale_on_open=False))
     for i in range(3):
         eng.append(eng.stream(f"P{i}-USD", "level2"), past, b"old%d" % i)
     eng.commit(now_ns=past)
@@ -249,7 +254,7 @@ def test_stale_segments_are_sealed_gradually_at_commits(root: Path) -> None:
     for ref, image in zip(refs, images, strict=True):
         ref.path.write_bytes(image)  # unsealed, as a kill -9 leaves them
     (root / "P0-USD" / "level2" / "2020-01-01.0007.seg").write_bytes(b"not a segment")
-    eng = Engine(EngineConfig(root=root, backend="mmap", seal_budget_s=0.0))
+    eng = Engine(Cfg(root=root, seal_budget_s=0.0))
     assert eng.seals_pending == 4  # found at start, nothing read yet
     assert eng.commit_due(eng._last_commit + 5.0)
     assert eng.commit().sealed == [refs[0].path]  # one per commit with a zero budget

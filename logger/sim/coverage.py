@@ -1,0 +1,177 @@
+"""The no-silent-loss check: every frame the venue sent that is not stored must lie where a
+marker in its stream says something may be missing.
+
+The ledger (``logger.sim.ledger``) lists each frame a venue connection handed to its socket, in
+order (``conn``, ``i``) with its sha256; storage holds, per stream, records in file order. A
+frame that is not stored is placed in its stream between its connection's nearest stored
+frames before and after it (by ``i``); when there is none before, the place starts at the last
+frame of an earlier connection, and when there is none after, it ends at the first frame of a
+later connection (the reconnect, or the next run) or at the stream's end (venue connection ids
+grow with time, so a stream's frames from lower ids came before). The frame is **covered**
+when a loss marker (GAP, DISCONNECT, DROPPED, RESTART, or a kind this code does not know) lies
+in that place: a reader walking the stream meets the warning exactly where the frame is
+missing. Frames the venue sent after the client stopped reading (a clean stop) count as
+missing too: the stop's DISCONNECT marker covers them.
+
+Used by the end-to-end crash and full-disk tests and by ``bench/chaos.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logger.sim.ledger import FrameEntry, Ledger
+from storage.layout import iter_segments
+from storage.reader import SegmentReader
+from storage.records import RecordKind
+
+__all__ = ["Coverage", "StoredStream", "check_coverage", "read_streams"]
+
+#: Marker kinds that say records may be missing (SUBSCRIBE, RECONNECT and NOTE do not).
+LOSS_KINDS = frozenset(range(1, 256)) - {
+    RecordKind.RECONNECT, RecordKind.SUBSCRIBE, RecordKind.NOTE}
+
+
+@dataclass
+class StoredStream:
+    """One stream's records in file order: kinds, receive times, payload hashes."""
+
+    kinds: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)
+
+    def loss_positions(self) -> list[int]:
+        return [p for p, k in enumerate(self.kinds) if k in LOSS_KINDS]
+
+    def backward_steps(self) -> int:
+        """Records whose receive time is before the previous record's (a marker placed at
+        the wrong time would show here; one connection feeds a stream at a time)."""
+        return sum(1 for a, b in zip(self.ts, self.ts[1:], strict=False) if b < a)
+
+
+def read_streams(root: Path) -> dict[tuple[str, str], StoredStream]:
+    out: dict[tuple[str, str], StoredStream] = defaultdict(StoredStream)
+    for ref in iter_segments(root):
+        if ref.archived:
+            continue
+        s = out[(ref.product, ref.channel)]
+        with SegmentReader.open(ref.path) as r:
+            for rec in r.records():
+                s.kinds.append(rec.kind)
+                s.ts.append(rec.ts_ns)
+                s.shas.append(hashlib.sha256(rec.payload).hexdigest()
+                              if rec.kind == RecordKind.DATA else "")
+    return dict(out)
+
+
+@dataclass
+class Coverage:
+    sent: int = 0
+    stored: int = 0
+    missing: int = 0
+    covered: int = 0
+    uncovered: list[FrameEntry] = field(default_factory=list)
+    markers: dict[str, int] = field(default_factory=dict)
+    backward_steps: int = 0
+
+    @property
+    def covered_share(self) -> float:
+        """Missing frames inside a marker-covered place (1.0 when nothing is missing)."""
+        return 1.0 if not self.missing else self.covered / self.missing
+
+
+def check_coverage(ledger: Path, root: Path) -> Coverage:
+    led = Ledger.load(ledger)
+    frames = led.frames()
+    streams = read_streams(root)
+    cov = Coverage(sent=len(frames))
+    where: dict[str, list[tuple[tuple[str, str], int]]] = defaultdict(list)
+    for key, s in streams.items():
+        for pos, sha in enumerate(s.shas):
+            if sha:
+                where[sha].append((key, pos))
+        for k in s.kinds:
+            if k != RecordKind.DATA:
+                name = RecordKind(k).name.lower() if k in _KNOWN else f"kind{k}"
+                cov.markers[name] = cov.markers.get(name, 0) + 1
+        cov.backward_steps += s.backward_steps()
+    placed = _Placed()
+    missing: list[FrameEntry] = []
+    used: dict[str, int] = defaultdict(int)
+    for f in sorted(frames, key=lambda f: (f.conn, f.i)):
+        copies = where.get(f.sha256, [])
+        n = used[f.sha256]
+        if n < len(copies):  # byte-identical frames sent twice: matched in order
+            used[f.sha256] = n + 1
+            placed.add(f, *copies[n])
+            cov.stored += 1
+        else:
+            missing.append(f)
+    losses = {key: s.loss_positions() for key, s in streams.items()}
+    for f in missing:
+        routed = placed.route(f)
+        if routed is None:  # nothing of its kind was ever stored: no place to check
+            cov.missing += 1
+            cov.uncovered.append(f)
+            continue
+        key = routed
+        is_, poss = placed.by_conn.get((f.conn, key), ([], []))
+        j = bisect_left(is_, f.i)
+        cov.missing += 1
+        lo = poss[j - 1] if j else placed.last_before(key, f.conn)
+        hi = poss[j] if j < len(is_) else placed.first_after(key, f.conn, lo,
+                                                             len(streams[key].kinds))
+        marks = losses[key]
+        if bisect_right(marks, hi) > bisect_left(marks, lo + 1):
+            cov.covered += 1
+        else:
+            cov.uncovered.append(f)
+    return cov
+
+
+_KNOWN = frozenset(k.value for k in RecordKind)
+
+
+class _Placed:
+    """Stored ledger frames by (connection, stream) and by stream, for placing the missing.
+    Venue connection ids grow with time, so a stream's frames from lower ids came before."""
+
+    def __init__(self) -> None:
+        self.by_conn: dict[tuple[int, tuple[str, str]], tuple[list[int], list[int]]] = {}
+        self.by_stream: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        self._route: dict[tuple[int, str, tuple[str, ...]], tuple[str, str]] = {}
+        self._route_any: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+        self._memo: dict[tuple[object, ...], int] = {}
+
+    def add(self, f: FrameEntry, key: tuple[str, str], pos: int) -> None:
+        is_, poss = self.by_conn.setdefault((f.conn, key), ([], []))
+        is_.append(f.i)
+        poss.append(pos)
+        self.by_stream[key].append((pos, f.conn))
+        products = tuple(f.products)
+        self._route[(f.conn, f.channel, products)] = key
+        self._route_any[(f.channel, products)] = key
+
+    def route(self, f: FrameEntry) -> tuple[str, str] | None:
+        products = tuple(f.products)
+        return (self._route.get((f.conn, f.channel, products))
+                or self._route_any.get((f.channel, products)))
+
+    def last_before(self, key: tuple[str, str], conn: int) -> int:
+        """The last position of a frame of an earlier connection in the stream, or -1."""
+        memo = ("b", key, conn)
+        if memo not in self._memo:
+            self._memo[memo] = max((p for p, c in self.by_stream[key] if c < conn), default=-1)
+        return self._memo[memo]
+
+    def first_after(self, key: tuple[str, str], conn: int, lo: int, end: int) -> int:
+        """The first position after ``lo`` of a frame of a later connection, or ``end``."""
+        memo = ("a", key, conn, lo)
+        if memo not in self._memo:
+            self._memo[memo] = min((p for p, c in self.by_stream[key] if c > conn and p > lo),
+                                   default=end)
+        return self._memo[memo]
