@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--products", help='venue.products: "all" or A,B,C')
     r.add_argument("--dialect", choices=("advanced_trade", "exchange"), help="venue.dialect")
     r.add_argument("--metrics-port", type=int, help="metrics.port (0 = any free port)")
+    r.add_argument("--allow-venue-change", action="store_true",
+                   help="storage.allow_venue_change: record into a root of another venue")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set storage.commit_records=5000")
     sub.add_parser("worker", help="internal: one worker process of a daemon running with "
@@ -56,6 +58,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
             out[key] = parse_override(key, text)
     if args.metrics_port is not None:
         out["metrics.port"] = args.metrics_port
+    if args.allow_venue_change:
+        out["storage.allow_venue_change"] = True
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep:

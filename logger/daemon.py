@@ -39,40 +39,29 @@ from logger.protocol import Dialect, get_dialect
 from logger.protocol.names import multi_stream
 from logger.shard import plan_connections
 from logger.sink import Sink
+from logger.provenance import Claim, DataDirError, Venue, claim, release
 from storage import Engine, EngineConfig
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 
 log = logging.getLogger("logger.daemon")
 
-DATA_DIR_META = ".coinbase-logger.json"
-"""Marker file at the data root recording which dialect the directory holds."""
+def venue_of(cfg: Config) -> Venue:
+    return Venue(cfg.venue.dialect, cfg.venue.ws_url, cfg.venue.rest_url)
 
 
-class DataDirError(RuntimeError):
-    """The data directory belongs to another dialect (or cannot be claimed)."""
-
-
-def claim_data_dir(root: Path, dialect: str) -> None:
-    """Record the dialect in ``root``; refuse a directory that holds the other dialect.
-
-    The two feeds use different shapes for the same stream names (``ticker`` exists in both),
-    so mixing them in one tree would leave a reader unable to tell which shape a file holds.
-    """
+def claim_data_dir(root: Path, venue: Venue, *, allow_venue_change: bool = False) -> Claim:
+    """Refuse a root held by a running recorder, of another dialect or (unless allowed) of
+    another venue; then record this run in it (``logger.provenance``). A previous run that
+    did not stop cleanly is logged as a possible loss."""
     root.mkdir(parents=True, exist_ok=True)
-    meta = root / DATA_DIR_META
-    if meta.exists():
-        try:
-            held = json.loads(meta.read_text()).get("dialect")
-        except (OSError, ValueError, AttributeError) as e:
-            raise DataDirError(f"{meta}: unreadable ({e}); fix or remove it") from e
-        if held != dialect:
-            raise DataDirError(
-                f"data dir {root} holds dialect {held!r}, refusing to record {dialect!r} into it"
-                " (use another --data-dir)")
-        return
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"dialect": dialect, "created_ns": time.time_ns()}) + "\n")
-    tmp.replace(meta)
+    RootLock(root, LOCK_NAME).release()  # a running recorder holds it: refuse early
+    c = claim(root, venue, allow_venue_change=allow_venue_change)
+    if c.unclean_previous is not None:
+        p = c.unclean_previous
+        log.warning("event=unclean_stop_detected root=%s previous_host=%s previous_pid=%s "
+                    "previous_started_ns=%s unclean_stops=%d", root, p.get("host"),
+                    p.get("pid"), p.get("started_ns"), c.unclean_stops)
+    return c
 
 
 def stop_on_signals(request_stop: Callable[[str], None]) -> None:
@@ -298,13 +287,15 @@ class Ingest:
         self._spawn(self._tick(), "sink-tick")
 
     def serve_metrics(self, host: str, port: int) -> int | None:
-        """/metrics on host:port; the bound port, or None (logged) when it cannot listen.
+        """/metrics on host:port; the bound port, or None (logged) when it cannot listen (the
+        daemon then stops with exit 2: a recorder nobody can monitor must not run unnoticed).
         A worker's endpoint is for its supervisor only, and says so in its log line."""
         event = "worker_metrics" if self.share.is_worker else "metrics"
         try:
             bound = self.metrics.serve(host, port)
         except OSError as e:
-            log.error("event=%s_unavailable host=%s port=%d error=%r", event, host, port, str(e))
+            log.error("event=%s_unavailable host=%s port=%d error=%r note=%s", event, host, port,
+                      e.strerror or str(e), "free the port or set metrics.port (exit 2)")
             return None
         log.info("event=%s_listening host=%s port=%d", event, host, bound)
         return bound
@@ -425,17 +416,20 @@ class Daemon:
         cfg = self.cfg
         stop_on_signals(self.request_stop)
         try:
-            claim_data_dir(self.root, self.dialect.name)
-            RootLock(self.root, LOCK_NAME).release()  # the engine takes it; refuse early
+            claimed = claim_data_dir(self.root, venue_of(cfg),
+                                     allow_venue_change=cfg.storage.allow_venue_change)
         except (DataDirError, RootInUse, OSError) as e:
             log.error("event=data_dir_refused error=%r", str(e))
             return RunResult(2)
         if not await wait_for_old_workers(self.root, self.stop_event, 120.0):
             return RunResult(0 if self.stop_event.is_set() else 1)
         ingest = self.ingest = Ingest(cfg, Share(), self.request_stop)
+        ingest.metrics.add_root(self.root, claimed.unclean_stops)
+        if cfg.metrics.enabled and ingest.serve_metrics(cfg.metrics.host,
+                                                        cfg.metrics.port) is None:
+            release(self.root)  # nothing opened yet; the operator frees the port or changes it
+            return RunResult(2)
         ingest.open()
-        if cfg.metrics.enabled:
-            ingest.serve_metrics(cfg.metrics.host, cfg.metrics.port)
         try:
             products = await self.discover()
             if products is not None:
@@ -446,6 +440,8 @@ class Daemon:
                 await self.stop_event.wait()
         finally:
             exit_code = await ingest.shutdown()
+            if exit_code == 0:
+                release(self.root)  # a clean stop: the next start is not an unclean one
         return RunResult(exit_code, self.startup)
 
     def request_stop(self, why: str = "stop") -> None:
@@ -508,6 +504,6 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
-__all__ = ["Connection", "Daemon", "DataDirError", "Ingest", "RunResult", "Share",
+__all__ = ["Claim", "Connection", "Daemon", "DataDirError", "Ingest", "RunResult", "Share",
            "claim_data_dir", "configure_logging", "discover", "engine_config", "refetch",
-           "report_fields", "wait_for_old_workers"]
+           "report_fields", "venue_of", "wait_for_old_workers"]
