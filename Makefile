@@ -41,7 +41,7 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev $(BIN)/promtool
 	$(BIN)/python -m pytest $(ARGS)
 
-## demo: local Coinbase simulator + daemon for ~20 s into ./data, then `inspect ls`
+## demo: local Coinbase simulator + daemon for ~20 s into ./demo-data (never ./data), then `inspect ls`
 demo: $(VENV)/.installed
 	$(BIN)/python -m logger demo $(ARGS)
 

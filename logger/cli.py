@@ -35,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="any config key, e.g. --set storage.commit_records=5000")
     sub.add_parser("worker", help="internal: one worker process of a daemon running with "
                    "ingest.workers > 1 (started by the daemon itself)")
-    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into ./data")
+    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into "
+                       "./demo-data (never ./data, where `make run` records the real venue)")
     d.add_argument("--seconds", type=float, default=20.0)
-    d.add_argument("--data-dir", default="data")
+    d.add_argument("--data-dir", default="demo-data")
     d.add_argument("--products", type=int, default=40)
     d.add_argument("--dialect", choices=("advanced_trade", "exchange"),
                    default="advanced_trade")

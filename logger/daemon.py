@@ -37,9 +37,9 @@ from logger.pool import Plan, Pool, StartupReport
 from logger.products import Product, ProductsError, fetch_products, select_products
 from logger.protocol import Dialect, get_dialect
 from logger.protocol.names import multi_stream
+from logger.provenance import Claim, DataDirError, Venue, claim, release
 from logger.shard import plan_connections
 from logger.sink import Sink
-from logger.provenance import Claim, DataDirError, Venue, claim, release
 from storage import Engine, EngineConfig
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 

@@ -59,10 +59,10 @@ from logger.daemon import (
     DataDirError,
     claim_data_dir,
     discover,
-    venue_of,
     refetch,
     report_fields,
     stop_on_signals,
+    venue_of,
     wait_for_old_workers,
 )
 from logger.metrics import RootCollector
