@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 from logger.config import Config
 from logger.connection import Connection, ConnSettings
+from logger.logfmt import JsonFormatter
 from logger.metrics import Metrics
 from logger.pool import Plan, Pool, StartupReport
 from logger.products import Product, ProductsError, fetch_products, select_products
@@ -465,14 +465,15 @@ class Daemon:
 
 
 def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> None:
-    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line.
+    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line
+    whose fields are the messages' keys (``logger.logfmt``).
 
     A worker process (``ingest.workers`` > 1) writes to the same stderr as its supervisor;
     ``worker=i`` on each of its lines (a field of its own in JSON) tells them apart.
     """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter(worker))
+        handler.setFormatter(JsonFormatter(worker))
     else:
         tag = "" if worker is None else f"worker={worker} "
         text = logging.Formatter(
@@ -484,24 +485,6 @@ def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> Non
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("picows").setLevel(logging.WARNING)
-
-
-class _JsonFormatter(logging.Formatter):
-    def __init__(self, worker: int | None = None) -> None:
-        super().__init__()
-        self.worker = worker
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-        }
-        if self.worker is not None:
-            out["worker"] = self.worker
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"))
 
 
 __all__ = ["Claim", "Connection", "Daemon", "DataDirError", "Ingest", "RunResult", "Share",

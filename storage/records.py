@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-__all__ = ["Record", "RecordKind"]
+__all__ = ["POSSIBLE_LOSS", "Record", "RecordKind"]
 
 
 class RecordKind(enum.IntEnum):
@@ -18,6 +18,17 @@ class RecordKind(enum.IntEnum):
     SUBSCRIBE = 4
     DROPPED = 5
     NOTE = 6
+    RESTART = 7
+    """The recorder did not stop cleanly (crash, kill -9, power cut): a possible loss."""
+    STOP = 8
+    """A clean, deliberate stop of a connection or of the recorder: nothing was lost, the
+    stream simply ends here until the next start (unlike DISCONNECT, a lost connection)."""
+
+
+POSSIBLE_LOSS = frozenset({RecordKind.GAP, RecordKind.DISCONNECT, RecordKind.DROPPED,
+                           RecordKind.RESTART})
+"""Marker kinds that say messages may be missing here (a reader must also treat kinds it does
+not know as possible losses)."""
 
 
 class Record(NamedTuple):

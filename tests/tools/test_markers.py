@@ -359,13 +359,13 @@ def test_unknown_archive_version_is_refused_clearly(
 ) -> None:
     archive = compact_segment(_seg(recorded, "ETH-USD", "ticker"), today=TODAY).archive
     data = bytearray(archive.read_bytes())
-    struct.pack_into("<H", data, len(data) - TRAILER.size + 18, 3)  # the trailer's version
+    struct.pack_into("<H", data, len(data) - TRAILER.size + 18, 4)  # the trailer's version
     archive.write_bytes(bytes(data))
-    with pytest.raises(CorruptArchive, match="unsupported archive version 3"):
+    with pytest.raises(CorruptArchive, match="unsupported archive version 4"):
         ArchiveReader.open(archive)
     code, out, err = run(capfd, "cat", str(archive))
     assert code == 1 and out == ""
-    assert "unsupported archive version 3" in err and len(err.strip().splitlines()) == 1
+    assert "unsupported archive version 4" in err and len(err.strip().splitlines()) == 1
 
 
 @settings(max_examples=30, deadline=None)
