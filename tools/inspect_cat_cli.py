@@ -289,16 +289,20 @@ def _stream_dir(args: argparse.Namespace) -> tuple[Path, str, str]:
 
 
 def _channel_folder(folder: Path) -> tuple[Path, str, str]:
+    """ROOT/PRODUCT/CHANNEL from a channel folder: one holding segment files, or two levels
+    under a data root (its .coinbase-logger.json) when the stream has no file yet."""
+    full = folder.resolve()
+    root = full.parent.parent
     try:
-        product = validate_name(folder.resolve().parent.name, "product")
-        channel = validate_name(folder.resolve().name, "channel")
+        product = validate_name(full.parent.name, "product")
+        channel = validate_name(full.name, "channel")
     except ValueError:
         product = channel = ""
-    if not product or not channel or not (folder.resolve().parent.parent).is_dir() or \
-            folder.resolve().parent.parent == folder.resolve().parent:
+    holds = any(p.name.endswith((".seg", ".seg.zst")) for p in full.iterdir() if p.is_file())
+    if not product or not channel or not (holds or (root / ".coinbase-logger.json").is_file()):
         raise ToolError(f"{folder}: not a channel folder (ROOT/PRODUCT/CHANNEL); give a "
                         "segment file, a channel folder or PRODUCT/CHANNEL", EXIT_USAGE)
-    return folder.resolve().parent.parent, product, channel
+    return root, product, channel
 
 
 def _latest(root: Path, product: str, channel: str) -> SegmentRef | None:
