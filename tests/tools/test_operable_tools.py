@@ -156,3 +156,69 @@ def test_a_filter_matching_nothing_says_so(cmd: str, root: Path,
     empty.mkdir()
     code, _, err = run(capfd, cmd, str(empty), "-p", "NOPE-USD")
     assert code == 2 and err == f"cbl-inspect: {empty}: no segment files found\n"
+
+
+def test_verify_names_the_path_once_in_words(tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "data" / "BTC-USD" / "ticker"
+    folder.mkdir(parents=True)
+    (folder / "2025-12-01.0000.seg").write_bytes(b"")
+    (folder / "2025-12-01.0001.seg").write_bytes(b"\x01" * 5000)
+    (folder / "2025-12-01.0002.seg.zst").write_bytes(b"abc")
+    code, out, err = run(capfd, "verify", str(tmp_path / "data"))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines == [
+        f"{folder}/2025-12-01.0000.seg: empty file (0 bytes), not a segment or archive",
+        f"{folder}/2025-12-01.0001.seg: not a coinbase-logger segment (bad magic)",
+        f"{folder}/2025-12-01.0002.seg.zst@0: too short to be an archive (3 bytes)",
+    ]
+    assert "Errno" not in out + err
+
+
+def test_an_unreadable_file_is_said_in_words(tmp_path: Path) -> None:
+    import errno
+
+    from storage.archive_verify import _cannot_open
+
+    path = tmp_path / "x.seg"
+    path.write_bytes(b"x")
+    p = _cannot_open(path, PermissionError(errno.EACCES, "Permission denied", str(path)))
+    assert str(p) == f"{path}: cannot read it: permission denied"
+
+
+def _compact(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from tools.compact_cli import main as compact_main
+
+    code = compact_main(list(argv))
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_compact_refuses_a_folder_that_is_not_a_data_root(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _compact(capfd, str(tmp_path))
+    assert code == 2 and out == ""
+    assert err == (f"cbl-compact: {tmp_path}: not a data root (no .coinbase-logger.json and "
+                   "no segment files under it); nothing to compact\n")
+    code, _, err = _compact(capfd, str(tmp_path / "nope"))
+    assert code == 2 and "no such file or directory" in err and err.count("\n") == 1
+    fresh = tmp_path / "fresh"  # a root the recorder created but has not written to yet
+    claim_data_dir(fresh, VENUE)
+    code, _, err = _compact(capfd, str(fresh))
+    assert code == 0 and "compacted 0 file(s)" in err
+
+
+def test_compact_names_streams_and_says_what_is_not_due(
+    root: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    write_segment(root, [[(T0 + 86_400 * 10**9, 0, b"{}")]], product="BTC-USD",
+                  channel="ticker", day=DAY + dt.timedelta(days=1))
+    code, _, err = _compact(capfd, "--today", "2025-12-02", str(root))
+    assert code == 0, err
+    assert "compacted BTC-USD/ticker/2025-12-01.0000.seg" in err
+    assert "compacted _multi/ticker/2025-12-01.0000.seg" in err
+    assert err.splitlines()[-1].endswith(
+        "; 1 not due yet (of 2025-12-02 UTC or later: still being written; a day is "
+        "compacted once it is over and the recorder sealed it)")
