@@ -13,14 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import NoReturn
 
 from logger.config import ConfigError, load_config, parse_override
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every argument error is one line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"coinbase-logger: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m logger",
-                                 description="Lossless recorder of Coinbase public market data.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m logger",
+                 description="Lossless recorder of Coinbase public market data.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run the ingest daemon until SIGTERM/SIGINT")
     r.add_argument("--config", help="TOML config file (see config.example.toml)")
     r.add_argument("--data-dir", help="storage.data_dir")

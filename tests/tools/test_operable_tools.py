@@ -222,3 +222,28 @@ def test_compact_names_streams_and_says_what_is_not_due(
     assert err.splitlines()[-1].endswith(
         "; 1 not due yet (of 2025-12-02 UTC or later: still being written; a day is "
         "compacted once it is over and the recorder sealed it)")
+
+
+@pytest.mark.parametrize("tool", ["inspect", "compact", "simulate"])
+@pytest.mark.parametrize("args", [["--help"], ["ls", "data"]])
+def test_a_tool_run_before_make_says_so_in_one_line(tool: str, args: list[str],
+                                                    tmp_path: Path) -> None:
+    """A fresh clone without .venv, and a python3 without the dependencies."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    clone = tmp_path / "clone"
+    (clone / "tools").mkdir(parents=True)
+    shutil.copy2(repo / "tools" / tool, clone / "tools" / tool)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    bare = bin_dir / "python3"  # no site-packages: none of the dependencies importable
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")
+    bare.chmod(0o755)
+    done = subprocess.run([str(clone / "tools" / tool), *args], capture_output=True,
+                          text=True, timeout=60, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"cbl-{tool}: not set up yet: run `make` (or `make venv`) in "
+                           f"{clone} first\n")
