@@ -121,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ledger", type=Path, default=None)
     r.add_argument("--at-end", choices=("close", "hold"), default="close",
                    help="after the last record: close (1000) or keep the connection open")
+    r.add_argument("--exact", action="store_true",
+                   help="send the stored bytes exactly: no subscription acks, the recorded "
+                        "sequence_num values, late subscribes join at the replay time "
+                        "(default: answer like the venue, so a recorder can record it again)")
     r.add_argument("--linger", type=_at_least(0), default=2.0,
                    help="seconds of silence before the end-of-replay close")
     return ap
@@ -167,7 +171,7 @@ async def _replay(a: argparse.Namespace) -> int:
                                     speed=parse_speed(a.speed), dialect=a.dialect, host=a.host,
                                     port=a.port, ledger=a.ledger is not None,
                                     ledger_path=a.ledger, at_end=a.at_end,
-                                    linger_s=a.linger))
+                                    linger_s=a.linger, venue=not a.exact))
     await srv.start()
     _announce(srv.ws_url, srv.rest_url, srv.port)
     try:
