@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -247,3 +248,56 @@ def test_a_tool_run_before_make_says_so_in_one_line(tool: str, args: list[str],
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == (f"cbl-{tool}: not set up yet: run `make` (or `make venv`) in "
                            f"{clone} first\n")
+
+
+def _table_as(archive: Path, version: int, counts: Any) -> None:
+    """Rewrite the archive's seek table with entries of `version` and `counts(frame)`."""
+    import os
+
+    import google_crc32c
+
+    from storage.archive_format import (
+        ENTRY,
+        ENTRY_V2,
+        SKIPPABLE_HEADER,
+        SKIPPABLE_TABLE_MAGIC,
+        TRAILER,
+        TRAILER_MAGIC,
+        CountingFile,
+        read_table,
+    )
+
+    data = archive.read_bytes()
+    fd = os.open(archive, os.O_RDONLY)
+    try:
+        table = read_table(CountingFile(fd, len(data)))
+    finally:
+        os.close(fd)
+    entry = ENTRY_V2 if version == 2 else ENTRY
+    body = b"".join(entry.pack(f.compressed_offset, f.compressed_size, f.uncompressed_offset,
+                               f.uncompressed_size, f.min_ts_ns, f.max_ts_ns, f.record_count,
+                               *counts(f.markers)) for f in table.frames)
+    head = TRAILER.pack(table.dict_offset, table.dict_size, len(table.frames), entry.size,
+                        version, 0, TRAILER_MAGIC)
+    crc = google_crc32c.value(body + head[:-12])
+    trailer = TRAILER.pack(table.dict_offset, table.dict_size, len(table.frames), entry.size,
+                           version, crc, TRAILER_MAGIC)
+    new = SKIPPABLE_HEADER.pack(SKIPPABLE_TABLE_MAGIC, len(body) + len(trailer)) + body + trailer
+    archive.write_bytes(data[:table.table_offset] + new)
+
+
+def test_version_2_archives_still_read_and_bad_v3_counts_are_damage(root: Path) -> None:
+    from storage.archive import CorruptArchive
+
+    seg = next((root / "BTC-USD" / "ticker").glob("*.seg"))
+    archive = compact_segment(seg, today=dt.date(2025, 12, 2)).archive
+    # version 2: kinds 7..255 in one count (what a v2 writer would have written)
+    _table_as(archive, 2, lambda m: (*m[:6], m.restart + m.stop + m.other))
+    with ArchiveReader.open(archive) as reader:
+        assert reader.marker_counts == MarkerCounts(
+            gap=1, disconnect=1, reconnect=1, subscribe=1, dropped=1, note=1, other=3)
+        assert reader.marker_counts.possible_loss == 6  # unknown to v2: counted as possible
+    # version 3 claiming more RESTART/STOP than kinds 7..255 hold: damage, said in one line
+    _table_as(archive, 3, lambda m: (*m[:6], 0, 1, 1))
+    with pytest.raises(CorruptArchive, match="more RESTART and STOP markers"):
+        ArchiveReader.open(archive)
