@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby, pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -138,14 +138,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not refs:
         raise no_match(args.root, args.product, args.channel)
     out = sys.stdout
-    found = provenance(args.root)
-    if found is not None:
-        if args.json:
-            out.write(orjson.dumps({"root": str(found[0]), "provenance": found[1]}).decode()
-                      + "\n")
-        else:
-            for line in provenance_lines(*found):
-                print(line, file=out)
+    _print_provenance(args, out)
     errors = 0
     total_records = total_data = total_disk = 0
     total_markers = NO_MARKERS
@@ -199,16 +192,35 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 else:
                     print(f"  gap: {product}/{channel} {gap}", file=out)
     if not args.json:
-        tm = total_markers
         unknown = f"; '?' = not known for {unknown_markers} file(s)" if unknown_markers else ""
         print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
-              f"{total_disk} bytes on disk; markers: {tm.gap} gap, {tm.disconnect} disconnect, "
-              f"{tm.reconnect} reconnect, {tm.dropped} dropped, {tm.restart} restart, "
-              f"{tm.subscribe} subscribe, {tm.note} note, {tm.stop} stop"
-              f"{f', {tm.other} of unknown kinds' if tm.other else ''}{unknown}", file=out)
-        print(f"possible loss: {tm.possible_loss} marker(s) (gap, disconnect, dropped, restart"
-              f"{', unknown kinds' if tm.other else ''}; a clean stop is not one)"
-              + ("" if not tm.possible_loss else
-                 f"; list them: cbl-inspect cat {args.root} --markers-only --format table"),
-              file=out)
+              f"{total_disk} bytes on disk; {_marker_totals(total_markers)}{unknown}", file=out)
+        print(_possible_loss(total_markers, args.root), file=out)
     return EXIT_PROBLEMS if errors else EXIT_OK
+
+
+def _print_provenance(args: argparse.Namespace, out: TextIO) -> None:
+    found = provenance(args.root)
+    if found is None:
+        return
+    if args.json:
+        out.write(orjson.dumps({"root": str(found[0]), "provenance": found[1]}).decode() + "\n")
+    else:
+        for line in provenance_lines(*found):
+            print(line, file=out)
+
+
+def _marker_totals(tm: MarkerCounts) -> str:
+    return (f"markers: {tm.gap} gap, {tm.disconnect} disconnect, {tm.reconnect} reconnect, "
+            f"{tm.dropped} dropped, {tm.restart} restart, {tm.subscribe} subscribe, "
+            f"{tm.note} note, {tm.stop} stop"
+            f"{f', {tm.other} of unknown kinds' if tm.other else ''}")
+
+
+def _possible_loss(tm: MarkerCounts, root: str) -> str:
+    """The line that answers "may data be missing?": a clean STOP is not counted."""
+    line = (f"possible loss: {tm.possible_loss} marker(s) (gap, disconnect, dropped, restart"
+            f"{', unknown kinds' if tm.other else ''}; a clean stop is not one)")
+    if tm.possible_loss:
+        line += f"; list them: cbl-inspect cat {root} --markers-only --format table"
+    return line

@@ -114,6 +114,18 @@ def _split_sequence_num(payload: bytes) -> tuple[bytes, bytes] | None:
     return payload[:start], payload[j:]
 
 
+def _send(s: Session, key: tuple[str, str], payload: bytes, renumber: bool) -> None:
+    """Queue one recorded payload; with ``renumber``, under this connection's own
+    ``sequence_num`` (the session numbers it, as the venue does)."""
+    product, channel = key
+    products = () if product.startswith("_") else (product,)
+    parts = _split_sequence_num(payload) if renumber else None
+    if parts is not None:
+        s.send_event((channel, channel, products, parts[0], parts[1], None))
+    else:
+        s.send_raw(payload, channel, products)
+
+
 class _Stream:
     """One recorded stream: its segments in order, read lazily one at a time."""
 
@@ -332,13 +344,7 @@ class ReplayServer:
                     s.flush()
                     await asyncio.sleep(delay)
             last_ts = max(ts, last_ts or ts)
-            product, channel = key
-            products = () if product.startswith("_") else (product,)
-            parts = _split_sequence_num(payload) if renumber else None
-            if parts is not None:  # this connection's own sequence_num, as from the venue
-                s.send_event((channel, channel, products, parts[0], parts[1], None))
-            else:
-                s.send_raw(payload, channel, products)
+            _send(s, key, payload, renumber)
             nxt = next(it, None)
             if nxt is not None:
                 heapq.heappush(heap, (nxt[0], n, nxt[1], key, it))
