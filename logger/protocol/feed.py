@@ -411,8 +411,7 @@ class FeedState:
         """The socket is gone: every stream of this connection may miss what follows — or,
         when ``clean`` (the recorder closed it on purpose: shutdown), nothing was missed and
         the streams get a STOP marker instead of a DISCONNECT (not a possible loss)."""
-        if not clean:
-            self.counters.disconnects += 1
+        self.counters.disconnects += 1  # the socket is gone either way (poll() stops)
         payload: dict[str, object] = {
             "event": "stop" if clean else "disconnect", "conn": self.conn_id,
             "dialect": self.dialect.name, "reason": reason,
