@@ -18,8 +18,12 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# the real promtool for tests/deploy (alert rules); .ci/promtool says how it gets it
+$(BIN)/promtool: | $(VENV)/.installed
+	.ci/promtool
+
 venv: $(VENV)/.installed
-dev: $(VENV)/.installed-dev
+dev: $(VENV)/.installed-dev $(BIN)/promtool
 
 ## run: set up .venv and start the daemon with the default config (records into ./data)
 run: $(VENV)/.installed
@@ -34,10 +38,10 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-dev
+pytest: $(VENV)/.installed-dev $(BIN)/promtool
 	$(BIN)/python -m pytest $(ARGS)
 
-## demo: local Coinbase simulator + daemon for ~20 s into ./data, then `inspect ls`
+## demo: local Coinbase simulator + daemon for ~20 s into ./demo-data (never ./data), then `inspect ls`
 demo: $(VENV)/.installed
 	$(BIN)/python -m logger demo $(ARGS)
 

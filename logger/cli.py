@@ -13,14 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import NoReturn
 
 from logger.config import ConfigError, load_config, parse_override
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every argument error is one line on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"coinbase-logger: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m logger",
-                                 description="Lossless recorder of Coinbase public market data.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m logger",
+                 description="Lossless recorder of Coinbase public market data.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="run the ingest daemon until SIGTERM/SIGINT")
     r.add_argument("--config", help="TOML config file (see config.example.toml)")
     r.add_argument("--data-dir", help="storage.data_dir")
@@ -29,13 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--products", help='venue.products: "all" or A,B,C')
     r.add_argument("--dialect", choices=("advanced_trade", "exchange"), help="venue.dialect")
     r.add_argument("--metrics-port", type=int, help="metrics.port (0 = any free port)")
+    r.add_argument("--allow-venue-change", action="store_true",
+                   help="storage.allow_venue_change: record into a root of another venue")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any config key, e.g. --set storage.commit_records=5000")
     sub.add_parser("worker", help="internal: one worker process of a daemon running with "
                    "ingest.workers > 1 (started by the daemon itself)")
-    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into ./data")
+    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into "
+                       "./demo-data (never ./data, where `make run` records the real venue)")
     d.add_argument("--seconds", type=float, default=20.0)
-    d.add_argument("--data-dir", default="data")
+    d.add_argument("--data-dir", default="demo-data")
     d.add_argument("--products", type=int, default=40)
     d.add_argument("--dialect", choices=("advanced_trade", "exchange"),
                    default="advanced_trade")
@@ -56,6 +68,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
             out[key] = parse_override(key, text)
     if args.metrics_port is not None:
         out["metrics.port"] = args.metrics_port
+    if args.allow_venue_change:
+        out["storage.allow_venue_change"] = True
     for item in args.set:
         key, sep, text = item.partition("=")
         if not sep:

@@ -151,6 +151,8 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
     "venue.rest_timeout_s": (10.0, _float(0, strict=True, what="a positive number"),
                              "overall deadline of one REST product-list fetch (all pages)"),
     "storage.data_dir": ("data", _text, "root directory of the segment files"),
+    "storage.allow_venue_change": (False, _bool, "record into a data root that holds another"
+                                   " venue's data (its URLs differ); refused by default"),
     "storage.backend": ("mmap", _choice("auto", "mmap", "uring", "pwrite"),
                         "write backend: mmap, auto, uring or pwrite"),
     "storage.commit_records": (10_000, _int(1, what="a positive integer"),
@@ -242,6 +244,7 @@ class StorageConfig:
     """Storage engine settings (mapped one to one onto ``storage.EngineConfig``)."""
 
     data_dir: str
+    allow_venue_change: bool
     backend: str
     commit_records: int
     commit_interval_s: float

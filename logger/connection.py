@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import socket
@@ -58,7 +59,12 @@ from logger.protocol import (
     Settled,
     conn_stream,
 )
-from logger.protocol.actions import RetrySubscribe, SubscribeGivenUp, SubscribeRecovered
+from logger.protocol.actions import (
+    MarkerKind,
+    RetrySubscribe,
+    SubscribeGivenUp,
+    SubscribeRecovered,
+)
 from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan_startup
@@ -329,6 +335,7 @@ class Connection:
         self.unrouted_key = (conn_stream(conn_id), UNROUTED)
         self.transport: WSTransport | None = None
         self.close_reason = ""
+        self._logged_gap: bytes | None = None
         self._on_settled = on_settled
         self._closed = asyncio.Event()
         self._stopping = False
@@ -614,7 +621,8 @@ class Connection:
         self.stats.connected = False
         reason = self.close_reason or handshake_reason(self.transport)
         self.transport = None
-        self.feed.on_disconnect(reason)
+        # closed by stop(): a clean stop (STOP markers), anything else a possible loss
+        self.feed.on_disconnect(reason, clean=self._stopping and reason == "shutdown")
         self.run_actions()
         if not self._stopping:
             log.warning("event=disconnected conn=%s reason=%r", self.conn_id, reason)
@@ -652,7 +660,12 @@ class Connection:
 
     def _run_action(self, a: Action, ts_ns: int) -> None:
         if isinstance(a, Marker):
-            self.sink.mark((a.product, a.channel), RecordKind[a.kind.name], ts_ns, a.payload)
+            key = (a.product, a.channel)
+            if a.kind is MarkerKind.STOP and key not in self.sink.streams:
+                return  # nothing written to it this run: no file just to say "stopped"
+            self.sink.mark(key, RecordKind[a.kind.name], ts_ns, a.payload)
+            if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
+                self._log_gap(a)
         elif isinstance(a, Send):
             self.send_paced(a.frames, a.reason)
         elif isinstance(a, Reconnect):
@@ -691,6 +704,20 @@ class Connection:
         elif isinstance(a, SubscribeGivenUp):
             log.warning("event=subscribe_given_up conn=%s channel=%s products=%d retries=%d",
                         self.conn_id, a.channel, len(a.products), a.retries)
+
+    def _log_gap(self, a: Marker) -> None:
+        """One WARNING per gap (a data loss), not per stream it was marked in: a connection
+        gap marks every stream of the connection with the same payload object."""
+        self._logged_gap = a.payload
+        try:
+            info = json.loads(a.payload)
+        except ValueError:
+            info = {}
+        scope = info.get("scope", "product")
+        log.warning("event=gap conn=%s scope=%s product=%s channel=%s missing=%s",
+                    self.conn_id, scope, a.product if scope == "product" else "*",
+                    a.channel if scope == "product" else "*",
+                    info.get("missing_frames", info.get("missing_trades")))
 
     def note(self, key: tuple[str, str], **fields: object) -> None:
         """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""

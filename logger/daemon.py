@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import math
 import os
@@ -35,11 +34,13 @@ from typing import Any
 from logger.config import Config
 from logger.connection import Connection, ConnSettings
 from logger.discovery import discover, refetch, report_validation, validate
+from logger.logfmt import JsonFormatter
 from logger.metrics import Metrics
 from logger.pool import Plan, Pool, StartupReport
 from logger.products import Product
 from logger.protocol import Dialect, get_dialect
 from logger.protocol.names import multi_stream
+from logger.provenance import Claim, DataDirError, Venue, claim, release
 from logger.shard import plan_connections
 from logger.sink import Sink
 from storage import Engine, EngineConfig
@@ -50,35 +51,24 @@ log = logging.getLogger("logger.daemon")
 EXIT_RECORDS_LOST = 3
 """Exit status after a shutdown that could not write every record (docs/RUNTIME.md)."""
 
-DATA_DIR_META = ".coinbase-logger.json"
-"""Marker file at the data root recording which dialect the directory holds."""
+
+def venue_of(cfg: Config) -> Venue:
+    return Venue(cfg.venue.dialect, cfg.venue.ws_url, cfg.venue.rest_url)
 
 
-class DataDirError(RuntimeError):
-    """The data directory belongs to another dialect (or cannot be claimed)."""
-
-
-def claim_data_dir(root: Path, dialect: str) -> None:
-    """Record the dialect in ``root``; refuse a directory that holds the other dialect.
-
-    The two feeds use different shapes for the same stream names (``ticker`` exists in both),
-    so mixing them in one tree would leave a reader unable to tell which shape a file holds.
-    """
+def claim_data_dir(root: Path, venue: Venue, *, allow_venue_change: bool = False) -> Claim:
+    """Refuse a root held by a running recorder, of another dialect or (unless allowed) of
+    another venue; then record this run in it (``logger.provenance``). A previous run that
+    did not stop cleanly is logged as a possible loss."""
     root.mkdir(parents=True, exist_ok=True)
-    meta = root / DATA_DIR_META
-    if meta.exists():
-        try:
-            held = json.loads(meta.read_text()).get("dialect")
-        except (OSError, ValueError, AttributeError) as e:
-            raise DataDirError(f"{meta}: unreadable ({e}); fix or remove it") from e
-        if held != dialect:
-            raise DataDirError(
-                f"data dir {root} holds dialect {held!r}, refusing to record {dialect!r} into it"
-                " (use another --data-dir)")
-        return
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"dialect": dialect, "created_ns": time.time_ns()}) + "\n")
-    tmp.replace(meta)
+    RootLock(root, LOCK_NAME).release()  # a running recorder holds it: refuse early
+    c = claim(root, venue, allow_venue_change=allow_venue_change)
+    if c.unclean_previous is not None:
+        p = c.unclean_previous
+        log.warning("event=unclean_stop_detected root=%s previous_host=%s previous_pid=%s "
+                    "previous_started_ns=%s unclean_stops=%d", root, p.get("host"),
+                    p.get("pid"), p.get("started_ns"), c.unclean_stops)
+    return c
 
 
 def stop_on_signals(request_stop: Callable[[str], None]) -> None:
@@ -277,13 +267,15 @@ class Ingest:
         self._spawn(self._tick(), "sink-tick")
 
     def serve_metrics(self, host: str, port: int) -> int | None:
-        """/metrics on host:port; the bound port, or None (logged) when it cannot listen.
+        """/metrics on host:port; the bound port, or None (logged) when it cannot listen (the
+        daemon then stops with exit 2: a recorder nobody can monitor must not run unnoticed).
         A worker's endpoint is for its supervisor only, and says so in its log line."""
         event = "worker_metrics" if self.share.is_worker else "metrics"
         try:
             bound = self.metrics.serve(host, port)
         except OSError as e:
-            log.error("event=%s_unavailable host=%s port=%d error=%r", event, host, port, str(e))
+            log.error("event=%s_unavailable host=%s port=%d error=%r note=%s", event, host, port,
+                      e.strerror or str(e), "free the port or set metrics.port (exit 2)")
             return None
         log.info("event=%s_listening host=%s port=%d", event, host, bound)
         return bound
@@ -412,17 +404,20 @@ class Daemon:
         cfg = self.cfg
         stop_on_signals(self.request_stop)
         try:
-            claim_data_dir(self.root, self.dialect.name)
-            RootLock(self.root, LOCK_NAME).release()  # the engine takes it; refuse early
+            claimed = claim_data_dir(self.root, venue_of(cfg),
+                                     allow_venue_change=cfg.storage.allow_venue_change)
         except (DataDirError, RootInUse, OSError) as e:
             log.error("event=data_dir_refused error=%r", str(e))
             return RunResult(2)
         if not await wait_for_old_workers(self.root, self.stop_event, 120.0):
             return RunResult(0 if self.stop_event.is_set() else 1)
         ingest = self.ingest = Ingest(cfg, Share(), self.request_stop)
+        ingest.metrics.add_root(self.root, claimed.unclean_stops)
+        if cfg.metrics.enabled and ingest.serve_metrics(cfg.metrics.host,
+                                                        cfg.metrics.port) is None:
+            release(self.root)  # nothing opened yet; the operator frees the port or changes it
+            return RunResult(2)
         ingest.open()
-        if cfg.metrics.enabled:
-            ingest.serve_metrics(cfg.metrics.host, cfg.metrics.port)
         try:
             products = await self.discover()
             if products is not None:
@@ -435,6 +430,8 @@ class Daemon:
                 await self.stop_event.wait()
         finally:
             exit_code = await ingest.shutdown()
+            if exit_code == 0:
+                release(self.root)  # a clean stop: the next start is not an unclean one
         if self.bad_products and exit_code == 0:
             exit_code = 2
         return RunResult(exit_code, self.startup)
@@ -478,14 +475,15 @@ class Daemon:
 
 
 def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> None:
-    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line.
+    """Structured logs: ``key=value`` messages, as text lines or one JSON object per line
+    whose fields are the messages' keys (``logger.logfmt``).
 
     A worker process (``ingest.workers`` > 1) writes to the same stderr as its supervisor;
     ``worker=i`` on each of its lines (a field of its own in JSON) tells them apart.
     """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter(worker))
+        handler.setFormatter(JsonFormatter(worker))
     else:
         tag = "" if worker is None else f"worker={worker} "
         text = logging.Formatter(
@@ -499,24 +497,7 @@ def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> Non
     logging.getLogger("picows").setLevel(logging.WARNING)
 
 
-class _JsonFormatter(logging.Formatter):
-    def __init__(self, worker: int | None = None) -> None:
-        super().__init__()
-        self.worker = worker
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-        }
-        if self.worker is not None:
-            out["worker"] = self.worker
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"))
-
-
-__all__ = ["EXIT_RECORDS_LOST", "Connection", "Daemon", "DataDirError", "Ingest", "RunResult",
-           "Share", "claim_data_dir", "configure_logging", "discover", "engine_config",
-           "mark_unclean_end", "refetch", "report_fields", "wait_for_old_workers"]
+__all__ = ["EXIT_RECORDS_LOST", "Claim", "Connection", "Daemon", "DataDirError", "Ingest",
+           "RunResult", "Share", "claim_data_dir", "configure_logging", "discover",
+           "engine_config", "mark_unclean_end", "refetch", "report_fields", "venue_of",
+           "wait_for_old_workers"]

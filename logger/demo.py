@@ -1,9 +1,10 @@
 """``python -m logger demo``: the whole system on one machine in ~20 s, no internet needed.
 
 Starts the local Coinbase simulator in its own process (``tools/simulate serve``, reading its
-one JSON line for the URLs), runs the real daemon against it into ``./data``, stops both
-cleanly, then shows what was recorded (``tools/inspect ls`` when present, else a short
-per-stream summary read with the storage reader).
+one JSON line for the URLs), runs the real daemon against it into ``./demo-data`` — never
+``./data``, where ``make run`` records the real venue: simulated prices must not sit next to real
+ones — stops both cleanly, then shows what was recorded (``tools/inspect ls`` when present,
+else a short per-stream summary read with the storage reader).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from logger.config import load_config
 from logger.daemon import Daemon, configure_logging
+from logger.provenance import DataDirError, read_meta
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,6 +81,19 @@ def summary(root: Path) -> str:
     return "\n".join(lines)
 
 
+def _earlier_demo(root: Path) -> bool:
+    """Whether ``root`` holds an earlier demo's data: a simulator on this machine, on another
+    port (each run picks a free one). Only then may the demo record into it; a root of a
+    real venue stays refused."""
+    try:
+        meta = read_meta(root)
+    except DataDirError:
+        return False
+    venue = (meta or {}).get("venue")
+    url = venue.get("ws_url") if isinstance(venue, dict) else None
+    return isinstance(url, str) and urlsplit(url).hostname in ("127.0.0.1", "localhost")
+
+
 def run_demo(*, seconds: float, data_dir: str, products: int, dialect: str, rate: float) -> int:
     configure_logging("INFO", "text")
     sim, urls = start_simulator(["--dialect", dialect, "--products", str(products),
@@ -88,6 +104,7 @@ def run_demo(*, seconds: float, data_dir: str, products: int, dialect: str, rate
         "venue.dialect": dialect, "venue.ws_url": urls["ws_url"],
         "venue.rest_url": urls["rest_url"], "storage.data_dir": data_dir,
         "metrics.port": 0, "log.format": "text", "log.status_interval_s": 5.0,
+        "storage.allow_venue_change": _earlier_demo(Path(data_dir)),
     })
 
     async def go() -> int:

@@ -13,9 +13,15 @@ thread (prometheus-client is thread-safe).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -23,7 +29,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from logger.protocol import FeedCounters
+from logger.provenance import software_version
 from logger.sink import SinkStats
+from storage.layout import iter_segments
 
 log = logging.getLogger("logger.metrics")
 
@@ -178,6 +186,72 @@ class IngestCollector(Collector):
                                   value=float(s.invalid_streams))
 
 
+BACKLOG_SCAN_S = 300.0
+"""How often the archive backlog is counted (a walk of the data root's folders)."""
+
+
+class RootCollector(Collector):
+    """Series about the data root, for the alert rules (deploy/cbl-alerts.yml): free disk
+    space, unclean stops so far, and the archive backlog (``.seg`` files of past UTC days,
+    which ``cbl-compact`` should have archived).
+
+    Why the backlog is counted here: a failed or never-enabled compaction timer shows only as
+    a slowly filling disk; counting it where Prometheus already scrapes turns it into an alert
+    days earlier. The walk runs at most every ``BACKLOG_SCAN_S``, in the scrape thread.
+    """
+
+    def __init__(self, root: Path, unclean_stops: int, *,
+                 scan_every_s: float = BACKLOG_SCAN_S) -> None:
+        self._root = root
+        self._unclean = unclean_stops
+        self._every = scan_every_s
+        self._scanned = -math.inf
+        self._backlog = (0, 0.0)
+
+    def _scan(self) -> tuple[int, float]:
+        """(past-day .seg files, seconds since the end of the oldest such day)."""
+        now = time.time()
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        oldest: dt.date | None = None
+        count = 0
+        for ref in iter_segments(self._root):
+            if ref.archived or ref.day >= today:
+                continue
+            count += 1
+            oldest = ref.day if oldest is None else min(oldest, ref.day)
+        if oldest is None:
+            return 0, 0.0
+        end = dt.datetime.combine(oldest + dt.timedelta(days=1), dt.time(), dt.UTC)
+        return count, max(0.0, now - end.timestamp())
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            st = os.statvfs(self._root)
+            free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+        except OSError:
+            free = size = -1
+        yield GaugeMetricFamily("cbl_data_disk_free_bytes", "bytes available to the recorder "
+                                "on the data root's filesystem (-1: cannot stat)", value=free)
+        yield GaugeMetricFamily("cbl_data_disk_size_bytes", "size of the data root's "
+                                "filesystem", value=size)
+        yield CounterMetricFamily("cbl_unclean_stops", "runs of this data root that ended "
+                                  "without a clean stop (kept in .coinbase-logger.json)",
+                                  value=float(self._unclean))
+        if time.monotonic() - self._scanned >= self._every:
+            with contextlib.suppress(OSError):
+                self._backlog = self._scan()
+            self._scanned = time.monotonic()
+        yield GaugeMetricFamily("cbl_archive_backlog_segments", ".seg files of past UTC days "
+                                "not archived yet (cbl-compact)", value=self._backlog[0])
+        yield GaugeMetricFamily("cbl_archive_backlog_seconds", "seconds since the end of the "
+                                "oldest UTC day with a .seg file not archived (0: none)",
+                                value=self._backlog[1])
+        info = GaugeMetricFamily("cbl_build_info", "1; labels: software version and host",
+                                 labels=["version", "host"])
+        info.add_metric([software_version(), socket.gethostname()], 1.0)
+        yield info
+
+
 class Metrics:
     """Owns the registry, the HTTP endpoint and the message-rate estimate."""
 
@@ -201,6 +275,11 @@ class Metrics:
                                                lambda: self.rate))
         self._server: Any = None
         self.port = 0
+
+    def add_root(self, root: Path, unclean_stops: int) -> None:
+        """Serve the data root's series too (the process that owns the root: the single
+        daemon; with workers, the supervisor registers its own ``RootCollector``)."""
+        self.registry.register(RootCollector(root, unclean_stops))
 
     def observe_commit(self, seconds: float, records: int) -> None:
         self.commit_latency.observe(seconds)

@@ -62,11 +62,14 @@ from logger.daemon import (
     mark_unclean_end,
     report_fields,
     stop_on_signals,
+    venue_of,
     wait_for_old_workers,
 )
 from logger.discovery import discover, refetch, report_validation, validate
+from logger.metrics import RootCollector
 from logger.pool import StartupReport
 from logger.products import Product
+from logger.provenance import release
 from logger.worker import decode, encode
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 
@@ -246,6 +249,7 @@ class Supervisor:
         self.records_lost = False  # a worker exited EXIT_RECORDS_LOST
         self.startup: StartupReport | None = None
         self.metrics_port: int | None = None
+        self.unclean_stops = 0
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -259,15 +263,23 @@ class Supervisor:
         stop_on_signals(self.request_stop)
         t_start = time.monotonic()
         try:
-            claim_data_dir(self.root, self.cfg.venue.dialect)
+            claimed = claim_data_dir(self.root, venue_of(self.cfg),
+                                     allow_venue_change=self.cfg.storage.allow_venue_change)
             lock = RootLock(self.root, LOCK_NAME)
         except (DataDirError, RootInUse, OSError) as e:
             log.error("event=data_dir_refused error=%r", str(e))
+            return 2
+        self.unclean_stops = claimed.unclean_stops
+        if not self._serve_metrics():
+            release(self.root)
+            lock.release()
             return 2
         try:
             await self._run()
         finally:
             code = await self._shutdown()
+            if code == 0:
+                release(self.root)
             lock.release()
         if self.bad_products and code == 0:
             code = 2
@@ -283,7 +295,6 @@ class Supervisor:
         # what an earlier run's crash or failed shutdown may have lost, marked while no
         # worker writes (any worker may own any stream now)
         await asyncio.to_thread(mark_unclean_end, self.cfg)
-        self._serve_metrics()
         for i in range(self.count):
             await self._spawn(i)
         if not await self._until(self._all(lambda w: w.ready), READY_TIMEOUT_S):
@@ -309,22 +320,25 @@ class Supervisor:
             self._tasks.append(loop.create_task(self._refresh(), name="refresh"))
         await self.stop_event.wait()
 
-    def _serve_metrics(self) -> None:
+    def _serve_metrics(self) -> bool:
+        """The one /metrics of the daemon; False (logged) when its port cannot be bound."""
         m = self.cfg.metrics
         if not m.enabled:
-            return
+            return True
         registry = CollectorRegistry()
         registry.register(WorkersCollector(
             lambda: [(w.index, w.metrics_port, w.alive) for w in self.workers], self.count))
+        registry.register(RootCollector(self.root, self.unclean_stops))
         try:
             server, _thread = start_http_server(m.port, addr=m.host, registry=registry)
         except OSError as e:
-            log.error("event=metrics_unavailable host=%s port=%d error=%r", m.host, m.port,
-                      str(e))
-            return
+            log.error("event=metrics_unavailable host=%s port=%d error=%r note=%s", m.host,
+                      m.port, e.strerror or str(e), "free the port or set metrics.port (exit 2)")
+            return False
         self._server = server
         self.metrics_port = int(server.server_address[1])
         log.info("event=metrics_listening host=%s port=%d", m.host, self.metrics_port)
+        return True
 
     async def _spawn(self, index: int) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -26,18 +26,19 @@ from storage.markers import MARKER_SLOTS, NO_MARKERS, MarkerCounts
 SKIPPABLE_DICT_MAGIC = 0x184D2A5D
 SKIPPABLE_TABLE_MAGIC = 0x184D2A5C
 TRAILER_MAGIC = b"CBLSEEK1"
-VERSION = 3  # 2: entries carry per-frame marker counts; 3: and RESTART (kind 7) counts of their
-# own. Versions 1 (counts unknown) and 2 (kinds 7..255 counted together) are still read.
+VERSION = 3  # 3: RESTART and STOP counts appended; 2: per-frame marker counts; 1: none
 READ_VERSIONS = (1, 2, 3)
 
 # compressed_offset, compressed_size, uncompressed_offset, uncompressed_size,
 # min_ts_ns, max_ts_ns, record_count
 ENTRY_V1 = struct.Struct("<QIQIqqI")
-# ... then u32 counts of GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, other kinds
+# ... then u32 counts of GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, kinds 7..255
 ENTRY_V2 = struct.Struct("<QIQIqqI7I")
-# ... GAP, DISCONNECT, RECONNECT, SUBSCRIBE, DROPPED, NOTE, RESTART, other kinds
-ENTRY = struct.Struct(f"<QIQIqqI{MARKER_SLOTS}I")
+# ... then u32 counts of RESTART (7) and STOP (8): appended, and also still inside the kinds
+# 7..255 count, so a version-2 reader of a version-3 file hides none of them
+ENTRY = struct.Struct("<QIQIqqI7I2I")
 _ENTRY_BY_VERSION = {1: ENTRY_V1, 2: ENTRY_V2, 3: ENTRY}
+assert MARKER_SLOTS == 9, "ENTRY: the six named kinds, 7..255, then RESTART and STOP"
 # dict_offset, dict_size, frame_count, entry_size, version, crc32c, magic
 TRAILER = struct.Struct("<QIIHHI8s")
 SKIPPABLE_HEADER = struct.Struct("<II")
@@ -124,7 +125,7 @@ def encode_table(frames: Sequence[FrameEntry], dict_offset: int, dict_size: int)
             f.compressed_offset, _u32(f.compressed_size, "frame size"), f.uncompressed_offset,
             _u32(f.uncompressed_size, "frame content size"), f.min_ts_ns, f.max_ts_ns,
             _u32(f.record_count, "frame record count"),
-            *(_u32(c, "frame marker count") for c in f.markers),
+            *(_u32(c, "frame marker count") for c in _on_disk(f.markers)),
         )
     head = TRAILER.pack(dict_offset, dict_size, len(frames), ENTRY_SIZE, VERSION, 0, TRAILER_MAGIC)
     crc = google_crc32c.value(bytes(body) + head[:-12])
@@ -199,14 +200,24 @@ def read_table(src: CountingFile) -> SeekTable:
     return SeekTable(frames, dict_offset, dict_size, table_offset, size)
 
 
+def _on_disk(m: MarkerCounts) -> tuple[int, ...]:
+    """The entry's nine counts: kinds 1..6, kinds 7..255 (RESTART + STOP + other), then
+    RESTART and STOP again on their own."""
+    return (*m[:6], m.restart + m.stop + m.other, m.restart, m.stop)
+
+
 def _entry(version: int, body: bytes, offset: int) -> FrameEntry:
     fields = _ENTRY_BY_VERSION[version].unpack_from(body, offset)
     c_off, c_size, u_off, u_size, lo, hi, count = fields[:7]
-    if version == 2:  # written before RESTART existed: its "other" slot counts kinds 7..255
-        counts = [*fields[7:13], 0, fields[13]]
-        markers: MarkerCounts | None = MarkerCounts(*counts)
-    else:
-        markers = MarkerCounts(*fields[7:]) if version >= 3 else None
+    markers: MarkerCounts | None = None
+    if version >= 2:
+        gap, disc, reconnect, subscribe, dropped, note, kinds7 = fields[7:14]
+        restart, stop = fields[14:16] if version >= 3 else (0, 0)
+        if restart + stop > kinds7:
+            raise ArchiveFormatError("seek table entry counts more RESTART and STOP markers "
+                                     "than kinds 7..255", offset)
+        markers = MarkerCounts(gap, disc, reconnect, subscribe, dropped, note, restart, stop,
+                               kinds7 - restart - stop)
     return FrameEntry(c_off, c_size, u_off, u_size, lo, hi, count, markers)
 
 

@@ -12,9 +12,11 @@ reported without making the file bad; `inspect verify --strict` counts warnings 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import mmap
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,7 @@ def verify_segment(path: Path) -> VerifyReport:
     try:
         reader = SegmentReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
-        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None), str(exc)),), 0, 0)
+        return VerifyReport(path, (_cannot_open(path, exc),), 0, 0)
     try:
         header = reader.header
         problems: list[Problem] = []
@@ -128,7 +130,7 @@ def verify_archive(path: Path) -> VerifyReport:
     try:
         reader = ArchiveReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
-        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None), str(exc)),), 0, 0)
+        return VerifyReport(path, (_cannot_open(path, exc),), 0, 0)
     problems: list[Problem] = []
     batches: list[BatchInfo] = []
     where: dict[int, int] = {}
@@ -175,6 +177,20 @@ def verify_archive(path: Path) -> VerifyReport:
 
 def _counts(m: MarkerCounts) -> str:
     return ", ".join(f"{k} {v}" for k, v in m.as_dict().items() if v) or "none"
+
+
+def _cannot_open(path: Path, exc: BaseException) -> Problem:
+    """Why a file could not be opened, in words: the path once (the Problem prints it), the
+    offset once, no ``[Errno N]``."""
+    offset = getattr(exc, "offset", None)
+    if isinstance(exc, OSError) and not isinstance(exc, CorruptSegment):
+        text = f"cannot read it: {(exc.strerror or type(exc).__name__).lower()}"
+    else:
+        text = re.sub(r"( at offset \d+| \(at byte \d+\))$", "", _strip(str(exc), path))
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) == 0:
+            text, offset = "empty file (0 bytes), not a segment or archive", None
+    return Problem(path, offset, text)
 
 
 def _strip(message: str, path: Path) -> str:

@@ -55,7 +55,7 @@ _ZERO = b"\x00"
 
 class MarkerCounts(NamedTuple):
     """How many records of each marker kind; ``other`` counts kinds this code does not know
-    (8..255), so a record of a future kind is never silently left out of a total."""
+    (9..255), so a record of a future kind is never silently left out of a total."""
 
     gap: int = 0
     disconnect: int = 0
@@ -64,6 +64,7 @@ class MarkerCounts(NamedTuple):
     dropped: int = 0
     note: int = 0
     restart: int = 0
+    stop: int = 0
     other: int = 0
 
     def plus(self, other: Iterable[int]) -> MarkerCounts:
@@ -74,11 +75,17 @@ class MarkerCounts(NamedTuple):
     def total(self) -> int:
         return sum(self)
 
+    @property
+    def possible_loss(self) -> int:
+        """Markers saying messages may be missing (``records.POSSIBLE_LOSS``, and kinds not
+        known here); a clean STOP, a RECONNECT, SUBSCRIBE or NOTE is not one."""
+        return self.gap + self.disconnect + self.dropped + self.restart + self.other
+
     def as_dict(self) -> dict[str, int]:
         return dict(self._asdict())
 
 
-MARKER_SLOTS = len(MarkerCounts._fields)  # 8: kinds 1..7, then "other"
+MARKER_SLOTS = len(MarkerCounts._fields)  # 9: kinds 1..8, then "other"
 NO_MARKERS = MarkerCounts()
 _LAST_KNOWN = max(RecordKind)
 assert _LAST_KNOWN == MARKER_SLOTS - 1 and int(RecordKind.GAP) == 1, "MarkerCounts = RecordKind"

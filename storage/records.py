@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-__all__ = ["Record", "RecordKind"]
+__all__ = ["POSSIBLE_LOSS", "Record", "RecordKind"]
 
 
 class RecordKind(enum.IntEnum):
@@ -21,6 +21,15 @@ class RecordKind(enum.IntEnum):
     RESTART = 7
     """The previous run ended without closing the stream (crash, kill -9, power loss):
     records received after the last committed one and before the restart may be missing."""
+    STOP = 8
+    """A clean, deliberate stop of a connection or of the recorder: nothing was lost, the
+    stream simply ends here until the next start (unlike DISCONNECT, a lost connection)."""
+
+
+POSSIBLE_LOSS = frozenset({RecordKind.GAP, RecordKind.DISCONNECT, RecordKind.DROPPED,
+                           RecordKind.RESTART})
+"""Marker kinds that say messages may be missing here (a reader must also treat kinds it does
+not know as possible losses)."""
 
 
 class Record(NamedTuple):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storage.archive import DEFAULT_LEVEL
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.layout import SEGMENT_SUFFIX, SegmentRef
+from storage.layout import SEGMENT_SUFFIX, SegmentRef, parse_segment_path
 from storage.segment import read_segment_header
 from tools.console_cli import (
     EXIT_OK,
@@ -134,12 +134,26 @@ class Plan:
     todo: list[tuple[Path, int]] = field(default_factory=list)  # path, committed bytes
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    not_due: int = 0  # segments of today (or later): still being written, never touched
+
+
+META = ".coinbase-logger.json"
+
+
+def _is_data_root(path: Path) -> bool:
+    """A folder the recorder made (its metadata file), or one inside such a root."""
+    full = path.resolve()
+    return any((p / META).is_file() for p in (full, *list(full.parents)[:2]))
 
 
 def _candidates(targets: list[str]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
-        for ref in find_segments(t):
+        refs = find_segments(t)
+        if not refs and Path(t).is_dir() and not _is_data_root(Path(t)):
+            raise ToolError(f"{t}: not a data root (no {META} and no segment files under "
+                            "it); nothing to compact", EXIT_USAGE)
+        for ref in refs:
             if not ref.archived and ref.path not in seen:
                 seen.add(ref.path)
                 yield ref
@@ -153,7 +167,8 @@ def plan(targets: list[str], today: dt.date) -> Plan:
             out.skipped.append(f"{ref.path}: not a {SEGMENT_SUFFIX} file")
             continue
         if ref.day >= today:
-            continue  # today's (or a future day's) data is still being written: not a skip
+            out.not_due += 1  # today's (or a future day's) data is still being written
+            continue
         try:
             header = read_segment_header(ref.path)
         except (OSError, ValueError) as exc:
@@ -164,6 +179,22 @@ def plan(targets: list[str], today: dt.date) -> Plan:
             continue
         out.todo.append((ref.path, header.committed_len))
     return out
+
+
+def _not_due(n: int, today: dt.date) -> str:
+    if not n:
+        return ""
+    return (f"; {n} not due yet (of {today.isoformat()} UTC or later: still being written; "
+            "a day is compacted once it is over and the recorder sealed it)")
+
+
+def _stream_name(path: Path) -> str:
+    """``product/channel/file`` of a segment, so a per-file line says which stream."""
+    try:
+        ref = parse_segment_path(path)
+    except ValueError:
+        return str(path)
+    return f"{ref.product}/{ref.channel}/{path.name}"
 
 
 def _summary(results: list[CompactResult], failed: int, skipped: int, wall: float,
@@ -223,19 +254,20 @@ def run(args: argparse.Namespace) -> int:
                     except NotEligible as exc:
                         skipped += 1
                         print(f"cbl-compact: skipped {exc}", file=sys.stderr)
-                        bar.advance(f"skipped {path.name}", size)
+                        bar.advance(f"skipped {_stream_name(path)}", size)
                         continue
                     except (CompactError, OSError, ValueError) as exc:
                         failures += 1
                         print(f"cbl-compact: FAILED {describe(path, exc)}", file=sys.stderr)
-                        bar.advance(f"failed {path.name}", size)
+                        bar.advance(f"failed {_stream_name(path)}", size)
                         continue
                     results.append(res)
                     if args.dry_run:
                         print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
                               f"{res.records} records)")
                     else:
-                        bar.advance(f"{res.action} {path.name} {res.ratio:.1f}x", size)
+                        bar.advance(f"{res.action} {_stream_name(path)} {res.ratio:.1f}x",
+                                    size)
         except KeyboardInterrupt:
             # files already being compacted finish (each is safe to stop, but finishing is
             # quicker than redoing); the rest are not started
@@ -243,8 +275,8 @@ def run(args: argparse.Namespace) -> int:
                 fut.cancel()
             raise
     print("cbl-compact: " + _summary(results, failures, skipped,
-                                     time.perf_counter() - started, args.dry_run),
-          file=sys.stderr)
+                                     time.perf_counter() - started, args.dry_run)
+          + _not_due(work.not_due, today), file=sys.stderr)
     return EXIT_PROBLEMS if failures else EXIT_OK
 
 

@@ -32,14 +32,24 @@ from storage.archive import ArchiveReader, is_archive
 from storage.layout import SegmentRef, iter_segments, validate_name
 from storage.markers import SegmentScan
 from storage.reader import SegmentReader
-from storage.records import Record, RecordKind
+from storage.records import POSSIBLE_LOSS, Record, RecordKind
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
-from tools.select_cli import describe, find_segments, latest_per_segment, open_reader
+from tools.select_cli import (
+    describe,
+    find_segments,
+    is_multi_name,
+    latest_per_segment,
+    no_match,
+    open_reader,
+)
 
 FORMATS = ("raw", "jsonl", "table")
 _KIND_NAMES = {k.value: k.name.lower() for k in RecordKind}
 # every kind but DATA, including kinds this code does not know yet: a reader must see them
 MARKER_KINDS = frozenset(range(1, 256))
+# what --markers-only shows by default: where messages may be missing (and kinds this code
+# does not know, which might be); --all-markers adds reconnect, subscribe, note and stop
+LOSS_KINDS = frozenset(POSSIBLE_LOSS) | frozenset(range(max(RecordKind) + 1, 256))
 
 
 def kind_name(kind: int) -> str:
@@ -59,6 +69,13 @@ def parse_kinds(text: str) -> frozenset[int]:
     return frozenset(kinds)
 
 
+def _isatty(out: BinaryIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class RecordPrinter:
     """Formats records of one stream at a time; buffers output and flushes per call to flush."""
 
@@ -69,7 +86,8 @@ class RecordPrinter:
         self.err = err
         # raw format: marker lines go to stderr, unless they are all that was asked for
         self.marker_out = out if markers_to_stdout else err
-        self.width = shutil.get_terminal_size((160, 24)).columns
+        # a table is cut to the terminal's width only on a terminal: piped, it is whole
+        self.width = shutil.get_terminal_size().columns if _isatty(out) else 0
         self.count = 0
 
     def emit(self, product: str, channel: str, rec: Record) -> None:
@@ -110,7 +128,7 @@ class RecordPrinter:
         text = rec.payload.decode("utf-8", "replace").replace("\n", " ")
         line = f"{format_time(rec.ts_ns)}  {label:<18} {product}/{channel}  {len(rec.payload):>7}  "
         room = max(self.width - len(line), 20)
-        if len(text) > room:
+        if self.width and len(text) > room:
             text = text[: room - 1] + "…"
         return (line + text + "\n").encode("utf-8")
 
@@ -178,11 +196,51 @@ def selected(args: argparse.Namespace) -> list[SegmentRef]:
     return [r for r in refs if r.product == "?" or lo <= r.day <= hi]
 
 
+def _multi_refs(args: argparse.Namespace) -> list[SegmentRef]:
+    """With ``-p P``: the ``_multi*`` streams of the same root (and channel), whose frames
+    may name P among other products; their records are filtered by :func:`_names`."""
+    if not args.product or args.product.startswith("_"):
+        return []
+    root = Path(args.target)
+    if not root.is_dir():
+        return []
+    refs = [r for r in find_segments(root, None, args.channel) if is_multi_name(r.product)]
+    lo, hi = _day_range(args.from_ns, args.to_ns)
+    return latest_per_segment(r for r in refs if lo <= r.day <= hi)
+
+
+def _names(product: str) -> Callable[[Record], bool]:
+    """A ``_multi`` record concerns ``product`` if it is a marker (those cover every product
+    of the stream) or its bytes hold the product id as a JSON string."""
+    needle = orjson.dumps(product)
+
+    def keep(rec: Record) -> bool:
+        return rec.kind != RecordKind.DATA or needle in rec.payload
+
+    return keep
+
+
+def check_window(args: argparse.Namespace) -> None:
+    """``--to`` must come after ``--from`` (an empty window is a mistake, not "nothing")."""
+    lo, hi = getattr(args, "from_ns", None), getattr(args, "to_ns", None)
+    if lo is not None and hi is not None and hi <= lo:
+        raise ToolError(f"--to ({format_time(hi)}) is not after --from ({format_time(lo)})",
+                        EXIT_USAGE)
+
+
 def cmd_cat(args: argparse.Namespace) -> int:
+    check_window(args)
     refs = selected(args)
+    multi = _multi_refs(args) if refs else []
     if not refs:
-        raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
-    kinds: frozenset[int] | None = MARKER_KINDS if args.markers_only else args.kinds
+        raise no_match(args.target, args.product, args.channel)
+    refs += [r for r in multi if r not in refs]
+    if args.markers_only:
+        kinds: frozenset[int] | None = MARKER_KINDS if args.all_markers else LOSS_KINDS
+    elif args.all_markers:
+        raise ToolError("--all-markers goes with --markers-only", EXIT_USAGE)
+    else:
+        kinds = args.kinds
     printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer,
                             markers_to_stdout=kinds is not None and RecordKind.DATA not in kinds)
     reads = ReadTotals()
@@ -193,7 +251,12 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     def chain(group: list[SegmentRef]) -> Iterator[tuple[str, str, Record]]:
         for r in group:
-            yield from records_of(r, args.from_ns, args.to_ns, reads, kinds)
+            if r in multi:
+                keep = _names(args.product)
+                yield from (item for item in records_of(r, args.from_ns, args.to_ns, reads,
+                                                        kinds) if keep(item[2]))
+            else:
+                yield from records_of(r, args.from_ns, args.to_ns, reads, kinds)
 
     try:
         if args.merge and len(streams) > 1:
@@ -225,6 +288,23 @@ def _stream_dir(args: argparse.Namespace) -> tuple[Path, str, str]:
     return Path(args.root), product, channel
 
 
+def _channel_folder(folder: Path) -> tuple[Path, str, str]:
+    """ROOT/PRODUCT/CHANNEL from a channel folder: one holding segment files, or two levels
+    under a data root (its .coinbase-logger.json) when the stream has no file yet."""
+    full = folder.resolve()
+    root = full.parent.parent
+    try:
+        product = validate_name(full.parent.name, "product")
+        channel = validate_name(full.name, "channel")
+    except ValueError:
+        product = channel = ""
+    holds = any(p.name.endswith((".seg", ".seg.zst")) for p in full.iterdir() if p.is_file())
+    if not product or not channel or not (holds or (root / ".coinbase-logger.json").is_file()):
+        raise ToolError(f"{folder}: not a channel folder (ROOT/PRODUCT/CHANNEL); give a "
+                        "segment file, a channel folder or PRODUCT/CHANNEL", EXIT_USAGE)
+    return root, product, channel
+
+
 def _latest(root: Path, product: str, channel: str) -> SegmentRef | None:
     refs = list(iter_segments(root, product, channel))
     return refs[-1] if refs else None
@@ -242,9 +322,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
         if args.follow and not is_archive(target):
             _follow_segment(target, after, args.poll, printer, lambda: False)
         return EXIT_OK
-    if target.exists():
-        raise ToolError(f"{target}: give a segment file or PRODUCT/CHANNEL", EXIT_USAGE)
-    root, product, channel = _stream_dir(args)
+    if target.is_dir():  # a channel folder, as every other sub-command takes: ROOT/P/C
+        root, product, channel = _channel_folder(target)
+    else:
+        root, product, channel = _stream_dir(args)
     ref = _latest(root, product, channel)
     while ref is None:
         if not args.follow:

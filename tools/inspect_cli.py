@@ -271,11 +271,16 @@ def build_parser() -> ArgumentParser:
     _add_filters(p)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--markers-only", action="store_true",
-                       help="only marker records (gap, disconnect, reconnect, subscribe, "
-                            "dropped, note): where the data may be missing")
+                       help="only the markers that say data may be missing here (gap, "
+                            "disconnect, dropped, restart, and kinds this version does not "
+                            "know); with --all-markers every marker")
+    p.add_argument("--all-markers", action="store_true",
+                   help="with --markers-only: also reconnect, subscribe, note and stop "
+                        "(a clean stop: not a loss)")
     which.add_argument("--kind", dest="kinds", type=_kinds, metavar="K[,K...]",
                        help="only records of these kinds: data, gap, disconnect, reconnect, "
-                            "subscribe, dropped, note, or 'markers' (all but data)")
+                            "subscribe, dropped, note, restart, stop, or 'markers' (all but "
+                            "data)")
     p.add_argument("--format", choices=FORMATS, default="raw",
                    help="raw (default), jsonl or table; see above")
     p.add_argument("--merge", action="store_true",

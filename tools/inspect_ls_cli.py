@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby, pairwise
+from pathlib import Path
+from typing import Any, TextIO
 
 import orjson
 
@@ -25,8 +27,8 @@ from storage.format import CorruptSegment
 from storage.layout import SegmentRef
 from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
 from storage.source import display, is_remote, remote_size
-from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError, format_time
-from tools.select_cli import describe, find_segments, open_reader
+from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, ToolError, format_time
+from tools.select_cli import describe, find_segments, no_match, open_reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +94,53 @@ def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
             yield f"{day}: segment number(s) {', '.join(f'{n:04d}' for n in missing)} missing"
 
 
+META = ".coinbase-logger.json"
+"""Written by the recorder at the data root: venue, dialect, runs (logger/provenance.py)."""
+
+
+def provenance(target: str) -> tuple[Path, dict[str, Any]] | None:
+    """The data root's metadata for a root, product or channel folder or a file in one."""
+    path = Path(target).resolve()
+    for root in (path, *list(path.parents)[:4]):
+        meta = root / META
+        if meta.is_file():
+            try:
+                data = orjson.loads(meta.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                return root, {"error": describe(meta, exc)}
+            return (root, data) if isinstance(data, dict) else None
+    return None
+
+
+def provenance_lines(root: Path, meta: dict[str, Any]) -> Iterator[str]:
+    """Who recorded this root: venue, dialect, runs with version and host, unclean stops."""
+    if "error" in meta:
+        yield f"root {root}: metadata unreadable: {meta['error']}"
+        return
+    venue: dict[str, Any] = meta["venue"] if isinstance(meta.get("venue"), dict) else {}
+    yield (f"root {root}: venue {venue.get('ws_url', '?')} (products from "
+           f"{venue.get('rest_url', '?')}), dialect {meta.get('dialect', '?')}")
+    runs = [r for r in meta.get("runs", []) if isinstance(r, dict)]
+    for r in runs[-3:]:
+        started = format_time(int(r["started_ns"])) if "started_ns" in r else "?"
+        if "stopped_ns" in r:
+            end = f"stopped {format_time(int(r['stopped_ns']))}"
+        elif meta.get("running") == r:
+            end = "running (or ended without a clean stop)"
+        else:
+            end = "ended without a clean stop"
+        yield (f"  run {started} version {r.get('version', '?')} host {r.get('host', '?')}"
+               f" {r.get('ws_url', '')}: {end}")
+    yield (f"  {len(runs)} run(s) kept, {meta.get('unclean_stops', 0)} ended without a clean "
+           "stop")
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     refs = find_segments(args.root, args.product, args.channel)
     if not refs:
-        raise ToolError(f"{args.root}: no segment files found", EXIT_USAGE)
+        raise no_match(args.root, args.product, args.channel)
     out = sys.stdout
+    _print_provenance(args, out)
     errors = 0
     total_records = total_data = total_disk = 0
     total_markers = NO_MARKERS
@@ -151,12 +195,35 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 else:
                     print(f"  gap: {product}/{channel} {gap}", file=out)
     if not args.json:
-        tm = total_markers
         unknown = f"; '?' = not known for {unknown_markers} file(s)" if unknown_markers else ""
         print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
-              f"{total_disk} bytes on disk; markers: {tm.gap} gap, {tm.disconnect} disconnect, "
-              f"{tm.reconnect} reconnect, {tm.dropped} dropped, {tm.subscribe} subscribe, "
-              f"{tm.note} note, {tm.restart} restart, {tm.other} other; possible loss at "
-              f"{tm.gap + tm.disconnect + tm.dropped + tm.restart + tm.other} "
-              f"marker(s){unknown}", file=out)
+              f"{total_disk} bytes on disk; {_marker_totals(total_markers)}{unknown}", file=out)
+        print(_possible_loss(total_markers, args.root), file=out)
     return EXIT_PROBLEMS if errors else EXIT_OK
+
+
+def _print_provenance(args: argparse.Namespace, out: TextIO) -> None:
+    found = provenance(args.root)
+    if found is None:
+        return
+    if args.json:
+        out.write(orjson.dumps({"root": str(found[0]), "provenance": found[1]}).decode() + "\n")
+    else:
+        for line in provenance_lines(*found):
+            print(line, file=out)
+
+
+def _marker_totals(tm: MarkerCounts) -> str:
+    return (f"markers: {tm.gap} gap, {tm.disconnect} disconnect, {tm.reconnect} reconnect, "
+            f"{tm.dropped} dropped, {tm.restart} restart, {tm.subscribe} subscribe, "
+            f"{tm.note} note, {tm.stop} stop"
+            f"{f', {tm.other} of unknown kinds' if tm.other else ''}")
+
+
+def _possible_loss(tm: MarkerCounts, root: str) -> str:
+    """The line that answers "may data be missing?": a clean STOP is not counted."""
+    line = (f"possible loss: {tm.possible_loss} marker(s) (gap, disconnect, dropped, restart"
+            f"{', unknown kinds' if tm.other else ''}; a clean stop is not one)")
+    if tm.possible_loss:
+        line += f"; list them: cbl-inspect cat {root} --markers-only --format table"
+    return line

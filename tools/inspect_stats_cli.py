@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from storage.records import RecordKind
-from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
-from tools.inspect_cat_cli import ReadTotals, kind_name, records_of, selected
+from tools.console_cli import EXIT_OK, format_time
+from tools.inspect_cat_cli import ReadTotals, check_window, kind_name, records_of, selected
+from tools.select_cli import no_match
 
 
 @dataclass
@@ -137,9 +138,10 @@ def summary(st: StreamStats) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    check_window(args)
     refs = selected(args)
     if not refs:
-        raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
+        raise no_match(args.target, args.product, args.channel)
     streams: dict[tuple[str, str], StreamStats] = {}
     reads = ReadTotals()
     for ref in refs:

@@ -13,14 +13,14 @@ import sys
 
 from storage.archive_verify import verify_file
 from storage.source import display
-from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, ToolError
-from tools.select_cli import find_segments
+from tools.console_cli import EXIT_OK, EXIT_PROBLEMS
+from tools.select_cli import find_segments, no_match
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     refs = find_segments(args.target, args.product, args.channel)
     if not refs:
-        raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
+        raise no_match(args.target, args.product, args.channel)
     problems = warnings = records = 0
     bad_files = warned_files = 0
     for ref in refs:

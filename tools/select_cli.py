@@ -112,6 +112,19 @@ def _remote(
         return [parse_segment_path(loc.as_path())._replace(path=loc.as_path())]
     except ValueError:
         return [SegmentRef(loc.as_path(), "?", "?", dt.date.min, 0, True)]
+def is_multi_name(product: str) -> bool:
+    """The product part of a multi-product stream: ``_multi`` (one recording process) or
+    ``_multi-w<i>`` (worker i of a sharded recorder)."""
+    return product == "_multi" or (product.startswith("_multi-w") and product[8:].isdigit())
+
+
+def no_match(target: str | os.PathLike[str], product: str | None,
+             channel: str | None) -> ToolError:
+    """Nothing selected: say whether the path holds nothing or the filters match nothing."""
+    if (product or channel) and find_segments(target):
+        which = f"{product or '*'}/{channel or '*'}"
+        return ToolError(f"{target}: no stream matches {which}", EXIT_USAGE)
+    return ToolError(f"{target}: no segment files found", EXIT_USAGE)
 
 
 def latest_per_segment(refs: Iterable[SegmentRef]) -> list[SegmentRef]:

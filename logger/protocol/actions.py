@@ -21,6 +21,7 @@ class MarkerKind(enum.Enum):
     SUBSCRIBE = "SUBSCRIBE"
     DROPPED = "DROPPED"
     NOTE = "NOTE"
+    STOP = "STOP"
 
 
 class Marker(NamedTuple):

@@ -407,16 +407,18 @@ class FeedState:
         self._resubscribing = False
         self._reported_missing = set()
 
-    def on_disconnect(self, reason: str) -> None:
-        """The socket is gone: every stream of this connection may miss what follows."""
-        self.counters.disconnects += 1
+    def on_disconnect(self, reason: str, *, clean: bool = False) -> None:
+        """The socket is gone: every stream of this connection may miss what follows — or,
+        when ``clean`` (the recorder closed it on purpose: shutdown), nothing was missed and
+        the streams get a STOP marker instead of a DISCONNECT (not a possible loss)."""
+        self.counters.disconnects += 1  # the socket is gone either way (poll() stops)
         payload: dict[str, object] = {
-            "event": "disconnect", "conn": self.conn_id, "dialect": self.dialect.name,
-            "reason": reason,
+            "event": "stop" if clean else "disconnect", "conn": self.conn_id,
+            "dialect": self.dialect.name, "reason": reason,
         }
         if self._at:
             payload["last_sequence_num"] = self._seq.expected - 1
-        self._mark_all(MarkerKind.DISCONNECT, _dumps(payload))
+        self._mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, _dumps(payload))
         self._retry.reset()  # the next connection subscribes everything again
         for gap in self._trades.flush_owed():  # Exchange: heartbeat suspicions still in grace
             self._trade_gap(gap, "heartbeat last_trade_id, unmatched at disconnect",

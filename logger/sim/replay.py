@@ -8,11 +8,23 @@ for a recording made with worker processes), and for shared channels
 order. Pacing: the original gaps between receive times (``speed=1``), divided by a factor
 (``speed=10``), or none (``speed=None``, "max").
 
-What is sent is exactly the stored payload: no acks are synthesised (only error replies to
-invalid requests, in the dialect's words), markers (GAP, DISCONNECT, ...) are not venue frames
-and are skipped, and Advanced Trade ``sequence_num`` values are those of the recorded
-connections. Subscriptions arriving within ``settle_s`` of the first one start together;
-later ones join at the current replay time. When every stream is exhausted the server closes
+Two modes. ``venue=True`` (the default, ``tools/simulate replay``) answers like the venue, so
+a recorder — this project's daemon included — can record the replay again and get the same
+data: every subscribe is acknowledged in the dialect's words (Advanced Trade ``subscriptions``,
+Exchange ``type: subscriptions``), each connection numbers its own Advanced Trade
+``sequence_num`` from 0 (the recorded values belong to the recorded connections, whose
+frames are merged here: kept as they are they would look like gaps), each subscribed stream is
+served whole even when its subscribe comes late (a recorder paces its subscribes over
+seconds), and a shared channel (``heartbeats``, ``status``) is served from one recorded
+connection, not from all of them at once. Everything else is the stored payload.
+
+``venue=False`` (``--exact``) sends exactly the stored payloads: no acks (only error replies
+to invalid requests), the recorded ``sequence_num`` values, every recorded connection's
+shared streams, and subscriptions arriving within ``settle_s`` of the first one start
+together while later ones join at the current replay time.
+
+Either way markers (GAP, DISCONNECT, ...) are not venue frames and are skipped. When every
+stream is exhausted the server closes
 the connection with 1000 "end of replay" after ``linger_s`` of silence (some clients, e.g.
 coinbase-advanced-py, stop delivering buffered messages once a close frame arrives), or keeps
 it open with ``at_end="hold"``.
@@ -33,10 +45,13 @@ from pathlib import Path
 
 from logger.protocol.names import is_multi_stream
 from logger.sim import dialect_at, dialect_exchange
+from logger.sim.frames_at import ATFrames
+from logger.sim.frames_exchange import ExchangeFrames
 from logger.sim.ledger import Ledger
 from logger.sim.limits import Limits
 from logger.sim.product import ProductState, build_product
 from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
+from logger.sim.subs import subs_view
 from storage import RecordKind
 from storage.archive import open_any
 from storage.format import CorruptSegment
@@ -78,6 +93,38 @@ class ReplayConfig:
     #: clients that stop reading at a close frame have drained) or "hold" (stay open, silent)
     at_end: str = "close"
     linger_s: float = 2.0
+    #: answer like the venue (acks, per-connection sequence_num, whole streams); False: the
+    #: stored bytes exactly (see the module docstring)
+    venue: bool = True
+
+
+_SEQ_KEY = b'"sequence_num":'
+
+
+def _split_sequence_num(payload: bytes) -> tuple[bytes, bytes] | None:
+    """(bytes up to and including ``"sequence_num":``, bytes after its digits) of an
+    Advanced Trade envelope, or None when the frame has none (errors, malformed frames)."""
+    i = payload.find(_SEQ_KEY)
+    if i < 0:
+        return None
+    start = j = i + len(_SEQ_KEY)
+    while j < len(payload) and payload[j] in b"0123456789":
+        j += 1
+    if j == start:
+        return None
+    return payload[:start], payload[j:]
+
+
+def _send(s: Session, key: tuple[str, str], payload: bytes, renumber: bool) -> None:
+    """Queue one recorded payload; with ``renumber``, under this connection's own
+    ``sequence_num`` (the session numbers it, as the venue does)."""
+    product, channel = key
+    products = () if product.startswith("_") else (product,)
+    parts = _split_sequence_num(payload) if renumber else None
+    if parts is not None:
+        s.send_event((channel, channel, products, parts[0], parts[1], None))
+    else:
+        s.send_raw(payload, channel, products)
 
 
 class _Stream:
@@ -124,12 +171,25 @@ class ReplayServer:
         self.products = sorted({p for p, _ in self.streams if not p.startswith("_")})
         self._handle = (dialect_at.handle if self.dialect == "advanced_trade"
                         else dialect_exchange.handle)
+        self._frames: ATFrames | ExchangeFrames = (
+            ATFrames() if self.dialect == "advanced_trade" else ExchangeFrames())
+        self._shared = self._one_shared_stream_per_channel() if config.venue else None
         self._states: list[ProductState] | None = None
         self._server: asyncio.Server | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._changed: dict[int, asyncio.Event] = {}
         self._next_id = 0
         self.port = 0
+
+    def _one_shared_stream_per_channel(self) -> dict[str, tuple[str, str]]:
+        """Shared channel → the one recorded ``_conn*`` stream a venue-like replay serves:
+        each recorded connection has its own heartbeats, and a connection of the replay
+        should get one connection's worth, as from the venue."""
+        out: dict[str, tuple[str, str]] = {}
+        for p, c in sorted(self.streams):
+            if c in _SHARED and p.startswith("_conn") and c not in out:
+                out[c] = (p, c)
+        return out
 
     @staticmethod
     def _index(root: Path, day: dt.date | None,
@@ -200,6 +260,8 @@ class ReplayServer:
         out = self._handle(s.subs, data, self.products, self.limits)
         for err in out.errors:
             s.send_raw(err, "error")
+        if out.ack and self.config.venue:
+            s.send_event(self._frames.subscriptions(time.time_ns(), subs_view(s.subs)))
         s.flush()
         if not out.ack:
             return
@@ -227,6 +289,9 @@ class ReplayServer:
             for p in ps:
                 if (p, ch) in self.streams:
                     want.add((p, ch))
+            if self._shared is not None and ch in self._shared:
+                want.add(self._shared[ch])
+                continue
             for p, c in self.streams:
                 if c == ch and (is_multi_stream(p) or (ch in _SHARED and p.startswith("_conn"))):
                     want.add((p, c))
@@ -255,13 +320,16 @@ class ReplayServer:
             nonlocal order
             for key in sorted(wanted - active):
                 active.add(key)
-                from_ns = None if last_ts is None else last_ts + 1
+                # venue mode: a stream subscribed late is still served whole
+                from_ns = None if last_ts is None or venue else last_ts + 1
                 it = _Stream(self.streams[key], from_ns).records()
                 first = next(it, None)
                 if first is not None:
                     heapq.heappush(heap, (first[0], order, first[1], key, it))
                     order += 1
 
+        venue = self.config.venue
+        renumber = venue and self.dialect == "advanced_trade"
         changed = self._changed[s.id]
         wanted = self._wanted(s)
         add_streams(wanted)
@@ -282,9 +350,8 @@ class ReplayServer:
                 if delay > 0:
                     s.flush()
                     await asyncio.sleep(delay)
-            last_ts = ts
-            product, channel = key
-            s.send_raw(payload, channel, () if product.startswith("_") else (product,))
+            last_ts = max(ts, last_ts or ts)
+            _send(s, key, payload, renumber)
             nxt = next(it, None)
             if nxt is not None:
                 heapq.heappush(heap, (nxt[0], n, nxt[1], key, it))

@@ -12,6 +12,9 @@ import pytest
 from logger.cli import main
 from logger.config import load_config
 from logger.daemon import Daemon, DataDirError, claim_data_dir
+from logger.provenance import Venue
+
+AT = Venue("advanced_trade", "wss://advanced-trade-ws.coinbase.com", "https://api.coinbase.com/p")
 
 
 def _closed_port() -> int:
@@ -23,13 +26,13 @@ def _closed_port() -> int:
 
 
 def test_data_dir_records_its_dialect_and_refuses_the_other(tmp_path: Path) -> None:
-    claim_data_dir(tmp_path, "advanced_trade")
-    claim_data_dir(tmp_path, "advanced_trade")  # same dialect: fine
+    claim_data_dir(tmp_path, AT)
+    claim_data_dir(tmp_path, AT)  # same dialect: fine
     with pytest.raises(DataDirError, match="holds dialect 'advanced_trade'"):
-        claim_data_dir(tmp_path, "exchange")
+        claim_data_dir(tmp_path, Venue("exchange", AT.ws_url, AT.rest_url))
     (tmp_path / ".coinbase-logger.json").write_text("{broken")
     with pytest.raises(DataDirError, match="unreadable"):
-        claim_data_dir(tmp_path, "advanced_trade")
+        claim_data_dir(tmp_path, AT)
 
 
 def test_no_internet_keeps_retrying_then_stops_cleanly(
@@ -62,7 +65,7 @@ def test_cli_config_error_names_the_key(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_cli_refuses_data_dir_of_other_dialect(tmp_path: Path) -> None:
-    claim_data_dir(tmp_path, "advanced_trade")
+    claim_data_dir(tmp_path, AT)
     port = _closed_port()
     code = main(["run", "--data-dir", str(tmp_path), "--dialect", "exchange",
                  "--rest-url", f"http://127.0.0.1:{port}/products", "--set",

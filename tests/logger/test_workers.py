@@ -255,18 +255,22 @@ def test_more_workers_than_products_and_json_logs(tmp_path: Path, sim: dict[str,
     proc, lines = _start_daemon(root, sim["ws_url"], sim["rest_url"], "ingest.workers=3",
                                 "log.format=json", f"venue.products={','.join(ids)}")
     try:
-        m = _wait_log(lines, r'"logger.supervisor","msg":"event=all_acknowledged ([^"]*)"', proc)
-        assert "products=2 " in m.group(1) and "missing=0" in m.group(1), m.group(0)
+        m = _wait_log(lines, r'\{"ts":[^\n]*"logger":"logger.supervisor","event":'
+                      r'"all_acknowledged"[^\n]*\}', proc)
+        acked = json.loads(m.group(0))  # the fields are JSON keys, numbers are numbers
+        assert acked["products"] == 2 and acked["missing"] == 0 and acked["workers"] == 3, acked
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(30) == 0, "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
     records = [json.loads(line) for line in lines]
-    stopped = sorted(r["worker"] for r in records if r["msg"].startswith("event=stopped")
+    stopped = sorted(r["worker"] for r in records if r.get("event") == "stopped"
                      and r["logger"] != "logger.supervisor")
     assert stopped == [0, 1, 2]
-    assert all("worker" not in r for r in records if r["logger"] == "logger.supervisor")
+    # the supervisor's own lines carry `worker` only as the subject of a worker_* event
+    assert all("worker" not in r or r["event"].startswith("worker_")
+               for r in records if r["logger"] == "logger.supervisor")
     streams = read_streams(root)
     assert {p for p, _ch in streams if not p.startswith("_")} == set(ids)
     assert not any(p.startswith(("_connw2-", "_multi-w2")) for p, _ch in streams)
@@ -324,3 +328,4 @@ def test_refresh_and_one_metrics_endpoint_with_two_workers(
             and any(k == RecordKind.DATA for k, _t, _p in recs)} == {"level2", "ticker"}
     assert writers(delisted, RecordKind.NOTE, "unsubscribed")  # dropped by its holder
     assert writers(delisted, RecordKind.DISCONNECT, "disconnect") == set()  # not held at stop
+    assert writers(delisted, RecordKind.STOP, "stop") == set()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from simhelpers import at_sub, client, close_draining, read_n, read_until_closed
 
 from logger.sim.ledger import Ledger
@@ -76,21 +77,29 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     assert r.returncode == 2 and b"no recorded segments" in r.stderr
 
 
-def test_replay_cli_serves_a_recorded_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exact", [False, True])
+def test_replay_cli_serves_a_recorded_root(tmp_path: Path, exact: bool) -> None:
     ts0 = 1_767_312_000 * 10**9
     payloads = [b'{"type":"ticker","product_id":"BTC-USD","n":%d}' % k for k in range(50)]
     with Engine(EngineConfig(root=tmp_path, backend="mmap")) as eng:
         s = eng.stream("BTC-USD", "ticker")
         eng.extend(s, [ts0 + k * 1000 for k in range(50)], payloads)
     proc, info = _start("replay", "--root", str(tmp_path), "--day", "2026-01-02", "--speed",
-                        "max", "--dialect", "exchange", "--linger", "0.1")
+                        "max", "--dialect", "exchange", "--linger", "0.1",
+                        *(["--exact"] if exact else []))
     try:
         async def main() -> list[bytes]:
             async with client(str(info["ws_url"])) as ws:
                 await ws.send('{"type":"subscribe","product_ids":["BTC-USD"],'
                               '"channels":["ticker"]}')
                 return await read_until_closed(ws, timeout=30)
-        assert asyncio.run(main()) == payloads
+        got = asyncio.run(main())
+        if exact:  # the stored bytes, nothing else
+            assert got == payloads
+        else:  # the venue's ack first, as Exchange sends it, then the recording
+            assert got[0] == (b'{"type":"subscriptions","channels":[{"name":"ticker",'
+                              b'"product_ids":["BTC-USD"],"account_ids":null}]}')
+            assert got[1:] == payloads
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0

@@ -73,7 +73,7 @@ def test_official_coinbase_client_receives_the_recording_byte_for_byte(tmp_path:
             done.set()
 
     async def main() -> None:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None, at_end="hold"))
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None, at_end="hold"))
         await srv.start()
         try:
             def run_client() -> None:
@@ -106,7 +106,8 @@ def test_archives_replay_like_segments_and_pacing_keeps_order(tmp_path: Path) ->
               - min(ts for k in keys for ts, _ in streams[k])) / 1e9
 
     async def main(speed: float | None) -> tuple[list[bytes], float]:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=speed, dialect="exchange",
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=speed,
+                                        dialect="exchange",
                                         linger_s=0.1, products=["ETH-USD", "BTC-USD"]))
         await srv.start()
         try:
@@ -132,7 +133,8 @@ def test_unknown_products_and_channels_get_the_dialect_errors(tmp_path: Path) ->
     record(tmp_path, n=500)
 
     async def main() -> list[dict[str, str]]:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None, dialect="exchange"))
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None,
+                                        dialect="exchange"))
         await srv.start()
         try:
             async with client(srv.ws_url) as ws:
@@ -167,7 +169,8 @@ def test_real_2021_capture_recorded_then_replayed_byte_for_byte(tmp_path: Path) 
     want = [raw for raw in lines if b'"type":"subscriptions"' not in raw]
 
     async def main() -> list[bytes]:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None, dialect="exchange",
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None,
+                                        dialect="exchange",
                                         linger_s=0.1))
         await srv.start()
         try:
@@ -188,7 +191,7 @@ def test_a_damaged_segment_ends_the_replay_with_1011_and_names_the_file(tmp_path
     victim.write_bytes(b"this is not a segment" * 100)
 
     async def main() -> int | None:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None))
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None))
         await srv.start()
         try:
             async with client(srv.ws_url) as ws:
@@ -223,7 +226,8 @@ def test_multi_product_streams_of_every_worker_are_replayed(tmp_path: Path) -> N
         eng.append(eng.stream("_multi-w0", "candles"), T0, b'{"channel":"candles"}')
 
     async def main() -> list[bytes]:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, speed=None, dialect="advanced_trade",
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None,
+                                        dialect="advanced_trade",
                                         linger_s=0.1, products=["BTC-USD", "ETH-USD"]))
         await srv.start()
         try:

@@ -143,7 +143,8 @@ def test_ls_counts_markers_of_sealed_and_archived_segments(
     want = _expected(PLANS[("BTC-USD", "level2")])
     assert btc.split()[5:8] == [str(want.gap), str(want.disconnect), str(want.dropped)]
     total = _expected([r for p in PLANS.values() for r in p])
-    assert f"markers: {total.gap} gap, {total.disconnect} disconnect" in rows[-1]
+    assert f"markers: {total.gap} gap, {total.disconnect} disconnect" in rows[-2]
+    assert rows[-1].startswith(f"possible loss: {total.possible_loss} marker(s)")
     for path in recorded.rglob("*.seg"):
         res = compact_segment(path, today=TODAY, frame_target=16 << 10)
         assert res.action == "compacted"
@@ -180,7 +181,8 @@ def test_cat_markers_only_lists_every_marker(
         if state == "archived":
             for path in root.rglob("*.seg"):
                 compact_segment(path, today=TODAY, frame_target=16 << 10)
-        code, out, err = run(capfd, "cat", str(root), "--markers-only", "--format", "jsonl")
+        code, out, err = run(capfd, "cat", str(root), "--markers-only", "--all-markers",
+                             "--format", "jsonl")
         assert code == 0, err
         got = [(r["product"], r["channel"], r["ts_ns"], r["kind"], r["msg"])
                for r in map(orjson.loads, out.splitlines())]
@@ -205,7 +207,8 @@ def test_cat_markers_only_lists_every_marker(
 def test_cat_markers_only_raw_prints_to_stdout(
     recorded: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capfd, "cat", str(recorded), "-p", "BTC-USD", "--markers-only")
+    code, out, err = run(capfd, "cat", str(recorded), "-p", "BTC-USD", "--markers-only",
+                          "--all-markers")
     assert code == 0 and err == ""
     lines = out.splitlines()
     want = _expected(PLANS[("BTC-USD", "level2")])
@@ -226,7 +229,8 @@ def test_cat_markers_only_skips_frames_without_markers(
         frames = reader.data_frames
         holding = [f for f in frames if f.markers and f.markers.total]
     assert len(frames) > 5 and len(holding) == 1  # the two markers sit in the last frame
-    code, out, err = run(capfd, "cat", str(archive), "--markers-only", "--io-stats")
+    code, out, err = run(capfd, "cat", str(archive), "--markers-only", "--all-markers",
+                          "--io-stats")
     assert code == 0 and len(out.splitlines()) == 2
     read = int(err.split("; ")[1].split()[0])
     assert read == archive.stat().st_size - sum(f.compressed_size for f in frames) \
@@ -282,7 +286,8 @@ def test_unknown_kinds_are_counted_as_other(
         assert reader.marker_counts == want
     code, out, _ = run(capfd, "ls", str(tmp_path), "--json")
     assert code == 0 and orjson.loads(out)["markers"]["other"] == 2
-    code, out, _ = run(capfd, "cat", str(archive), "--markers-only", "--format", "jsonl")
+    code, out, _ = run(capfd, "cat", str(archive), "--markers-only", "--all-markers",
+                      "--format", "jsonl")
     assert code == 0
     assert [orjson.loads(line)["kind"] for line in out.splitlines()] == [
         "gap", "kind9", "kind200", "dropped", "note", "disconnect"]
@@ -349,7 +354,8 @@ def test_version_1_archives_are_still_read(
     code, out, err = run(capfd, "ls", str(archive))
     assert code == 0 and out.splitlines()[1].split()[5:8] == ["?", "?", "?"], err
     assert "'?' = not known for 1 file(s)" in out
-    code, out, _ = run(capfd, "cat", str(archive), "--markers-only", "--format", "jsonl")
+    code, out, _ = run(capfd, "cat", str(archive), "--markers-only", "--all-markers",
+                      "--format", "jsonl")
     assert len(out.splitlines()) == _expected(PLANS[("BTC-USD", "level2")]).total
     assert run(capfd, "verify", str(archive))[0] == 0
 
