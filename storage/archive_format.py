@@ -52,6 +52,10 @@ class ArchiveFormatError(ValueError):
         self.offset = offset
 
 
+class UnsupportedArchive(ArchiveFormatError):
+    """An intact archive of a version this code does not know: refused, never guessed at."""
+
+
 @dataclass(frozen=True, slots=True)
 class FrameEntry:
     """One zstd frame: where it is, what it decompresses to, which records it holds."""
@@ -174,7 +178,10 @@ def read_table(src: CountingFile) -> SeekTable:
         raise ArchiveFormatError("no archive seek table at the end of the file", size - 8)
     entry = _ENTRY_BY_VERSION.get(version)
     if entry is None:
-        raise ArchiveFormatError(
+        if not _table_crc_ok(src, trailer, count * entry_size, crc):
+            raise ArchiveFormatError(f"seek table damaged (version field {version}, CRC "
+                                     "mismatch)", size - TRAILER_SIZE)
+        raise UnsupportedArchive(
             f"unsupported archive version {version} (this reader knows versions "
             f"{', '.join(map(str, READ_VERSIONS))}; a newer cbl-inspect may read it)",
             size - TRAILER_SIZE)
@@ -194,6 +201,15 @@ def read_table(src: CountingFile) -> SeekTable:
     frames = tuple(_entry(version, body, i * entry_size) for i in range(count))
     _check_layout(frames, dict_offset, dict_size, table_offset)
     return SeekTable(frames, dict_offset, dict_size, table_offset, size)
+
+
+def _table_crc_ok(src: CountingFile, trailer: bytes, body_size: int, crc: int) -> bool:
+    """Whether a table of ``body_size`` entry bytes before ``trailer`` matches ``crc``: tells a
+    newer version (intact, refused) from a damaged version field (read by walking frames)."""
+    start = src.size - TRAILER_SIZE - body_size
+    if body_size < 0 or start < SKIPPABLE_HEADER.size:
+        return False
+    return google_crc32c.value(src.pread(body_size, start) + trailer[:-12]) == crc
 
 
 def _entry(version: int, body: bytes, offset: int) -> FrameEntry:

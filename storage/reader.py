@@ -98,6 +98,10 @@ class SegmentReader:
             self._note(salvaged[1])
         else:
             self._header = decode_header(mm[0:HEADER_SIZE])
+            h = self._header
+            if h.hints_ok and h.record_count and h.committed_len > HEADER_SIZE:
+                # checked hints give the average record size before any batch is read
+                self._valid = [h.committed_len - HEADER_SIZE, h.record_count]
 
     @classmethod
     def open(cls, path: Path | str) -> SegmentReader:
@@ -197,8 +201,9 @@ class SegmentReader:
             if isinstance(span, Skipped):
                 self._skipped(span, end, to_eof)
                 continue
-            self._valid[0] += span[0].length
-            self._valid[1] += span[0].count
+            if self._header.hints_ok is False or self._salvaged:
+                self._valid[0] += span[0].length
+                self._valid[1] += span[0].count
             yield span
 
     def _skipped(self, span: Skipped, end: int, to_eof: bool) -> None:
@@ -207,7 +212,7 @@ class SegmentReader:
             return
         self._note(Damage(self.path, span.offset, span.length,
                           estimate_records(span.length, *self._valid),
-                          "damaged bytes (no valid batch)"))
+                          "invalid batch (bad magic, length or CRC)"))
 
     def batches(self) -> Iterator[BatchInfo]:
         """Every valid committed batch, each CRC-checked; damaged ranges are skipped and noted

@@ -29,11 +29,13 @@ from typing import BinaryIO
 import orjson
 
 from storage.archive import ArchiveReader, is_archive
+from storage.format import CorruptSegment, SegmentHeader
 from storage.layout import SegmentRef, iter_segments, validate_name
 from storage.markers import SegmentScan
 from storage.reader import SegmentReader
 from storage.records import Record, RecordKind
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
+from tools.damage_cli import DamageReport
 from tools.select_cli import describe, find_segments, latest_per_segment, open_reader
 
 FORMATS = ("raw", "jsonl", "table")
@@ -138,17 +140,24 @@ class ReadTotals:
 
 def records_of(
     ref: SegmentRef, from_ns: int | None, to_ns: int | None, reads: ReadTotals,
-    kinds: frozenset[int] | None = None,
+    kinds: frozenset[int] | None = None, report: DamageReport | None = None,
 ) -> Iterator[tuple[str, str, Record]]:
-    """Records of one file in a time window (and of the given kinds only, if any)."""
-    reader = open_reader(ref.path)
+    """Records of one file in a time window (and of the given kinds only, if any). With a
+    ``report``, damage is reported there and a file that cannot be opened is skipped (said
+    there) instead of ending the command."""
+    try:
+        reader = open_reader(ref.path)
+    except ToolError as exc:
+        if report is None:
+            raise
+        report.file_failed(str(exc))
+        return
+    if report is not None:
+        report.watch(reader)
     reads.files += 1
     try:
         h = reader.header
-        if h.record_count and (
-            (from_ns is not None and h.last_ts_ns < from_ns)
-            or (to_ns is not None and h.first_ts_ns > to_ns)
-        ):
+        if _skippable(h, from_ns, to_ns):
             return
         product, channel = reader.header.product, reader.header.channel
         if kinds is None:
@@ -156,7 +165,7 @@ def records_of(
         elif isinstance(reader, ArchiveReader):
             records = reader.records(from_ns, to_ns, kinds)
         else:
-            records = _segment_records(ref.path, kinds, from_ns, to_ns)
+            records = _segment_records(reader, kinds, from_ns, to_ns)
         for rec in records:
             yield product, channel, rec
     finally:
@@ -165,21 +174,47 @@ def records_of(
         reader.close()
 
 
-def _segment_records(path: Path, kinds: frozenset[int], from_ns: int | None,
+def _skippable(h: SegmentHeader, from_ns: int | None, to_ns: int | None) -> bool:
+    """Whether the header's time bounds rule the whole file out. Only checked hints count: a
+    v2 segment's hints pass their checksum, an archive's header frame passes zstd's; version-1
+    segment hints are not checked, so such a file is read instead."""
+    if not (h.record_count and h.hints_ok):
+        return False
+    return ((from_ns is not None and h.last_ts_ns < from_ns)
+            or (to_ns is not None and h.first_ts_ns > to_ns))
+
+
+def _segment_records(reader: SegmentReader, kinds: frozenset[int], from_ns: int | None,
                      to_ns: int | None) -> Iterator[Record]:
-    """Records of some kinds from a .seg, decoding only the batches that hold one."""
-    with SegmentScan(path) as scan:
-        yield from scan.records(kinds, from_ns, to_ns)
+    """Records of some kinds from a .seg, decoding only the batches that hold one (batch
+    headers walked without reading payloads). On damage, the rest is read by the resynchronising
+    reader (which reports it), from the last record given."""
+    done = -1
+    try:
+        with SegmentScan(reader.path) as scan:
+            for rec in scan.records(kinds, from_ns, to_ns):
+                done = rec.offset
+                yield rec
+        return
+    except CorruptSegment:
+        pass
+    for rec in reader.records(from_ns, to_ns):
+        if rec.offset > done and rec.kind in kinds:
+            yield rec
 
 
-def selected(args: argparse.Namespace) -> list[SegmentRef]:
-    refs = latest_per_segment(find_segments(args.target, args.product, args.channel))
+def selected(args: argparse.Namespace, report: DamageReport | None = None) -> list[SegmentRef]:
+    links: list[Path] = []
+    refs = latest_per_segment(find_segments(args.target, args.product, args.channel, links))
+    if report is not None:
+        report.skipped_links(links)
     lo, hi = _day_range(getattr(args, "from_ns", None), getattr(args, "to_ns", None))
     return [r for r in refs if r.product == "?" or lo <= r.day <= hi]
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    refs = selected(args)
+    report = DamageReport()
+    refs = selected(args, report)
     if not refs:
         raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
     kinds: frozenset[int] | None = MARKER_KINDS if args.markers_only else args.kinds
@@ -193,7 +228,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     def chain(group: list[SegmentRef]) -> Iterator[tuple[str, str, Record]]:
         for r in group:
-            yield from records_of(r, args.from_ns, args.to_ns, reads, kinds)
+            yield from records_of(r, args.from_ns, args.to_ns, reads, kinds, report)
 
     try:
         if args.merge and len(streams) > 1:
@@ -210,7 +245,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
         if args.show_io:
             print(f"cbl-inspect: {printer.count} records from {reads.files} files; "
                   f"{reads.archive_bytes} bytes read from archives", file=sys.stderr)
-    return EXIT_OK
+    return report.finish(EXIT_OK)
 
 
 def _stream_dir(args: argparse.Namespace) -> tuple[Path, str, str]:

@@ -19,6 +19,7 @@ import orjson
 
 from storage.records import RecordKind
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
+from tools.damage_cli import DamageReport
 from tools.inspect_cat_cli import ReadTotals, kind_name, records_of, selected
 
 
@@ -137,13 +138,15 @@ def summary(st: StreamStats) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    refs = selected(args)
+    report = DamageReport()
+    refs = selected(args, report)
     if not refs:
         raise ToolError(f"{args.target}: no segment files found", EXIT_USAGE)
     streams: dict[tuple[str, str], StreamStats] = {}
     reads = ReadTotals()
     for ref in refs:
-        for product, channel, rec in records_of(ref, args.from_ns, args.to_ns, reads):
+        for product, channel, rec in records_of(ref, args.from_ns, args.to_ns, reads, None,
+                                                report):
             st = streams.get((product, channel))
             if st is None:
                 st = streams[(product, channel)] = StreamStats()
@@ -168,4 +171,5 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for p, g in s["trade_id_gaps"].items():
             print(f"  trade ids {p}: {g['gaps']} gaps ({g['missing']} missing), "
                   f"{g['backwards']} repeated or backwards", file=out)
-    return EXIT_OK
+    out.flush()
+    return report.finish(EXIT_OK)
