@@ -74,7 +74,8 @@ def _ordering(
 
 
 def _totals(
-    path: Path, header: SegmentHeader, batches: list[BatchInfo], offset: int | None
+    path: Path, header: SegmentHeader, batches: list[BatchInfo], offset: int | None,
+    day_check: bool = True,
 ) -> list[Problem]:
     out: list[Problem] = []
     records = sum(b.count for b in batches)
@@ -82,7 +83,7 @@ def _totals(
         out.append(Problem(path, offset, f"header says {header.record_count} records, "
                                          f"batches hold {records}"))
     day_start = (header.day - dt.date(1970, 1, 1)).days * 86_400_000_000_000
-    if header.record_count and not (
+    if day_check and header.record_count and not (
             day_start <= header.first_ts_ns <= header.last_ts_ns < day_start + 86_400 * 10**9):
         out.append(Problem(path, offset, f"records outside the segment's day {header.day} "
                                          "(UTC)"))
@@ -111,7 +112,7 @@ def expected_index(batches: Iterable[BatchInfo], step: int) -> list[tuple[int, i
 
 
 def hint_problems(path: Path, header: SegmentHeader, batches: list[BatchInfo],
-                  live: bool) -> tuple[list[Problem], list[Problem]]:
+                  live: bool, day_check: bool = True) -> tuple[list[Problem], list[Problem]]:
     """(problems, warnings) about the header's hints and time index checked against intact
     batches: checksums (v2), the record count, the time bounds, every index entry."""
     problems: list[Problem] = []
@@ -127,7 +128,7 @@ def hint_problems(path: Path, header: SegmentHeader, batches: list[BatchInfo],
                                 "time index disagrees with the batches (a reader seeking by "
                                 "time would miss records)"))
     if header.version < 2 or header.hints_ok:
-        problems += _totals(path, header, batches, 0)
+        problems += _totals(path, header, batches, 0, day_check)
     return problems, warnings
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storage.archive import DEFAULT_LEVEL
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.layout import SEGMENT_SUFFIX, SegmentRef
+from storage.layout import QUARANTINE_DIR, SEGMENT_SUFFIX, SegmentRef
 from storage.segment import read_segment_header
 from tools.console_cli import (
     EXIT_OK,
@@ -42,8 +42,10 @@ readers jump to a time, and list gaps, without decompressing the day.
 For each segment:
   1. skip it unless it is sealed and of a day before today (UTC): today's and
      unsealed segments are never touched (an unsealed past day is reported);
-  2. check the source: every batch CRC up to the commit point, counts as in the
-     header (a damaged source is left alone and reported as FAILED);
+  2. check the source: every batch CRC up to the commit point, counts, hints and
+     time index as in the header (a damaged source is left alone and reported as
+     FAILED; with --salvage it is archived from its readable batches plus a GAP
+     marker per lost range, and moved to <root>/.quarantine/<product>/<channel>/);
   3. write X.seg.zst.tmp from the segment's memory map, in independent ~1 MiB
      zstd frames plus a seek table, and fsync it;
   4. decompress it again and compare every frame with the source bytes, every
@@ -53,6 +55,8 @@ For each segment:
 
 A crash, kill -9, power cut or Ctrl-C at any moment leaves the source or a
 verified archive (or both); running again is always safe and finishes the job.
+Symbolic links (files or stream folders) are refused: compaction writes and
+deletes, so it never goes through one.
 
 TARGET is a data root, a product or channel folder inside one, or segment files
 (default: ./data).
@@ -119,6 +123,9 @@ def build_parser() -> ArgumentParser:
                    help="zstd dictionary to compress with (e.g. from `zstd --train`); a copy "
                         "is embedded in every archive so it can always be read. Measured not "
                         "to pay on market data (see docs/TOOLS.md); off by default")
+    p.add_argument("--salvage", action="store_true",
+                   help="archive a damaged segment's readable batches with a GAP marker for "
+                        "each lost range, and move the original to <root>/.quarantine/")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="list what would be compacted (on stdout); write nothing")
     p.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
@@ -136,19 +143,22 @@ class Plan:
     failed: list[str] = field(default_factory=list)
 
 
-def _candidates(targets: list[str]) -> Iterator[SegmentRef]:
+def _candidates(targets: list[str], links: list[Path]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
-        for ref in find_segments(t):
+        for ref in find_segments(t, skipped=links):
             if not ref.archived and ref.path not in seen:
                 seen.add(ref.path)
                 yield ref
 
 
-def plan(targets: list[str], today: dt.date) -> Plan:
-    """Candidates worth a worker: past days, sealed. Everything else is a reasoned skip."""
+def plan(targets: list[str], today: dt.date, salvage: bool = False) -> Plan:
+    """Candidates worth a worker: past days, sealed. Everything else is a reasoned skip; a
+    symbolic link or an unreadable header is a failure (with ``salvage``, a damaged header
+    goes to a worker, which salvages the file)."""
     out = Plan()
-    for ref in _candidates(targets):
+    links: list[Path] = []
+    for ref in _candidates(targets, links):
         if not ref.path.name.endswith(SEGMENT_SUFFIX):
             out.skipped.append(f"{ref.path}: not a {SEGMENT_SUFFIX} file")
             continue
@@ -157,12 +167,16 @@ def plan(targets: list[str], today: dt.date) -> Plan:
         try:
             header = read_segment_header(ref.path)
         except (OSError, ValueError) as exc:
-            out.failed.append(describe(ref.path, exc))
+            if salvage and isinstance(exc, ValueError):
+                out.todo.append((ref.path, ref.path.stat().st_size))
+            else:
+                out.failed.append(describe(ref.path, exc))
             continue
         if not header.sealed:
             out.skipped.append(f"{ref.path}: not sealed (the recorder has not closed it)")
             continue
         out.todo.append((ref.path, header.committed_len))
+    out.failed += [f"{link}: is a symbolic link; refused (never followed)" for link in links]
     return out
 
 
@@ -194,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         if not dictionary:
             raise ToolError(f"{args.dictionary}: empty dictionary file", EXIT_USAGE)
     today = args.today or dt.datetime.now(dt.UTC).date()
-    work = plan(args.targets, today)
+    work = plan(args.targets, today, args.salvage)
     for line in work.skipped:
         if not args.quiet:
             print(f"cbl-compact: skipped {line}", file=sys.stderr)
@@ -209,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="compact") as pool:
         futures: dict[Future[CompactResult], tuple[Path, int]] = {
             pool.submit(compact_segment, path, args.level, dictionary, today=today,
-                        dry_run=args.dry_run): (path, size)
+                        dry_run=args.dry_run, salvage=args.salvage): (path, size)
             for path, size in work.todo
         }
         try:
@@ -231,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
                         bar.advance(f"failed {path.name}", size)
                         continue
                     results.append(res)
+                    if res.action == "salvaged":
+                        failures += 1  # records were lost: said, and the exit status is 1
+                        print(f"cbl-compact: SALVAGED {path}: damaged; archived its "
+                              f"{res.records} readable records and loss markers, original "
+                              f"moved to {QUARANTINE_DIR}/ in the data root", file=sys.stderr)
                     if args.dry_run:
                         print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
                               f"{res.records} records)")
