@@ -163,18 +163,22 @@ class SegmentReader:
 
     def _committed_end(self) -> tuple[int, bool]:
         """(where reading stops, whether that is the file's end rather than a checked commit
-        point). The commit point is trusted when its checksum holds or the file is live (a
-        reader may see new hints an instant before the new commit point); a sealed v2 file
-        with broken hints is read to its end (sealed files are trimmed to their commit
-        point). A commit point past the end of the file is damage (a truncated file)."""
+        point). A v2 commit point is trusted when its checksum holds; a live file is re-read
+        once first (a writer stores the hints an instant before the commit point). A file
+        whose hints stay broken is read to its end, past which nothing was committed (a
+        sealed file is trimmed to its commit point; in a live one the unused tail is zeros).
+        A commit point past the end of the file is damage (a truncated file)."""
         h = self._header
         if self._salvaged:
             return self._remap(), True
+        if h.version >= 2 and not h.hints_ok and not self._sealed():
+            time.sleep(0.002)  # a writer stores hints, then the commit point: let it finish
+            h = self.refresh()
         end = int.from_bytes(self._mm[OFF_COMMITTED_LEN : OFF_COMMITTED_LEN + 8], "little")
-        if h.version >= 2 and not h.hints_ok and self._sealed():
+        if h.version >= 2 and not h.hints_ok:
             self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
                               "header hints (commit point, counts) fail their checksum; "
-                              "reading the whole sealed file"))
+                              "reading the whole file"))
             return self._remap(), True
         if end < HEADER_SIZE:
             self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
