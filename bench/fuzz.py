@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import os
+import io
 import random
 import shutil
 import signal
@@ -194,24 +194,17 @@ def _cli(path: Path, subprocess_too: bool, timeout: float) -> tuple[int, int]:
     the same as a real command when asked: both must agree)."""
     from tools.inspect_cli import main
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        saved = os.dup(1), os.dup(2)
+    out = io.BytesIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = io.TextIOWrapper(out, write_through=True)
+    sys.stderr = io.TextIOWrapper(io.BytesIO(), write_through=True)
+    try:
+        with deadline(timeout):
+            code = main(["cat", str(path), "--format", "jsonl"])
         sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        try:
-            with deadline(timeout):
-                code = main(["cat", str(path), "--format", "jsonl"])
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        out.seek(0)
-        lines = out.read().count(b"\n")
+        lines = out.getvalue().count(b"\n")
+    finally:
+        sys.stdout, sys.stderr = saved
     if subprocess_too:
         proc = subprocess.run([sys.executable, "-m", "tools.inspect_cli", "cat", str(path),
                                "--format", "jsonl"], capture_output=True, timeout=timeout * 4,

@@ -65,7 +65,7 @@ def find_segments(
             return [SegmentRef(path, "?", "?", dt.date.min, 0, path.name.endswith(".zst"))]
     found: list[Path] = []
     refs = _under(path, product, channel, found)
-    if refs:
+    if refs or found:
         if skipped is not None:
             skipped += found
         return refs
