@@ -146,7 +146,6 @@ def test_damaged_time_index_falls_back_to_scanning(root: Path) -> None:
     h = decode_header(path.read_bytes()[:HEADER_SIZE])
     assert len(h.index) >= 2 and h.index_ok
     # an entry pointing past records it claims are older: a naive seek would drop them
-    off, _ = h.index[1]
     _patch(path, INDEX_OFFSET + 16 * 1 + 8, struct.pack("<q", 1 << 62))
     t = orig[len(orig) // 2][1]
     got, _ = _records(path, from_ns=t)
