@@ -209,7 +209,7 @@ def _table_crc_ok(src: CountingFile, trailer: bytes, body_size: int, crc: int) -
     start = src.size - TRAILER_SIZE - body_size
     if body_size < 0 or start < SKIPPABLE_HEADER.size:
         return False
-    return google_crc32c.value(src.pread(body_size, start) + trailer[:-12]) == crc
+    return bool(google_crc32c.value(src.pread(body_size, start) + trailer[:-12]) == crc)
 
 
 def _entry(version: int, body: bytes, offset: int) -> FrameEntry:

@@ -355,7 +355,7 @@ class EncodedBatch(NamedTuple):
 def crc_seed(offset: int) -> int:
     """The CRC32C state a v2 batch at file ``offset`` starts from: the CRC of the offset as a
     u64, so identical bytes stored elsewhere (a batch copied over another) do not validate."""
-    return google_crc32c.value(_U64.pack(offset))
+    return int(google_crc32c.value(_U64.pack(offset)))
 
 
 def encode_parts(
