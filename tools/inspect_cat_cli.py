@@ -271,12 +271,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.poll <= 0:
         raise ToolError("--poll must be > 0", EXIT_USAGE)
     printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer)
+    report = DamageReport()
     target = Path(args.target)
     if target.is_file():
-        after = _print_last(target, args.lines, printer)
+        after = _print_last(target, args.lines, printer, report)
         if args.follow and not is_archive(target):
-            _follow_segment(target, after, args.poll, printer, lambda: False)
-        return EXIT_OK
+            _follow_segment(target, after, args.poll, printer, lambda: False, report)
+        return report.finish(EXIT_OK)
     if target.exists():
         raise ToolError(f"{target}: give a segment file or PRODUCT/CHANNEL", EXIT_USAGE)
     root, product, channel = _stream_dir(args)
@@ -286,14 +287,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
             raise ToolError(f"no segments for {product}/{channel} under {root}", EXIT_USAGE)
         time.sleep(args.poll)  # a stream that has not started yet: wait for its first file
         ref = _latest(root, product, channel)
-    after = _print_last(ref.path, args.lines, printer)
+    after = _print_last(ref.path, args.lines, printer, report)
     if not args.follow:
-        return EXIT_OK
+        return report.finish(EXIT_OK)
     current = ref
     while True:
         if not is_archive(current.path):
             _follow_segment(current.path, after, args.poll, printer,
-                            partial(_has_next, root, current))
+                            partial(_has_next, root, current), report)
         nxt = _next_after(root, current)
         while nxt is None:
             time.sleep(args.poll)
@@ -301,6 +302,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         current, after = nxt, -1
         if is_archive(current.path):
             reader = open_reader(current.path)
+            report.watch(reader)
             try:
                 for rec in reader.records():
                     printer.emit(reader.header.product, reader.header.channel, rec)
@@ -320,10 +322,11 @@ def _next_after(root: Path, ref: SegmentRef) -> SegmentRef | None:
     return None
 
 
-def _print_last(path: Path, n: int, printer: RecordPrinter) -> int:
+def _print_last(path: Path, n: int, printer: RecordPrinter, report: DamageReport) -> int:
     """Print the last n records (walking batches from the end, so big files are quick);
     returns the offset of the last record printed or present (-1 if none)."""
     reader = open_reader(path)
+    report.watch(reader)
     try:
         h = reader.header
         batches = list(reader.batches())
@@ -352,7 +355,7 @@ ABANDON_AFTER_S = 10.0
 
 
 def _follow_segment(path: Path, after: int, poll_s: float, printer: RecordPrinter,
-                    newer_exists: Callable[[], bool]) -> None:
+                    newer_exists: Callable[[], bool], report: DamageReport) -> None:
     """Print records past offset `after` as the writer commits them, until the segment is
     sealed — or, if the recorder restarted into a newer segment and this one stays unsealed
     and silent for ABANDON_AFTER_S, until then (said on stderr).
@@ -362,6 +365,7 @@ def _follow_segment(path: Path, after: int, poll_s: float, printer: RecordPrinte
     """
     reader = open_reader(path)
     assert isinstance(reader, SegmentReader)
+    report.watch(reader)  # damage found while following is said at once (stderr)
     product, channel = reader.header.product, reader.header.channel
     items: queue.Queue[object] = queue.Queue(maxsize=65_536)
 

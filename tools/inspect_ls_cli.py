@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import groupby, pairwise
+from pathlib import Path
 
 import orjson
 
@@ -91,11 +92,15 @@ def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    refs = find_segments(args.root, args.product, args.channel)
+    links: list[Path] = []
+    refs = find_segments(args.root, args.product, args.channel, links)
+    for link in links:
+        print(f"cbl-inspect: skipped: {link} is a symbolic link (never followed)",
+              file=sys.stderr)
     if not refs:
         raise ToolError(f"{args.root}: no segment files found", EXIT_USAGE)
     out = sys.stdout
-    errors = 0
+    errors = len(links)
     total_records = total_data = total_disk = 0
     total_markers = NO_MARKERS
     unknown_markers = 0

@@ -225,3 +225,24 @@ def test_engine_writes_format_v2(root: Path) -> None:
     assert h.version == 2 and h.hints_ok and h.index_ok and h.sealed
     assert path.read_bytes()[HEADER_SIZE:HEADER_SIZE + 4] == b"CBB2"
     assert dt.date(2026, 11, 24) == h.day
+
+
+def test_engine_seals_an_unsealed_v1_segment_and_continues_in_v2(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    src = FIXTURES / "BTC-USD/ticker/2026-01-05.0000.seg"
+    path = root / "BTC-USD/ticker/2026-01-05.0000.seg"
+    path.parent.mkdir(parents=True)
+    raw = bytearray(src.read_bytes())
+    raw[12:16] = bytes(4)  # as a v1 daemon left it after a crash: not sealed
+    path.write_bytes(bytes(raw))
+    day_ns = int(dt.datetime(2026, 1, 5, 18, tzinfo=dt.UTC).timestamp()) * 10**9
+    with Engine(EngineConfig(root=root, backend="pwrite")) as eng:
+        eng.append(eng.stream("BTC-USD", "ticker"), day_ns, b'{"late":1}')
+        eng.commit(now_ns=day_ns)
+    old = decode_header(path.read_bytes()[:HEADER_SIZE])
+    assert old.version == 1 and old.sealed and old.record_count == 60
+    assert verify_file(path).problems == ()
+    new = path.with_name("2026-01-05.0001.seg")
+    assert decode_header(new.read_bytes()[:HEADER_SIZE]).version == 2
+    with SegmentReader.open(new) as r:
+        assert [x.payload for x in r.records()] == [b'{"late":1}']
