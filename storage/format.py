@@ -63,6 +63,7 @@ __all__ = [
     "encode_header",
     "encode_joined",
     "encode_parts",
+    "hinted_commit_point",
     "iter_batch_records",
     "next_batch",
     "pack_committed_len",
@@ -603,3 +604,25 @@ def _records(
 ) -> Iterator[Record]:
     for t, k, s, ln in zip(ts, kinds, starts, lens, strict=False):
         yield Record(t, k, blob[s : s + ln], base + s)
+
+
+def hinted_commit_point(buf: object, size: int,
+                        version: int | None) -> tuple[int | None, set[int]]:
+    """For a v2 header whose ``hints_crc`` does not match its commit point: the end of every
+    valid batch from 4096 to ``size`` (resynchronising), and the one the stored hints were
+    written for (their CRC binds it), if any. Tells a writer that crashed between storing the
+    hints and the commit point (the hints name a later batch end) from a damaged commit point
+    (the hints name the real one) from damaged hints (none)."""
+    head = _slice(buf, OFF_STATS, 48)
+    (crc,) = _U32.unpack_from(head, 0)
+    tail = head[4:]
+    ends = {HEADER_SIZE}
+    match = HEADER_SIZE if google_crc32c.value(_U64.pack(HEADER_SIZE) + tail) == crc else None
+    for span in scan_spans(buf, HEADER_SIZE, size, 0, version):
+        if isinstance(span, Skipped):
+            continue
+        end = span[0].offset + span[0].length
+        ends.add(end)
+        if google_crc32c.value(_U64.pack(end) + tail) == crc:
+            match = end
+    return match, ends

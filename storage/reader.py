@@ -33,6 +33,7 @@ from storage.format import (
     Skipped,
     batch_records,
     decode_header,
+    hinted_commit_point,
     next_batch,
     read_batch,
     scan_spans,
@@ -176,10 +177,7 @@ class SegmentReader:
             h = self.refresh()
         end = int.from_bytes(self._mm[OFF_COMMITTED_LEN : OFF_COMMITTED_LEN + 8], "little")
         if h.version >= 2 and not h.hints_ok:
-            self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
-                              "header hints (commit point, counts) fail their checksum; "
-                              "reading the whole file"))
-            return self._remap(), True
+            return self._unchecked_end(end)
         if end < HEADER_SIZE:
             self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
                               f"commit point {end} inside the header; reading the whole file"))
@@ -191,6 +189,31 @@ class SegmentReader:
                               f"file ({size} bytes) shorter than its commit point {end}"))
             end = size
         return end, False
+
+    def _unchecked_end(self, stored: int) -> tuple[int, bool]:
+        """Where committed data ends when the hints do not match the stored commit point (see
+        :func:`hinted_commit_point`): a live file whose hints name a later batch end is a
+        writer that died between its two stores (the stored point stands: nothing is damaged);
+        otherwise the hints' own point if they name one (the commit point was damaged), else
+        the stored point if it ends a batch of a live file, else the end of the file."""
+        size = self._remap()
+        sealed = self._sealed()
+        match, ends = hinted_commit_point(self._mm, size, self._header.version)
+        if not sealed and stored in ends and (match is None or match > stored):
+            if match is None:
+                self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
+                                  "header hints (record count, time bounds) fail their "
+                                  "checksum"))
+            return stored, False
+        if match is not None:
+            self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
+                              f"commit point {stored} fails its checksum; the hints' commit "
+                              f"point {match} is used"))
+            return match, False
+        self._note(Damage(self.path, OFF_COMMITTED_LEN, 0, 0,
+                          "header hints (commit point, counts) fail their checksum; reading "
+                          "the whole file"))
+        return size, True
 
     def _sealed(self) -> bool:
         return bool(int.from_bytes(self._mm[OFF_FLAGS : OFF_FLAGS + 4], "little") & 1)

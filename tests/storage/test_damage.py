@@ -246,3 +246,19 @@ def test_engine_seals_an_unsealed_v1_segment_and_continues_in_v2(tmp_path: Path)
     assert decode_header(new.read_bytes()[:HEADER_SIZE]).version == 2
     with SegmentReader.open(new) as r:
         assert [x.payload for x in r.records()] == [b'{"late":1}']
+
+
+def test_live_file_commit_point_damage_is_told_from_a_crash_between_the_two_stores(
+        seg: tuple[Path, list[Rec], list[tuple[int, int, int]]]) -> None:
+    path, orig, batches = seg
+    _patch(path, 12, bytes(4))  # live (not sealed)
+    with open(path, "ab") as f:
+        f.write(bytes(1 << 16))  # with a preallocated tail of zeros
+    _flip(path, OFF_COMMITTED_LEN + 2, 0x01)  # the commit point damaged
+    got, damage = _records(path)
+    assert got == orig and any("fails its checksum" in d for d in damage)
+    # a writer that died between the hints and the commit point: the stored point stands
+    last = batches[-1]
+    _patch(path, OFF_COMMITTED_LEN, struct.pack("<Q", last[0]))
+    got, damage = _records(path)
+    assert got == orig[:len(orig) - last[2]] and damage == []
