@@ -187,9 +187,13 @@ def _skippable(h: SegmentHeader, from_ns: int | None, to_ns: int | None) -> bool
 def _segment_records(reader: SegmentReader, kinds: frozenset[int], from_ns: int | None,
                      to_ns: int | None) -> Iterator[Record]:
     """Records of some kinds from a .seg, decoding only the batches that hold one (batch
-    headers walked without reading payloads). On damage, the rest is read by the resynchronising
-    reader (which reports it), from the last record given."""
+    headers walked without reading payloads) when the commit point is checked (v2 hints);
+    otherwise, and on damage from the last record given, by the resynchronising reader (which
+    reports what it skips)."""
     done = -1
+    if not reader.header.hints_ok or reader.damage:  # the commit point is not checked
+        yield from (rec for rec in reader.records(from_ns, to_ns) if rec.kind in kinds)
+        return
     try:
         with SegmentScan(reader.path) as scan:
             for rec in scan.records(kinds, from_ns, to_ns):
