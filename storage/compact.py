@@ -330,6 +330,8 @@ def salvage_segment(
     resynchronising reader) re-encoded as a clean v2 segment image, with a GAP marker where
     each damaged range was (file, offset, bytes, estimated records lost); then move the
     original into ``<root>/.quarantine/<product>/<channel>/`` — never delete it."""
+    if os.path.lexists(archive):
+        raise CompactError(f"{why}; {archive.name} already exists: both left for a human")
     image, batches, records = salvage_image(source, why)
     view = memoryview(image)
     try:
