@@ -196,6 +196,16 @@ def _summary(results: list[CompactResult], failed: int, skipped: int, wall: floa
             f"{skipped} skipped, {failed} failed")
 
 
+def _salvaged(res: CompactResult) -> int:
+    """Say a salvaged file (records were lost, so it counts as a failure: exit 1); 1 if so."""
+    if res.action != "salvaged":
+        return 0
+    print(f"cbl-compact: SALVAGED {res.source}: damaged; archived its {res.records} readable "
+          f"records and loss markers, original moved to {QUARANTINE_DIR}/ in the data root",
+          file=sys.stderr)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ToolError("-j must be at least 1", EXIT_USAGE)
@@ -245,11 +255,7 @@ def run(args: argparse.Namespace) -> int:
                         bar.advance(f"failed {path.name}", size)
                         continue
                     results.append(res)
-                    if res.action == "salvaged":
-                        failures += 1  # records were lost: said, and the exit status is 1
-                        print(f"cbl-compact: SALVAGED {path}: damaged; archived its "
-                              f"{res.records} readable records and loss markers, original "
-                              f"moved to {QUARANTINE_DIR}/ in the data root", file=sys.stderr)
+                    failures += _salvaged(res)
                     if args.dry_run:
                         print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
                               f"{res.records} records)")

@@ -91,12 +91,16 @@ def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
             yield f"{day}: segment number(s) {', '.join(f'{n:04d}' for n in missing)} missing"
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    links: list[Path] = []
-    refs = find_segments(args.root, args.product, args.channel, links)
+def _say_links(links: list[Path]) -> None:
     for link in links:
         print(f"cbl-inspect: skipped: {link} is a symbolic link (never followed)",
               file=sys.stderr)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    links: list[Path] = []
+    refs = find_segments(args.root, args.product, args.channel, links)
+    _say_links(links)
     if not refs:
         raise ToolError(f"{args.root}: no segment files found", EXIT_USAGE)
     out = sys.stdout
