@@ -228,7 +228,7 @@ class SegmentReader:
             if isinstance(span, Skipped):
                 self._skipped(span, end, to_eof)
                 continue
-            if self._header.hints_ok is False or self._salvaged:
+            if not self._header.hints_ok or self._salvaged:  # else: estimates from hints
                 self._valid[0] += span[0].length
                 self._valid[1] += span[0].count
             yield span
