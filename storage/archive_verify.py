@@ -138,7 +138,8 @@ def verify_segment(path: Path) -> VerifyReport:
     try:
         reader = SegmentReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
-        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None), str(exc)),), 0, 0)
+        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None),
+                                           str(exc).removeprefix(f"{path}: ")),), 0, 0)
     with reader:
         batches = list(reader.batches())
         header = reader.header
@@ -158,7 +159,8 @@ def verify_archive(path: Path) -> VerifyReport:
     try:
         reader = ArchiveReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
-        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None), str(exc)),), 0, 0)
+        return VerifyReport(path, (Problem(path, getattr(exc, "offset", None),
+                                           str(exc).removeprefix(f"{path}: ")),), 0, 0)
     problems: list[Problem] = []
     batches: list[BatchInfo] = []
     where: dict[int, int] = {}

@@ -206,17 +206,23 @@ def _salvaged(res: CompactResult) -> int:
     return 1
 
 
+def _dictionary(path: Path | None) -> bytes | None:
+    """The --dictionary file's bytes (None without one); a usage error if unreadable or empty."""
+    if path is None:
+        return None
+    try:
+        dictionary = path.read_bytes()
+    except OSError as exc:
+        raise ToolError(describe(path, exc), EXIT_USAGE) from None
+    if not dictionary:
+        raise ToolError(f"{path}: empty dictionary file", EXIT_USAGE)
+    return dictionary
+
+
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ToolError("-j must be at least 1", EXIT_USAGE)
-    dictionary = None
-    if args.dictionary is not None:
-        try:
-            dictionary = args.dictionary.read_bytes()
-        except OSError as exc:
-            raise ToolError(describe(args.dictionary, exc), EXIT_USAGE) from None
-        if not dictionary:
-            raise ToolError(f"{args.dictionary}: empty dictionary file", EXIT_USAGE)
+    dictionary = _dictionary(args.dictionary)
     today = args.today or dt.datetime.now(dt.UTC).date()
     work = plan(args.targets, today, args.salvage)
     for line in work.skipped:
@@ -226,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cbl-compact: FAILED {line}", file=sys.stderr)
     results: list[CompactResult] = []
     failures = len(work.failed)
+    salvaged = 0  # damaged sources archived from their readable records (exit 1 too)
     skipped = len(work.skipped)
     started = time.perf_counter()
     total = sum(size for _, size in work.todo)
@@ -255,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
                         bar.advance(f"failed {path.name}", size)
                         continue
                     results.append(res)
-                    failures += _salvaged(res)
+                    salvaged += _salvaged(res)
                     if args.dry_run:
                         print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
                               f"{res.records} records)")
@@ -267,10 +274,13 @@ def run(args: argparse.Namespace) -> int:
             for fut in futures:
                 fut.cancel()
             raise
+    if salvaged:
+        print(f"cbl-compact: {salvaged} damaged file(s) salvaged (originals in "
+              f"{QUARANTINE_DIR}/)", file=sys.stderr)
     print("cbl-compact: " + _summary(results, failures, skipped,
                                      time.perf_counter() - started, args.dry_run),
           file=sys.stderr)
-    return EXIT_PROBLEMS if failures else EXIT_OK
+    return EXIT_PROBLEMS if failures or salvaged else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
