@@ -104,6 +104,8 @@ class Tally:
     flip_records: int = 0
     flip_bound: int = 0
     flip_total: int = 0
+    # per file type ("segment" / "archive"): [records read, bound, total] after single flips
+    flips: dict[str, list[int]] = field(default_factory=dict)
 
     def failures(self) -> list[str]:
         return self.crashes + self.hangs + self.wrong + self.silent_loss + self.bound_misses
@@ -255,6 +257,11 @@ def run_case(orig: Original, work: Path, kind: str, rng: random.Random, tally: T
         tally.flip_records += len(got)
         tally.flip_bound += bound
         tally.flip_total += len(orig.records)
+        per = tally.flips.setdefault("archive" if orig.path.name.endswith(".zst")
+                                     else "segment", [0, 0, 0])
+        per[0] += len(got)
+        per[1] += bound
+        per[2] += len(orig.records)
         if len(got) < bound:
             tally.bound_misses.append(f"{label}: {len(got)} records < bound {bound}"
                                       f" ({error or 'opened'})")
@@ -311,6 +318,9 @@ def summary(t: Tally) -> str:
         lines.append(f"single-byte flips: {t.flip_records} records read of {t.flip_total} "
                      f"({t.flip_records / t.flip_total:.2%}); the one-batch/frame bound "
                      f"guarantees {t.flip_bound} ({t.flip_bound / t.flip_total:.2%})")
+    for what, (got, bound, total) in sorted(t.flips.items()):
+        lines.append(f"  {what}s: {got} of {total} ({got / total:.2%}), bound {bound} "
+                     f"({bound / total:.2%})")
     lines += [f"  {x}" for x in t.failures()[:20]]
     return "\n".join(lines)
 
