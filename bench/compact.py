@@ -95,13 +95,17 @@ def segment_image(key: tuple[str, str], recs: list[tuple[int, bytes]]) -> bytes:
     """Header + engine-like batches (one per 5 s or 10 000 records) of one stream."""
     batches: list[bytes] = []
     group: list[tuple[int, bytes]] = []
+    pos = HEADER_SIZE  # a v2 batch's CRC binds its file offset
     for ts, raw in recs:
         if group and (ts - group[0][0] >= COMMIT_NS or len(group) >= 10_000):
-            batches.append(encode_batch([t for t, _ in group], None, [r for _, r in group]))
+            batches.append(encode_batch([t for t, _ in group], None, [r for _, r in group],
+                                        offset=pos))
+            pos += len(batches[-1])
             group = []
         group.append((ts, raw))
     if group:
-        batches.append(encode_batch([t for t, _ in group], None, [r for _, r in group]))
+        batches.append(encode_batch([t for t, _ in group], None, [r for _, r in group],
+                                    offset=pos))
     body = b"".join(batches)
     day = dt.datetime.fromtimestamp(recs[0][0] / 1e9, dt.UTC).date()
     header = SegmentHeader(product=key[0], channel=key[1], day=day, number=0,

@@ -5,6 +5,7 @@ time, kind, raw bytes). It never imports the ingest layer and knows nothing of C
 """
 
 from storage.backends import Backend, WriteOp, make_backend
+from storage.damage import Damage
 from storage.engine import CommitError, CommitResult, Engine, EngineConfig, Stream, day_of
 from storage.format import (
     HEADER_SIZE,
@@ -36,6 +37,7 @@ __all__ = [
     "CommitError",
     "CommitResult",
     "CorruptSegment",
+    "Damage",
     "Engine",
     "EngineConfig",
     "ForeignFile",

@@ -7,12 +7,18 @@ time bounds and marker counts, so `records(from_ns=...)` decompresses only the f
 hold such records, and `records(kinds=...)` for markers only the frames that hold markers.
 Offsets in records and batches are the source segment's file offsets, so a record is addressed
 the same way before and after compaction.
+
+Damage stays local, as in segments: a frame that fails its zstd checksum (or a damaged batch
+inside one) is skipped and recorded in ``ArchiveReader.damage`` with the frame's file offset,
+size and record count, and reading goes on with the next frame (frames are independent). A
+damaged seek table is replaced by walking the frames from the start of the file (each zstd
+frame header gives its size), a damaged header frame by the names in the path.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,21 +30,25 @@ from storage.archive_format import (
     CountingFile,
     FrameEntry,
     SeekTable,
+    UnsupportedArchive,
     make_decompressor,
     read_dictionary,
     read_frame,
     read_table,
 )
+from storage.damage import Damage, estimate_records
 from storage.format import (
     HEADER_SIZE,
     BatchInfo,
     CorruptSegment,
+    ForeignFile,
     SegmentHeader,
+    Skipped,
     batch_records,
     decode_header,
-    read_batch,
+    scan_spans,
 )
-from storage.layout import ARCHIVE_SUFFIX
+from storage.layout import ARCHIVE_SUFFIX, SEGMENT_OPEN_FLAGS, parse_segment_path
 from storage.markers import MarkerCounts, batch_kinds, holds_kinds, markers_of
 from storage.reader import SegmentReader
 from storage.records import Record, RecordKind
@@ -105,15 +115,25 @@ def write_archive(
 
 
 class ArchiveReader:
-    """Reads a `.seg.zst` with the same surface as `SegmentReader` (header, batches, records)."""
+    """Reads a `.seg.zst` with the same surface as `SegmentReader` (header, batches, records,
+    ``damage``, ``on_damage``)."""
 
     def __init__(self, path: Path, src: CountingFile, table: SeekTable, header: SegmentHeader,
-                 dctx: zstandard.ZstdDecompressor) -> None:
+                 dctx: zstandard.ZstdDecompressor, damage: list[Damage] | None = None,
+                 walked: bool = False) -> None:
         self.path = path
         self._src = src
         self.table = table
         self.header = header
         self._dctx = dctx
+        self.damage: list[Damage] = []
+        self.on_damage: Callable[[Damage], None] | None = None
+        self._seen: set[tuple[int, str]] = set()
+        self._walked = walked  # the table was rebuilt from the frames: it holds no hints
+        salvaged = any(d.offset == 0 and "header frame" in d.reason for d in damage or [])
+        self._version: int | None = None if salvaged else header.version
+        for d in damage or []:
+            self._note(d)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ArchiveReader:
@@ -121,7 +141,7 @@ class ArchiveReader:
         p = Path(path)
         if is_remote(p):
             return cls.from_source(p, open_remote(p))
-        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(p, os.O_RDONLY | SEGMENT_OPEN_FLAGS)
         try:
             return cls.from_source(p, CountingFile(fd, os.fstat(fd).st_size))
         except BaseException:
@@ -130,16 +150,41 @@ class ArchiveReader:
 
     @classmethod
     def from_source(cls, p: Path, src: CountingFile) -> ArchiveReader:
-        """An archive over any byte source: a local file or an S3 object (storage.source)."""
+        """An archive over any byte source: a local file or an S3 object (storage.source).
+
+        A damaged seek table is rebuilt by walking the frames (reported as damage), so one bad
+        byte in the table never hides the archive's intact frames."""
+        damage: list[Damage] = []
+        walked = False
         try:
-            table = read_table(src)
-            if not table.frames or table.frames[0].uncompressed_size != HEADER_SIZE:
+            try:
+                table = read_table(src)
+                dctx = make_decompressor(read_dictionary(src, table))
+            except UnsupportedArchive:
+                raise
+            except ArchiveFormatError as exc:
+                dctx = make_decompressor(None)
+                table = walk_frames(src, dctx)
+                if not table.frames:
+                    raise
+                walked = True
+                damage.append(Damage(p, exc.offset or 0, 0, 0,
+                                     f"seek table damaged ({exc.reason}); frames found by "
+                                     "walking the file"))
+            if table.frames[0].uncompressed_size != HEADER_SIZE:
                 raise ArchiveFormatError("archive does not start with a segment header frame")
-            dctx = make_decompressor(read_dictionary(src, table))
-            header = decode_header(read_frame(src, table.frames[0], dctx))
+            header = _header_of(p, src, table, dctx, damage)
         except ArchiveFormatError as exc:
             raise CorruptArchive(exc.reason, exc.offset or 0, p) from None
-        return cls(p, src, table, header, dctx)
+        return cls(p, src, table, header, dctx, damage, walked)
+
+    def _note(self, d: Damage) -> None:
+        key = (d.offset, d.reason)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.damage.append(d)
+            if self.on_damage is not None:
+                self.on_damage(d)
 
     @property
     def bytes_read(self) -> int:
@@ -153,8 +198,8 @@ class ArchiveReader:
     @property
     def marker_counts(self) -> MarkerCounts | None:
         """Records of each marker kind, from the seek table alone (None: a version-1 archive,
-        whose table does not keep them)."""
-        return self.table.marker_counts
+        whose table does not keep them, or a table rebuilt after damage)."""
+        return None if self._walked else self.table.marker_counts
 
     def frame_content(self, entry: FrameEntry) -> bytes:
         """One frame's decompressed bytes (source offsets entry.uncompressed_offset onwards)."""
@@ -164,29 +209,43 @@ class ArchiveReader:
             raise CorruptArchive(exc.reason, exc.offset or 0, self.path) from None
 
     def frame_batches(self, entry: FrameEntry, content: bytes) -> list[tuple[BatchInfo, bytes]]:
-        """The frame's batches (at source offsets) with their bytes, each CRC-checked; the
-        frame must hold nothing but whole valid batches."""
-        base = entry.uncompressed_offset
+        """The frame's valid batches (at source offsets) with their bytes, each CRC-checked;
+        a damaged range inside the frame is skipped and noted in ``damage``."""
         out: list[tuple[BatchInfo, bytes]] = []
-        off, end = 0, len(content)
-        while off < end:
-            try:
-                info, blob = read_batch(content, off, end)
-            except CorruptSegment as exc:
-                reason = str(exc).rsplit(" at offset", 1)[0]
-                raise CorruptArchive(
-                    f"frame holds an invalid batch at segment offset {base + off} ({reason})",
-                    entry.compressed_offset, self.path,
-                ) from None
-            out.append((BatchInfo(base + off, info.length, info.count, info.first_ts_ns,
-                                  info.last_ts_ns), blob))
-            off += info.length
+        base = entry.uncompressed_offset
+        for span in scan_spans(content, 0, len(content), base, self._version):
+            if isinstance(span, Skipped):
+                self._note(Damage(self.path, entry.compressed_offset, span.length,
+                                  estimate_records(span.length, len(content),
+                                                   max(entry.record_count, 1)),
+                                  f"frame holds an invalid batch at segment offset "
+                                  f"{span.offset}"))
+            else:
+                out.append(span)
         return out
 
+    @property
+    def table_rebuilt(self) -> bool:
+        """The stored seek table was damaged and rebuilt by walking the frames (no counts)."""
+        return self._walked
+
+    def frames_content(self, frames: Iterator[FrameEntry] | tuple[FrameEntry, ...],
+                       ) -> Iterator[tuple[FrameEntry, bytes]]:
+        """Each frame's content; a damaged frame is noted and skipped (frames are
+        independent, so the next one reads as usual)."""
+        for entry in frames:
+            try:
+                content = read_frame(self._src, entry, self._dctx)
+            except ArchiveFormatError as exc:
+                self._note(Damage(self.path, entry.compressed_offset, entry.compressed_size,
+                                  entry.record_count, exc.reason))
+                continue
+            yield entry, content
+
     def batches(self) -> Iterator[BatchInfo]:
-        """Every batch, each CRC-checked; CorruptArchive at the first damaged frame."""
-        for entry in self.data_frames:
-            for info, _ in self.frame_batches(entry, self.frame_content(entry)):
+        """Every valid batch, each CRC-checked; damaged frames are skipped (``damage``)."""
+        for entry, content in self.frames_content(self.data_frames):
+            for info, _ in self.frame_batches(entry, content):
                 yield info
 
     def _frames_for(
@@ -195,6 +254,9 @@ class ArchiveReader:
         """Frames that may hold records in [from_ns, to_ns) of the given kinds, chosen from the
         seek table alone."""
         frames = self.data_frames
+        if self._walked:  # a rebuilt table has no time bounds or counts: read every frame
+            yield from frames
+            return
         # suffix minimum of min_ts: once every later frame starts at or after to_ns, stop
         suffix_min = [1 << 63] * (len(frames) + 1)
         for i in range(len(frames) - 1, -1, -1):
@@ -224,8 +286,8 @@ class ArchiveReader:
         them are not read at all (so listing the markers of a day reads little)."""
         lo = -(1 << 63) if from_ns is None else from_ns
         hi = 1 << 63 if to_ns is None else to_ns
-        for entry in self._frames_for(from_ns, to_ns, kinds):
-            for info, blob in self.frame_batches(entry, self.frame_content(entry)):
+        for entry, content in self.frames_content(self._frames_for(from_ns, to_ns, kinds)):
+            for info, blob in self.frame_batches(entry, content):
                 if info.last_ts_ns < lo or info.first_ts_ns >= hi:
                     continue
                 if kinds is not None:
@@ -272,6 +334,52 @@ def _may_hold(frame: FrameEntry, kinds: frozenset[int]) -> bool:
         return True
     slots = {min(k, len(markers)) - 1 for k in kinds if k != RecordKind.DATA}
     return any(markers[i] for i in slots)
+
+
+def _header_of(path: Path, src: CountingFile, table: SeekTable,
+               dctx: zstandard.ZstdDecompressor, damage: list[Damage]) -> SegmentHeader:
+    """The archived segment header (frame 0), or, if that frame is damaged, a stand-in with the
+    names from the path (batches then carry their own format version in their magic)."""
+    try:
+        return decode_header(read_frame(src, table.frames[0], dctx))
+    except (ArchiveFormatError, CorruptSegment, ForeignFile) as exc:
+        try:
+            ref = parse_segment_path(path)
+        except ValueError:
+            raise ArchiveFormatError(f"segment header frame damaged: {exc}", 0) from None
+        damage.append(Damage(path, 0, table.frames[0].compressed_size, 0,
+                             f"segment header frame damaged ({exc}); read with names from "
+                             "the path"))
+        return SegmentHeader(ref.product, ref.channel, ref.day, ref.number, 0,
+                             table.uncompressed_size, 0, 0, 0, False, (), 0, 2, False, False)
+
+
+_SKIPPABLE = 0x184D2A50  # skippable frames: magic 0x184D2A50..0x184D2A5F
+
+
+def walk_frames(src: CountingFile, dctx: zstandard.ZstdDecompressor) -> SeekTable:
+    """A seek table rebuilt from the data frames themselves (when the stored one is damaged):
+    frames follow each other from offset 0 up to the first skippable frame; each one is
+    decompressed once to learn its size. Stops at the first frame that does not decode (the
+    offsets of what follows would be guesses)."""
+    data = src.pread(src.size, 0)
+    frames: list[FrameEntry] = []
+    pos = upos = 0
+    while pos + 4 <= len(data):
+        if int.from_bytes(data[pos:pos + 4], "little") & 0xFFFFFFF0 == _SKIPPABLE:
+            break
+        dobj = dctx.decompressobj()
+        try:
+            out = dobj.decompress(data[pos:])
+        except zstandard.ZstdError:
+            break
+        size = len(data) - pos - len(dobj.unused_data)
+        if not dobj.eof or size <= 0:
+            break
+        frames.append(FrameEntry(pos, size, upos, len(out), 0, 0, 0, None))
+        pos += size
+        upos += len(out)
+    return SeekTable(tuple(frames), 0, 0, pos, src.size)
 
 
 def is_archive(path: str | os.PathLike[str]) -> bool:

@@ -56,6 +56,10 @@ class ArchiveFormatError(ValueError):
         self.offset = offset
 
 
+class UnsupportedArchive(ArchiveFormatError):
+    """An intact archive of a version this code does not know: refused, never guessed at."""
+
+
 @dataclass(frozen=True, slots=True)
 class FrameEntry:
     """One zstd frame: where it is, what it decompresses to, which records it holds."""
@@ -178,7 +182,10 @@ def read_table(src: CountingFile) -> SeekTable:
         raise ArchiveFormatError("no archive seek table at the end of the file", size - 8)
     entry = _ENTRY_BY_VERSION.get(version)
     if entry is None:
-        raise ArchiveFormatError(
+        if not _table_crc_ok(src, trailer, count * entry_size, crc):
+            raise ArchiveFormatError(f"seek table damaged (version field {version}, CRC "
+                                     "mismatch)", size - TRAILER_SIZE)
+        raise UnsupportedArchive(
             f"unsupported archive version {version} (this reader knows versions "
             f"{', '.join(map(str, READ_VERSIONS))}; a newer cbl-inspect may read it)",
             size - TRAILER_SIZE)
@@ -204,6 +211,15 @@ def _on_disk(m: MarkerCounts) -> tuple[int, ...]:
     """The entry's nine counts: kinds 1..6, kinds 7..255 (RESTART + STOP + other), then
     RESTART and STOP again on their own."""
     return (*m[:6], m.restart + m.stop + m.other, m.restart, m.stop)
+
+
+def _table_crc_ok(src: CountingFile, trailer: bytes, body_size: int, crc: int) -> bool:
+    """Whether a table of ``body_size`` entry bytes before ``trailer`` matches ``crc``: tells a
+    newer version (intact, refused) from a damaged version field (read by walking frames)."""
+    start = src.size - TRAILER_SIZE - body_size
+    if body_size < 0 or start < SKIPPABLE_HEADER.size:
+        return False
+    return bool(google_crc32c.value(src.pread(body_size, start) + trailer[:-12]) == crc)
 
 
 def _entry(version: int, body: bytes, offset: int) -> FrameEntry:

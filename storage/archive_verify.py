@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import mmap
 import os
 import re
 from collections.abc import Iterable
@@ -22,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.archive import ArchiveReader, is_archive
-from storage.format import HEADER_SIZE, BatchInfo, CorruptSegment, SegmentHeader, scan_batches
+from storage.damage import Damage
+from storage.format import OFF_INDEX_COUNT, OFF_STATS, BatchInfo, CorruptSegment, SegmentHeader
 from storage.markers import MarkerCounts, batch_kinds, markers_of
 from storage.reader import SegmentReader
+from storage.recovery import index_due
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,8 @@ def _ordering(
 
 
 def _totals(
-    path: Path, header: SegmentHeader, batches: list[BatchInfo], offset: int | None
+    path: Path, header: SegmentHeader, batches: list[BatchInfo], offset: int | None,
+    day_check: bool = True,
 ) -> list[Problem]:
     out: list[Problem] = []
     records = sum(b.count for b in batches)
@@ -83,7 +85,7 @@ def _totals(
         out.append(Problem(path, offset, f"header says {header.record_count} records, "
                                          f"batches hold {records}"))
     day_start = (header.day - dt.date(1970, 1, 1)).days * 86_400_000_000_000
-    if header.record_count and not (
+    if day_check and header.record_count and not (
             day_start <= header.first_ts_ns <= header.last_ts_ns < day_start + 86_400 * 10**9):
         out.append(Problem(path, offset, f"records outside the segment's day {header.day} "
                                          "(UTC)"))
@@ -94,34 +96,62 @@ def _totals(
     return out
 
 
+def _damage_problems(damage: Iterable[Damage]) -> list[Problem]:
+    return [Problem(d.path, d.offset, f"{d.reason}; {d.length} bytes skipped (~{d.records} "
+                                      "records lost)" if d.length else d.reason)
+            for d in damage]
+
+
+def expected_index(batches: Iterable[BatchInfo], step: int) -> list[tuple[int, int]]:
+    """The time index a writer keeps for these batches (the rule recovery also applies)."""
+    index: list[tuple[int, int]] = []
+    last: int | None = None
+    for b in batches:
+        if index_due(index, b.offset, step):
+            index.append((b.offset, 0 if last is None else last))
+        last = b.last_ts_ns if last is None else max(last, b.last_ts_ns)
+    return index
+
+
+def hint_problems(path: Path, header: SegmentHeader, batches: list[BatchInfo],
+                  live: bool, day_check: bool = True) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) about the header's hints and time index checked against intact
+    batches: checksums (v2), the record count, the time bounds, every index entry."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    if header.version >= 2 and not header.hints_ok:
+        (warnings if live else problems).append(Problem(
+            path, OFF_STATS, "header hints (commit point, record count, time bounds) fail "
+                             "their checksum" + (" (a commit in progress?)" if live else "")))
+    if header.version >= 2 and not header.index_ok:
+        problems.append(Problem(path, OFF_INDEX_COUNT, "time index fails its checksum"))
+    if list(header.index) != expected_index(batches, header.index_step):
+        problems.append(Problem(path, OFF_INDEX_COUNT,
+                                "time index disagrees with the batches (a reader seeking by "
+                                "time would miss records)"))
+    if header.version < 2 or header.hints_ok:
+        problems += _totals(path, header, batches, 0, day_check)
+    return problems, warnings
+
+
 def verify_segment(path: Path) -> VerifyReport:
-    """A `.seg` (live or sealed): header, every batch CRC up to the committed length, order."""
+    """A `.seg` (live or sealed): header, every batch (resynchronising past damage, each
+    damaged range reported), hints and time index against the batches, order."""
     try:
         reader = SegmentReader.open(path)
     except (CorruptSegment, OSError, ValueError) as exc:
         return VerifyReport(path, (_cannot_open(path, exc),), 0, 0)
-    try:
+    with reader:
+        batches = list(reader.batches())
         header = reader.header
-        problems: list[Problem] = []
-        size = os.path.getsize(path)
-        end = header.committed_len
-        if end > size:
-            problems.append(Problem(path, None, f"header says {end} committed bytes, file has "
-                                                f"{size}"))
-            end = size
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            batches = list(scan_batches(mm, HEADER_SIZE, end))
-        covered = batches[-1].offset + batches[-1].length if batches else HEADER_SIZE
-        if covered != end:
-            problems.append(Problem(path, covered, f"invalid batch (bad magic, length or CRC); "
-                                                   f"{end - covered} committed bytes unreadable"))
-        problems += _totals(path, header, batches, 0) if covered == end else []
-        damaged, warnings = _ordering(path, batches, {})
-        problems += damaged
-        return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches),
-                            tuple(warnings))
-    finally:
-        reader.close()
+        problems = _damage_problems(reader.damage)
+        warnings: list[Problem] = []
+        if not reader.damage:
+            hint, warnings = hint_problems(path, header, batches, not header.sealed)
+            problems += hint
+    damaged, order = _ordering(path, batches, {})
+    return VerifyReport(path, tuple(problems + damaged), sum(b.count for b in batches),
+                        len(batches), tuple(warnings + order))
 
 
 def verify_archive(path: Path) -> VerifyReport:
@@ -141,15 +171,12 @@ def verify_archive(path: Path) -> VerifyReport:
         if reader.table.uncompressed_size != header.committed_len:
             problems.append(Problem(path, None, f"archive holds {reader.table.uncompressed_size} "
                                                 f"bytes, header says {header.committed_len}"))
-        complete = True
-        for entry in reader.data_frames:
-            try:
-                pairs = reader.frame_batches(entry, reader.frame_content(entry))
-            except CorruptSegment as exc:
-                problems.append(Problem(path, entry.compressed_offset, _strip(str(exc), path)))
-                complete = False
-                continue
+        for entry, content in reader.frames_content(reader.data_frames):
+            pairs = reader.frame_batches(entry, content)
             found = [info for info, _ in pairs]
+            if reader.table_rebuilt:
+                batches += found
+                continue
             count = sum(b.count for b in found)
             if count != entry.record_count:
                 problems.append(Problem(path, entry.compressed_offset,
@@ -167,8 +194,10 @@ def verify_archive(path: Path) -> VerifyReport:
             for b in found:
                 where[b.offset] = entry.compressed_offset
             batches += found
-        if complete:
-            problems += _totals(path, header, batches, None)
+        problems = _damage_problems(reader.damage) + problems
+        if not reader.damage:
+            hint, _ = hint_problems(path, header, batches, False)
+            problems += hint
         damaged, warnings = _ordering(path, batches, where)
         problems += damaged
     return VerifyReport(path, tuple(problems), sum(b.count for b in batches), len(batches),

@@ -30,9 +30,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.archive import DEFAULT_LEVEL, FRAME_TARGET_BYTES, ArchiveReader, write_archive
-from storage.format import HEADER_SIZE, BatchInfo, CorruptSegment, decode_header, scan_batches
-from storage.layout import ARCHIVE_SUFFIX, SEGMENT_SUFFIX, parse_segment_path
+from storage.archive_verify import hint_problems
+from storage.format import (
+    HEADER_SIZE,
+    BatchInfo,
+    CorruptSegment,
+    ForeignFile,
+    Skipped,
+    decode_header,
+    scan_spans,
+)
+from storage.layout import (
+    ARCHIVE_SUFFIX,
+    QUARANTINE_DIR,
+    SEGMENT_OPEN_FLAGS,
+    SEGMENT_SUFFIX,
+    SymlinkRefused,
+    parse_segment_path,
+    refuse_symlinked_dirs,
+)
 from storage.markers import batch_kinds, markers_of
+from storage.salvage import salvage_image
 
 TMP_SUFFIX = ".tmp"
 
@@ -43,6 +61,11 @@ class CompactError(Exception):
 
 class NotEligible(CompactError):
     """The file must not be compacted (today's, unsealed, not a segment); nothing was done."""
+
+
+class Damaged(CompactError):
+    """The source is damaged: never archived as it is, never deleted (``salvage`` archives
+    what is readable and moves the original into the quarantine folder instead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,32 +113,27 @@ def _remove_source(source: Path) -> None:
 
 
 def _source_batches(buf: memoryview, source: Path) -> tuple[int, list[BatchInfo], int]:
-    """Header-checked batches of a sealed segment covering exactly its committed bytes."""
+    """Batches of a sealed segment covering exactly its committed bytes, every hint and the
+    time index agreeing with them; CompactError (the source is left alone) on any damage."""
     try:
         header = decode_header(bytes(buf[:HEADER_SIZE]))
-    except CorruptSegment as exc:
-        raise CompactError(f"{source}: {exc}; left untouched") from None
+    except (CorruptSegment, ForeignFile) as exc:
+        raise Damaged(f"{source}: {exc}; left untouched") from None
     if not header.sealed:
         raise NotEligible(f"{source}: segment is not sealed; skipped")
     end = header.committed_len
     if end > len(buf):
-        raise CompactError(
-            f"{source}: header says {end} committed bytes but the file has {len(buf)}"
-        )
-    batches = list(scan_batches(buf, HEADER_SIZE, end))
-    covered = batches[-1].offset + batches[-1].length if batches else HEADER_SIZE
-    if covered != end:
-        raise CompactError(
-            f"{source}: invalid batch at offset {covered} before the committed end {end}; "
-            "left untouched"
-        )
-    records = sum(b.count for b in batches)
-    if records != header.record_count:
-        raise CompactError(
-            f"{source}: batches hold {records} records, header says {header.record_count}; "
-            "left untouched"
-        )
-    return end, batches, records
+        raise Damaged(f"{source}: header says {end} committed bytes but the file has {len(buf)}")
+    batches: list[BatchInfo] = []
+    for span in scan_spans(buf, HEADER_SIZE, end, 0, header.version):
+        if isinstance(span, Skipped):
+            raise Damaged(f"{source}: invalid batch at offset {span.offset} ({span.length} "
+                          f"bytes) before the committed end {end}; left untouched")
+        batches.append(span[0])
+    problems, _ = hint_problems(source, header, batches, False, day_check=False)
+    if problems:
+        raise Damaged(f"{problems[0]}; left untouched")
+    return end, batches, sum(b.count for b in batches)
 
 
 def verify_against_source(archive: Path, buf: memoryview, end: int, records: int) -> int:
@@ -159,7 +177,7 @@ def verify_against_source(archive: Path, buf: memoryview, end: int, records: int
 
 
 def _lock_tmp(tmp: Path) -> int:
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | SEGMENT_OPEN_FLAGS, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -179,11 +197,14 @@ def compact_segment(
     today: dt.date | None = None,
     dry_run: bool = False,
     frame_target: int = FRAME_TARGET_BYTES,
+    salvage: bool = False,
 ) -> CompactResult:
     """Archive one sealed segment of a past UTC day next to it, verified, then drop the source.
 
     Raises NotEligible (nothing done) for today's or unsealed segments and CompactError when
-    something is wrong; in both cases the source is still there.
+    something is wrong (Damaged for a damaged source); in both cases the source is still there.
+    With ``salvage``, a damaged source is archived from its readable batches plus a GAP marker
+    for each lost range, and moved to the quarantine folder (see :func:`salvage_segment`).
     """
     source = Path(path)
     if not source.name.endswith(SEGMENT_SUFFIX):
@@ -197,8 +218,37 @@ def compact_segment(
     archive = archive_path_for(source)
     tmp = archive.with_name(archive.name + TMP_SUFFIX)
     started = time.perf_counter()
+    _refuse_links(source, archive, tmp)
+    if salvage and not dry_run:
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                return _compact_source(source, archive, tmp, level, dictionary, dry_run,
+                                       frame_target, started)
+            except Damaged as exc:
+                return salvage_segment(source, archive, tmp, level, dictionary, frame_target,
+                                       started, str(exc))
+    return _compact_source(source, archive, tmp, level, dictionary, dry_run, frame_target,
+                           started)
+
+
+def _refuse_links(*paths: Path) -> None:
+    """CompactError if a file or the stream folders are symbolic links: compaction writes and
+    deletes, so it never goes through one (the link is left for a human)."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        refuse_symlinked_dirs(paths[0])
+    except SymlinkRefused as exc:
+        raise CompactError(f"{paths[0]}: {exc.strerror}; refused") from None
+    for p in paths:
+        if os.path.islink(p):
+            raise CompactError(f"{p}: is a symbolic link; refused (never followed)")
+
+
+def _compact_source(
+    source: Path, archive: Path, tmp: Path, level: int, dictionary: bytes | None,
+    dry_run: bool, frame_target: int, started: float,
+) -> CompactResult:
+    try:
+        fd = os.open(source, os.O_RDONLY | SEGMENT_OPEN_FLAGS)
     except FileNotFoundError:
         if archive.exists():  # an overlapping run finished it a moment ago
             raise NotEligible(f"{source}: already compacted to {archive.name}") from None
@@ -206,7 +256,7 @@ def compact_segment(
     try:
         size = os.fstat(fd).st_size
         if size < HEADER_SIZE:
-            raise CompactError(f"{source}: {size} bytes is too short for a segment header")
+            raise Damaged(f"{source}: {size} bytes is too short for a segment header")
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
             try:
@@ -236,6 +286,21 @@ def _compact_mapped(
                              time.perf_counter() - started)
     if dry_run:
         return CompactResult(source, archive, "dry-run", end, 0, records, 0, 0.0)
+    frames = write_verified(buf, batches, end, records, archive, tmp, level, dictionary,
+                            frame_target)
+    out_size = archive.stat().st_size
+    _remove_source(source)
+    return CompactResult(source, archive, "compacted", end, out_size, records, frames,
+                         time.perf_counter() - started)
+
+
+def write_verified(
+    buf: memoryview, batches: list[BatchInfo], end: int, records: int, archive: Path, tmp: Path,
+    level: int, dictionary: bytes | None, frame_target: int,
+) -> int:
+    """Write the archive of segment image ``buf`` as ``tmp``, fsync, verify it against ``buf``,
+    rename it to ``archive`` and fsync the folder; returns its frame count. On any failure only
+    the temporary file is removed."""
     out_fd = _lock_tmp(tmp)
     try:
         with os.fdopen(os.dup(out_fd), "wb", buffering=1 << 20) as out:
@@ -254,7 +319,45 @@ def _compact_mapped(
             os.close(out_fd)
         raise
     os.close(out_fd)
-    out_size = archive.stat().st_size
-    _remove_source(source)
-    return CompactResult(source, archive, "compacted", end, out_size, records, len(frames),
-                         time.perf_counter() - started)
+    return len(frames)
+
+
+def salvage_segment(
+    source: Path, archive: Path, tmp: Path, level: int, dictionary: bytes | None,
+    frame_target: int, started: float, why: str,
+) -> CompactResult:
+    """Archive what a damaged segment still holds: every valid record (read by the
+    resynchronising reader) re-encoded as a clean v2 segment image, with a GAP marker where
+    each damaged range was (file, offset, bytes, estimated records lost); then move the
+    original into ``<root>/.quarantine/<product>/<channel>/`` — never delete it."""
+    if os.path.lexists(archive):
+        raise CompactError(f"{why}; {archive.name} already exists: both left for a human")
+    image, batches, records = salvage_image(source, why)
+    view = memoryview(image)
+    try:
+        frames = write_verified(view, batches, len(image), records, archive, tmp, level,
+                                dictionary, frame_target)
+    finally:
+        view.release()
+    quarantine(source)
+    return CompactResult(source, archive, "salvaged", len(image), archive.stat().st_size,
+                         records, frames, time.perf_counter() - started)
+
+
+def quarantine(source: Path) -> Path:
+    """Move ``source`` (``<root>/<product>/<channel>/<file>``) to the same place under
+    ``<root>/.quarantine`` (a rename inside the root: nothing is copied or deleted)."""
+    root = source.parent.parent.parent
+    target = root / QUARANTINE_DIR / source.parent.parent.name / source.parent.name / source.name
+    for d in (root / QUARANTINE_DIR, target.parent.parent, target.parent):
+        if os.path.islink(d):
+            raise CompactError(f"{d} is a symbolic link; quarantine refused")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while os.path.lexists(target):
+        n += 1
+        target = target.with_name(f"{source.name}.{n}")
+    os.rename(source, target)
+    _fsync_dir(target.parent)
+    _fsync_dir(source.parent)
+    return target

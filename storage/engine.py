@@ -30,6 +30,7 @@ from storage.backends import Backend, WriteOp, make_backend
 from storage.format import (
     BATCH_ALIGN,
     BATCH_HEADER_SIZE,
+    FORMAT_VERSION,
     HEADER_SIZE,
     INDEX_CAPACITY,
     CorruptSegment,
@@ -769,7 +770,7 @@ class Engine:
             return -1
         kinds = stream.kinds_column() if stream.markers else None
         head, body = encode_joined(stream.ts, bytes(n) if kinds is None else kinds, lens,
-                                   stream.payloads, lo, hi, payload_len, total)
+                                   stream.payloads, lo, hi, payload_len, total, end)
         seg.stage_joined(head, body, total, n, lo, hi, data_ops, head_ops, commit_ops)
         segs.append(seg)
         return total
@@ -803,16 +804,20 @@ class Engine:
                 seg = self._segment_for(stream, day, now_ns)
                 ranges = self._chunks(lens, len(blob))
                 for lo, hi, a, b in ranges:
-                    if len(ranges) == 1:
-                        batch = encode_parts(ts, kinds, lens, [blob], bounds)
-                    else:
-                        part_kinds = None if kinds is None else kinds[lo:hi]
-                        batch = encode_parts(ts[lo:hi], part_kinds, lens[lo:hi], [blob[a:b]])
-                    if not seg.empty and seg.staged_end + batch.length > self._policy.cap:
+                    length = batch_size(hi - lo, b - a)
+                    if not seg.empty and seg.staged_end + length > self._policy.cap:
                         if seg not in mine:
                             mine.append(seg)
                         retiring.append(seg)
                         seg = self._new_segment(stream, day, now_ns)
+                    # the batch's CRC binds its file offset (format v2), known only now
+                    off, version = seg.staged_end, seg.version
+                    if len(ranges) == 1:
+                        batch = encode_parts(ts, kinds, lens, [blob], bounds, off, version)
+                    else:
+                        part_kinds = None if kinds is None else kinds[lo:hi]
+                        batch = encode_parts(ts[lo:hi], part_kinds, lens[lo:hi], [blob[a:b]],
+                                             None, off, version)
                     if seg not in mine:
                         mine.append(seg)
                     ops += seg.stage(batch)
@@ -898,8 +903,8 @@ class Engine:
             seg = self._recover(ref.path)
             if seg is None:
                 continue
-            if ref.number == next_number - 1:
-                cont = seg
+            if ref.number == next_number - 1 and seg.version == FORMAT_VERSION:
+                cont = seg  # (a version-1 segment is sealed; new data goes to a v2 one)
             else:
                 seg.seal(fsync=self.config.fsync_interval_s is not None)
                 log.info("sealed %s left unsealed by an earlier run", ref.path)
@@ -931,7 +936,7 @@ class Engine:
                 ref = parse_segment_path(path)
             except ValueError:
                 continue
-            if path.is_file():
+            if path.is_file() or path.is_symlink():  # a symlink keeps its number taken
                 refs.append(ref)
         refs.sort(key=lambda r: (r.number, r.archived))
         return refs
@@ -949,6 +954,12 @@ class Engine:
             seg, rec = Segment.reopen(path, self._policy)
         except (CorruptSegment, ForeignFile) as e:
             log.error("cannot continue %s (%s); leaving it as it is", path, e)
+            return None
+        except OSError as e:
+            if e.errno != errno_mod.ELOOP:
+                raise
+            log.error("%s is a symbolic link (or under one): skipped, never written through",
+                      path)
             return None
         if rec.corrupt_at is not None:
             log.error(

@@ -1,10 +1,16 @@
-"""Segment format v1: the byte codec for the segment header and columnar record batches.
+"""Segment format v2 (and v1, still read): the byte codec for the header and record batches.
 
 docs/FORMAT.md is the normative description; this module is its only implementation of the
 bytes. A batch is *columnar* (all timestamps, then all lengths, then all kinds, then the payloads
 concatenated) and protected by ONE CRC32C, so encoding 1 000 records is a handful of C-level
 calls (``array``, ``bytes.join``, one ``google_crc32c.value``) instead of a Python loop.
 All integers are little-endian.
+
+Version 2 makes damage local and never silent: a batch's CRC32C is seeded with its file offset
+(a batch copied to another place fails), the header's hints (commit point, record count, time
+bounds) and its time index carry their own CRC32C, and :func:`scan_spans` resynchronises after a
+damaged batch by searching the next batch magic at 8-byte aligned offsets (every candidate must
+pass the full, position-bound CRC). Version-1 files are still read by everything.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "BATCH_ALIGN",
     "BATCH_HEADER_SIZE",
     "BATCH_MAGIC",
+    "BATCH_MAGIC_V1",
     "FLAG_SEALED",
     "FORMAT_VERSION",
     "HEADER_SIZE",
@@ -39,32 +46,40 @@ __all__ = [
     "OFF_INDEX_COUNT",
     "OFF_INDEX_STEP",
     "OFF_STATS",
+    "READ_VERSIONS",
     "BatchInfo",
     "CorruptSegment",
     "EncodedBatch",
     "ForeignFile",
     "SegmentHeader",
+    "Skipped",
     "batch_records",
     "batch_size",
     "check_batch",
+    "crc_seed",
     "decode_header",
     "decode_index",
     "encode_batch",
     "encode_header",
     "encode_joined",
     "encode_parts",
+    "hinted_commit_point",
     "iter_batch_records",
+    "next_batch",
     "pack_committed_len",
     "pack_flags",
     "pack_index_count",
     "pack_index_entry",
+    "pack_index_head",
     "pack_stats",
     "read_batch",
     "scan_batches",
+    "scan_spans",
 ]
 
 MAGIC = b"CBLOGSEG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 HEADER_SIZE = 4096
 FLAG_SEALED = 1
 
@@ -75,6 +90,9 @@ OFF_STATS = 24  # record_count u64, first_ts_ns i64, last_ts_ns i64
 OFF_STATIC_CRC = 192
 OFF_INDEX_COUNT = 196
 OFF_INDEX_STEP = 200
+OFF_INDEX_CRC = 204  # v2: CRC32C of bytes [196, 204) + the index entries in use
+OFF_HINTS_CRC = 24  # v2: CRC32C of committed_len [16, 24) + bytes [28, 48)
+MAX_HINT_COUNT = 0xFFFF_FFFF  # v2 keeps record_count in a u32 (saturates; then count batches)
 INDEX_OFFSET = 256
 INDEX_ENTRY_SIZE = 16
 INDEX_CAPACITY = (HEADER_SIZE - INDEX_OFFSET) // INDEX_ENTRY_SIZE  # 240
@@ -82,11 +100,15 @@ INDEX_CAPACITY = (HEADER_SIZE - INDEX_OFFSET) // INDEX_ENTRY_SIZE  # 240
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, header_size, flags
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
-_STATS = struct.Struct("<Qqq")
+_STATS = struct.Struct("<Qqq")  # v1: record_count u64, first_ts, last_ts
+_HINTS = struct.Struct("<QIqq")  # v2: what hints_crc covers: committed_len, count, first, last
+_HINTS_OUT = struct.Struct("<IIqq")  # v2 bytes [24, 48): hints_crc, count, first, last
 _STATIC = struct.Struct("<qHBBI64s64s")  # created_ns, year, month, day, number, product, channel
 _INDEX_ENTRY = struct.Struct("<Qq")
 
-BATCH_MAGIC = b"CBB1"
+BATCH_MAGIC = b"CBB2"  # v2: CRC seeded with the batch's file offset
+BATCH_MAGIC_V1 = b"CBB1"  # v1: CRC of the batch bytes alone
+_MAGIC_VERSION = {BATCH_MAGIC: 2, BATCH_MAGIC_V1: 1}
 BATCH_HEADER_SIZE = 40
 BATCH_ALIGN = 8
 # magic, crc32c, total_len, count, min_ts, max_ts, payload_len, reserved
@@ -121,6 +143,10 @@ class SegmentHeader:
     ``(batch_offset, max_ts_before)``: every record before ``batch_offset`` has a timestamp
     ``<= max_ts_before``; an entry is added for a batch that starts at least ``index_step``
     bytes after the previous entry (or after the header).
+
+    ``hints_ok``/``index_ok`` say whether the hints (commit point, count, time bounds) and the
+    index passed their CRC32C (version 2). Version 1 has no such checksums: both are False, and
+    readers must not skip anything on them (they scan instead).
     """
 
     product: str
@@ -136,6 +162,8 @@ class SegmentHeader:
     index: tuple[tuple[int, int], ...] = ()
     index_step: int = 0
     version: int = FORMAT_VERSION
+    hints_ok: bool = True
+    index_ok: bool = True
 
 
 def _static_bytes(h: SegmentHeader) -> bytes:
@@ -147,31 +175,35 @@ def _static_bytes(h: SegmentHeader) -> bytes:
 
 
 def encode_header(h: SegmentHeader) -> bytes:
-    """The full 4 096 header bytes for ``h``."""
+    """The full 4 096 header bytes for ``h`` in ``h.version`` (2 unless writing a v1 file)."""
     if len(h.index) > INDEX_CAPACITY:
         raise ValueError(f"index has {len(h.index)} entries, capacity {INDEX_CAPACITY}")
-    prefix = MAGIC + struct.pack("<HH", FORMAT_VERSION, HEADER_SIZE)
+    if h.version not in READ_VERSIONS:
+        raise ValueError(f"cannot write segment format version {h.version}")
+    prefix = MAGIC + struct.pack("<HH", h.version, HEADER_SIZE)
     static = _static_bytes(h)
     buf = bytearray(HEADER_SIZE)
-    buf[0:16] = _PREFIX.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, FLAG_SEALED if h.sealed else 0)
-    buf[16:48] = _U64.pack(h.committed_len) + _STATS.pack(
-        h.record_count, h.first_ts_ns, h.last_ts_ns
-    )
+    buf[0:16] = _PREFIX.pack(MAGIC, h.version, HEADER_SIZE, FLAG_SEALED if h.sealed else 0)
+    buf[16:24] = _U64.pack(h.committed_len)
+    buf[24:48] = pack_stats(h.record_count, h.first_ts_ns, h.last_ts_ns, h.committed_len,
+                            h.version)
     buf[48:192] = static
     buf[192:196] = _U32.pack(google_crc32c.value(prefix + static))
-    buf[196:200] = _U32.pack(len(h.index))
-    buf[200:204] = _U32.pack(h.index_step)
-    for i, (off, ts) in enumerate(h.index):
-        buf[INDEX_OFFSET + i * 16 : INDEX_OFFSET + i * 16 + 16] = _INDEX_ENTRY.pack(off, ts)
+    entries = b"".join(_INDEX_ENTRY.pack(off, ts) for off, ts in h.index)
+    buf[INDEX_OFFSET : INDEX_OFFSET + len(entries)] = entries
+    buf[196:208] = pack_index_head(len(h.index), h.index_step, entries, h.version)
     return bytes(buf)
 
 
 def decode_header(buf: bytes) -> SegmentHeader:
-    """Decode and check a segment header; ForeignFile or CorruptSegment on anything wrong."""
+    """Decode and check a segment header; ForeignFile or CorruptSegment on anything wrong.
+
+    The hints and index checksums (v2) do not make a header invalid: they only decide whether
+    the hints may be trusted (``hints_ok``/``index_ok``); the batches are the truth."""
     if len(buf) < 16 or buf[:8] != MAGIC:
         raise ForeignFile("not a coinbase-logger segment (bad magic)")
     _, version, header_size, flags = _PREFIX.unpack_from(buf, 0)
-    if version != FORMAT_VERSION or header_size != HEADER_SIZE:
+    if version not in READ_VERSIONS or header_size != HEADER_SIZE:
         raise ForeignFile(f"unsupported segment format version {version} (header {header_size})")
     if len(buf) < HEADER_SIZE:
         raise CorruptSegment(f"truncated header ({len(buf)} bytes)", 0)
@@ -187,8 +219,19 @@ def decode_header(buf: bytes) -> SegmentHeader:
     except ValueError as e:
         raise CorruptSegment(f"bad header field: {e}", 48) from e
     (committed_len,) = _U64.unpack_from(buf, OFF_COMMITTED_LEN)
-    record_count, first_ts, last_ts = _STATS.unpack_from(buf, OFF_STATS)
     (index_step,) = _U32.unpack_from(buf, OFF_INDEX_STEP)
+    index = decode_index(buf)
+    if version == 1:
+        record_count, first_ts, last_ts = _STATS.unpack_from(buf, OFF_STATS)
+        hints_ok = index_ok = False
+    else:
+        hints_crc, record_count, first_ts, last_ts = _HINTS_OUT.unpack_from(buf, OFF_STATS)
+        hints_ok = hints_crc == google_crc32c.value(bytes(buf[16:24]) + bytes(buf[28:48]))
+        (index_crc,) = _U32.unpack_from(buf, OFF_INDEX_CRC)
+        (count,) = _U32.unpack_from(buf, OFF_INDEX_COUNT)
+        entries = bytes(buf[INDEX_OFFSET : INDEX_OFFSET + INDEX_ENTRY_SIZE * len(index)])
+        index_ok = count <= INDEX_CAPACITY and index_crc == google_crc32c.value(
+            bytes(buf[196:204]) + entries)
     return SegmentHeader(
         product=product,
         channel=channel,
@@ -200,14 +243,16 @@ def decode_header(buf: bytes) -> SegmentHeader:
         first_ts_ns=first_ts,
         last_ts_ns=last_ts,
         sealed=bool(flags & FLAG_SEALED),
-        index=tuple(decode_index(buf)),
+        index=tuple(index),
         index_step=index_step,
         version=version,
+        hints_ok=hints_ok,
+        index_ok=index_ok,
     )
 
 
 def decode_index(buf: bytes) -> list[tuple[int, int]]:
-    """The sparse time-index entries stored in a header (hints only: readers re-check them)."""
+    """The sparse time-index entries stored in a header (hints: see ``index_ok``)."""
     (count,) = _U32.unpack_from(buf, OFF_INDEX_COUNT)
     count = min(count, INDEX_CAPACITY)
     return [
@@ -220,9 +265,17 @@ def pack_committed_len(n: int) -> bytes:
     return _U64.pack(n)
 
 
-def pack_stats(record_count: int, first_ts_ns: int, last_ts_ns: int) -> bytes:
-    """record_count, first_ts_ns, last_ts_ns (24 bytes at OFF_STATS)."""
-    return _STATS.pack(record_count, first_ts_ns, last_ts_ns)
+def pack_stats(record_count: int, first_ts_ns: int, last_ts_ns: int,
+               committed_len: int = HEADER_SIZE, version: int = FORMAT_VERSION) -> bytes:
+    """The 24 hint bytes at OFF_STATS. v2: hints_crc, record_count (u32, saturating),
+    first_ts_ns, last_ts_ns, the CRC binding them to the ``committed_len`` they describe (the
+    writer stores these before that commit point, so they match once it is written). v1:
+    record_count u64, first_ts_ns, last_ts_ns."""
+    if version == 1:
+        return _STATS.pack(record_count, first_ts_ns, last_ts_ns)
+    count = min(record_count, MAX_HINT_COUNT)
+    crc = google_crc32c.value(_HINTS.pack(committed_len, count, first_ts_ns, last_ts_ns))
+    return _HINTS_OUT.pack(crc, count, first_ts_ns, last_ts_ns)
 
 
 def pack_flags(sealed: bool) -> bytes:
@@ -233,6 +286,14 @@ def pack_flags(sealed: bool) -> bytes:
 def pack_index_count(n: int) -> bytes:
     """The index entry count (4 bytes at OFF_INDEX_COUNT)."""
     return _U32.pack(n)
+
+
+def pack_index_head(count: int, step: int, entries: bytes, version: int = FORMAT_VERSION) -> bytes:
+    """Bytes [196, 208): index_count, index_step and (v2) index_crc over those two fields and
+    ``entries``, the ``count`` packed entries in use (v1: that field stays 0)."""
+    head = _U32.pack(count) + _U32.pack(step)
+    crc = google_crc32c.value(head + entries) if version >= 2 else 0
+    return head + _U32.pack(crc)
 
 
 def pack_index_entry(batch_offset: int, max_ts_before: int) -> bytes:
@@ -258,9 +319,11 @@ def batch_size(count: int, payload_len: int) -> int:
 
 
 def encode_batch(
-    ts_ns: Sequence[int], kinds: bytes | Sequence[int] | None, payloads: Sequence[bytes]
+    ts_ns: Sequence[int], kinds: bytes | Sequence[int] | None, payloads: Sequence[bytes],
+    offset: int = HEADER_SIZE, version: int = FORMAT_VERSION,
 ) -> bytes:
-    """Encode one batch of records. ``kinds=None`` means every record is DATA.
+    """Encode one batch of records to be stored at file ``offset`` (v2 binds its CRC to it).
+    ``kinds=None`` means every record is DATA.
 
     Raises ValueError on empty input, mismatched lengths, kinds outside 0..255, timestamps that
     do not fit an i64, or a batch larger than 4 GiB; TypeError for non-bytes payloads.
@@ -276,7 +339,8 @@ def encode_batch(
         raise TypeError("payloads must be bytes")
     kinds_b = None if kinds is None else bytes(kinds)
     lens = array("I", map(len, payloads))
-    return b"".join(encode_parts(ts_arr, kinds_b, lens, [b"".join(payloads)]).parts)
+    return b"".join(encode_parts(ts_arr, kinds_b, lens, [b"".join(payloads)], None, offset,
+                                 version).parts)
 
 
 class EncodedBatch(NamedTuple):
@@ -289,15 +353,24 @@ class EncodedBatch(NamedTuple):
     last_ts_ns: int
 
 
+def crc_seed(offset: int) -> int:
+    """The CRC32C state a v2 batch at file ``offset`` starts from: the CRC of the offset as a
+    u64, so identical bytes stored elsewhere (a batch copied over another) do not validate."""
+    return int(google_crc32c.value(_U64.pack(offset)))
+
+
 def encode_parts(
     ts: array[int],
     kinds: bytes | None,
     lengths: array[int],
     chunks: Sequence[bytes],
     bounds: tuple[int, int] | None = None,
+    offset: int = HEADER_SIZE,
+    version: int = FORMAT_VERSION,
 ) -> EncodedBatch:
-    """Encode one batch as a list of byte strings whose concatenation is the batch; the
-    payloads are given as ``chunks`` whose concatenation is every payload in order.
+    """Encode one batch, to be stored at file ``offset``, as a list of byte strings whose
+    concatenation is the batch; the payloads are given as ``chunks`` whose concatenation is
+    every payload in order.
 
     This is the engine's hot path: a fixed number of C-level calls per batch, one CRC32C
     computed incrementally over the pieces, and no copy of the payload bytes at all (the
@@ -322,12 +395,15 @@ def encode_parts(
         lengths.byteswap()
     kinds_b = bytes(n) if kinds is None else kinds
     columns = b"".join([tail, ts.tobytes(), lengths.tobytes(), kinds_b])
-    crc = google_crc32c.value(columns)
+    if version == 1:
+        crc, magic = google_crc32c.value(columns), BATCH_MAGIC_V1
+    else:
+        crc, magic = google_crc32c.extend(crc_seed(offset), columns), BATCH_MAGIC
     for chunk in chunks:
         crc = google_crc32c.extend(crc, chunk)
     if pad:
         crc = google_crc32c.extend(crc, pad)
-    out = [BATCH_MAGIC + _U32.pack(crc) + columns]
+    out = [magic + _U32.pack(crc) + columns]
     out += chunks
     if pad:
         out.append(pad)
@@ -346,12 +422,13 @@ def encode_joined(
     last: int,
     payload_len: int,
     total: int,
+    offset: int,
 ) -> tuple[bytes, bytes]:
-    """Encode one batch as ``(head, body)``: ``head`` is the 8 bytes magic + CRC, ``body``
-    everything after them (one join of the columns and payloads: one copy of the payload
-    bytes, one CRC call). The engine's per-stream fast path for small and medium batches; the
-    caller guarantees consistent columns (``first``/``last`` = min/max of ``ts``,
-    ``payload_len`` = sum of ``lengths`` = total payload bytes, ``total`` =
+    """Encode one v2 batch for file ``offset`` as ``(head, body)``: ``head`` is the 8 bytes
+    magic + CRC, ``body`` everything after them (one join of the columns and payloads: one
+    copy of the payload bytes, one CRC call). The engine's per-stream fast path for small and
+    medium batches; the caller guarantees consistent columns (``first``/``last`` = min/max of
+    ``ts``, ``payload_len`` = sum of ``lengths`` = total payload bytes, ``total`` =
     ``batch_size(len(lengths), payload_len)``) and a little-endian host."""
     n = len(lengths)
     parts = [_BATCH_TAIL.pack(total, n, first, last, payload_len, 0), ts.tobytes(),
@@ -361,7 +438,8 @@ def encode_joined(
     if pad:
         parts.append(_PAD[:pad])
     body = b"".join(parts)
-    return _HEAD8.pack(BATCH_MAGIC, google_crc32c.value(body)), body
+    crc = google_crc32c.extend(google_crc32c.value(_U64.pack(offset)), body)
+    return _HEAD8.pack(BATCH_MAGIC, crc), body
 
 
 def _slice(buf: bytes | bytearray | memoryview | object, a: int, b: int) -> bytes:
@@ -369,47 +447,128 @@ def _slice(buf: bytes | bytearray | memoryview | object, a: int, b: int) -> byte
     return s if isinstance(s, bytes) else bytes(s)
 
 
-def read_batch(buf: bytes | memoryview | object, offset: int, end: int) -> tuple[BatchInfo, bytes]:
+def read_batch(
+    buf: bytes | memoryview | object, offset: int, end: int, pos: int | None = None,
+    version: int | None = None,
+) -> tuple[BatchInfo, bytes]:
     """Validate the batch at ``offset`` within ``buf[:end]`` and return it with its bytes.
 
-    ``buf`` may be bytes, a memoryview or an mmap. Raises CorruptSegment (magic, bounds,
-    sizes, CRC32C) with the offset.
+    ``buf`` may be bytes, a memoryview or an mmap. ``pos`` is the batch's file offset when
+    ``buf`` is not the whole file (an archive frame's content): a v2 CRC is seeded with it.
+    ``version`` restricts the batch format to that of the file (None: either, chosen by the
+    magic). Raises CorruptSegment (magic, bounds, sizes, CRC32C) with ``offset``; the returned
+    BatchInfo carries ``pos``.
     """
     if offset + BATCH_HEADER_SIZE > end:
         raise CorruptSegment("truncated batch header", offset)
     head = _slice(buf, offset, offset + BATCH_HEADER_SIZE)
     magic, crc, total, count, min_ts, max_ts, payload_len, _ = _BATCH_HEAD.unpack(head)
-    if magic != BATCH_MAGIC:
+    magic_version = _MAGIC_VERSION.get(magic)
+    if magic_version is None or (version is not None and magic_version != version):
         raise CorruptSegment("bad batch magic", offset)
     if count == 0 or total != batch_size(count, payload_len):
         raise CorruptSegment(f"inconsistent batch sizes (len {total}, count {count})", offset)
     if offset + total > end:
         raise CorruptSegment(f"batch of {total} bytes runs past the end ({end})", offset)
     blob = _slice(buf, offset, offset + total)
-    if google_crc32c.value(blob[8:]) != crc:
+    at = offset if pos is None else pos
+    if magic_version == 1:
+        actual = google_crc32c.value(blob[8:])
+    else:
+        actual = google_crc32c.extend(crc_seed(at), blob[8:])
+    if actual != crc:
         raise CorruptSegment("batch CRC32C mismatch", offset)
-    return BatchInfo(offset, total, count, min_ts, max_ts), blob
+    return BatchInfo(at, total, count, min_ts, max_ts), blob
 
 
-def check_batch(buf: bytes | memoryview | object, offset: int, end: int) -> BatchInfo:
+def check_batch(buf: bytes | memoryview | object, offset: int, end: int,
+                version: int | None = None) -> BatchInfo:
     """Validate the batch at ``offset`` (see :func:`read_batch`) and describe it."""
-    return read_batch(buf, offset, end)[0]
+    return read_batch(buf, offset, end, None, version)[0]
 
 
-def scan_batches(buf: bytes | memoryview | object, start: int, end: int) -> Iterator[BatchInfo]:
+def scan_batches(buf: bytes | memoryview | object, start: int, end: int,
+                 version: int | None = None) -> Iterator[BatchInfo]:
     """Valid batches from ``start``; stops silently at ``end`` or at the first invalid batch.
 
     The caller compares the last batch's end with ``end`` to tell a clean end from a torn or
-    corrupt one.
+    corrupt one (the writer's recovery: it must append right after the valid prefix).
+    Readers use :func:`scan_spans`, which continues past damage.
     """
     off = start
     while off < end:
         try:
-            info = check_batch(buf, off, end)
+            info = check_batch(buf, off, end, version)
         except CorruptSegment:
             return
         yield info
         off += info.length
+
+
+class Skipped(NamedTuple):
+    """Bytes ``[offset, offset + length)`` (file offsets) that hold no valid batch."""
+
+    offset: int
+    length: int
+
+
+def _find(buf: object, sub: bytes, a: int, b: int) -> int:
+    """``buf.find`` for bytes and mmap; memoryviews are searched in 1 MiB windows."""
+    finder = getattr(buf, "find", None)
+    if finder is not None:
+        return int(finder(sub, a, b))
+    step = 1 << 20
+    while a < b:
+        hi = min(b, a + step + len(sub) - 1)
+        i = _slice(buf, a, hi).find(sub)
+        if i >= 0:
+            return a + i
+        a += step
+    return -1
+
+
+def next_batch(buf: object, start: int, end: int, base: int = 0,
+               version: int | None = None) -> tuple[BatchInfo, bytes] | None:
+    """The first valid batch at or after ``start`` (buffer offsets) whose file offset
+    ``base + off`` is 8-aligned; None if there is none before ``end``. Each candidate found by
+    its magic must pass the full position-bound check, so payload bytes that look like a
+    magic are never taken for a batch."""
+    magic = b"CBB" if version is None else (BATCH_MAGIC if version == 2 else BATCH_MAGIC_V1)
+    pos = start
+    while pos < end:
+        i = _find(buf, magic, pos, end)
+        if i < 0:
+            return None
+        if (base + i) % BATCH_ALIGN:
+            pos = i + 1
+            continue
+        try:
+            return read_batch(buf, i, end, base + i, version)
+        except CorruptSegment:
+            pos = i + BATCH_ALIGN
+    return None
+
+
+def scan_spans(
+    buf: object, start: int, end: int, base: int = 0, version: int | None = None,
+) -> Iterator[tuple[BatchInfo, bytes] | Skipped]:
+    """Every valid batch (with its bytes) from ``start`` to ``end`` of ``buf``, and a
+    :class:`Skipped` for each damaged range between them: after a batch that does not
+    validate, reading resumes at the next valid batch (resynchronisation). ``base`` is the
+    file offset of ``buf[0]``; every offset yielded is a file offset."""
+    off = start
+    while off < end:
+        try:
+            found = read_batch(buf, off, end, base + off, version)
+        except CorruptSegment:
+            nxt = next_batch(buf, off + BATCH_ALIGN, end, base, version)
+            stop = end if nxt is None else nxt[0].offset - base
+            yield Skipped(base + off, stop - off)
+            if nxt is None:
+                return
+            found, off = nxt, stop
+        yield found
+        off += found[0].length
 
 
 def iter_batch_records(buf: bytes | memoryview | object, offset: int) -> Iterator[Record]:
@@ -445,3 +604,25 @@ def _records(
 ) -> Iterator[Record]:
     for t, k, s, ln in zip(ts, kinds, starts, lens, strict=False):
         yield Record(t, k, blob[s : s + ln], base + s)
+
+
+def hinted_commit_point(buf: object, size: int,
+                        version: int | None) -> tuple[int | None, set[int]]:
+    """For a v2 header whose ``hints_crc`` does not match its commit point: the end of every
+    valid batch from 4096 to ``size`` (resynchronising), and the one the stored hints were
+    written for (their CRC binds it), if any. Tells a writer that crashed between storing the
+    hints and the commit point (the hints name a later batch end) from a damaged commit point
+    (the hints name the real one) from damaged hints (none)."""
+    head = _slice(buf, OFF_STATS, 48)
+    (crc,) = _U32.unpack_from(head, 0)
+    tail = head[4:]
+    ends = {HEADER_SIZE}
+    match = HEADER_SIZE if google_crc32c.value(_U64.pack(HEADER_SIZE) + tail) == crc else None
+    for span in scan_spans(buf, HEADER_SIZE, size, 0, version):
+        if isinstance(span, Skipped):
+            continue
+        end = span[0].offset + span[0].length
+        ends.add(end)
+        if google_crc32c.value(_U64.pack(end) + tail) == crc:
+            match = end
+    return match, ends

@@ -25,6 +25,7 @@ from typing import NamedTuple
 from storage.format import (
     BATCH_HEADER_SIZE,
     BATCH_MAGIC,
+    BATCH_MAGIC_V1,
     HEADER_SIZE,
     CorruptSegment,
     SegmentHeader,
@@ -130,6 +131,9 @@ def batch_kinds(blob: bytes | memoryview, offset: int = 0) -> bytes:
     return bytes(blob[start:start + n])
 
 
+_MAGICS = (BATCH_MAGIC, BATCH_MAGIC_V1)  # format v2 and v1 batches
+
+
 class BatchHead(NamedTuple):
     """One batch as seen from its header and kinds column (payloads unread, CRC unchecked)."""
 
@@ -156,7 +160,7 @@ def walk_batch_heads(
             raise CorruptSegment("truncated batch header", off, path)
         magic, _, length, n, lo, hi, payload_len, _ = unpack(buf, off)
         # batch_size(n, payload_len) inlined: this loop runs once per batch of a whole root
-        if magic != BATCH_MAGIC or n == 0 or length != (
+        if magic not in _MAGICS or n == 0 or length != (
                 BATCH_HEADER_SIZE + 13 * n + payload_len + 7) & ~7 or off + length > end:
             _invalid(magic, n, length, payload_len, off, end, path)
         k = off + BATCH_HEADER_SIZE + 12 * n
@@ -166,7 +170,7 @@ def walk_batch_heads(
 
 def _invalid(magic: bytes, n: int, length: int, payload_len: int, off: int, end: int,
              path: object) -> None:
-    if magic != BATCH_MAGIC:
+    if magic not in _MAGICS:
         raise CorruptSegment("bad batch magic", off, path)
     if n == 0 or length != batch_size(n, payload_len):
         raise CorruptSegment(f"inconsistent batch sizes (len {length}, count {n})", off, path)
@@ -179,7 +183,7 @@ class SegmentScan:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             # the commit point first, then the map: a writer grows the file before it moves
             # the commit point, so the map always covers every committed batch
@@ -206,7 +210,7 @@ class SegmentScan:
             if off + BATCH_HEADER_SIZE > end:
                 raise CorruptSegment("truncated batch header", off, self.path)
             magic, _, length, n, _, _, payload_len, _ = unpack(mm, off)
-            if magic != BATCH_MAGIC or n == 0 or length != (
+            if magic not in _MAGICS or n == 0 or length != (
                     BATCH_HEADER_SIZE + 13 * n + payload_len + 7) & ~7 or off + length > end:
                 _invalid(magic, n, length, payload_len, off, end, self.path)
             k = off + BATCH_HEADER_SIZE + 12 * n

@@ -69,7 +69,7 @@ def recover_buffer(buf: _Buffer) -> Recovered:
     count = 0
     first = last = 0
     index: list[tuple[int, int]] = []
-    for info in scan_batches(buf, HEADER_SIZE, limit):
+    for info in scan_batches(buf, HEADER_SIZE, limit, header.version):
         if index_due(index, info.offset, header.index_step):
             index.append((info.offset, last))
         if count == 0:

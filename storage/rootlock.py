@@ -39,7 +39,8 @@ class RootLock:
     def __init__(self, root: Path, name: str = LOCK_NAME) -> None:
         self.path = Path(root) / check_lock_name(name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # O_NOFOLLOW: a symlinked lock file is refused, never created or opened elsewhere
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -19,6 +19,8 @@ import os
 import struct
 from pathlib import Path
 
+import google_crc32c
+
 from storage.backends.base import WriteOp
 from storage.format import (
     HEADER_SIZE,
@@ -35,11 +37,11 @@ from storage.format import (
     encode_header,
     pack_committed_len,
     pack_flags,
-    pack_index_count,
     pack_index_entry,
+    pack_index_head,
     pack_stats,
 )
-from storage.layout import segment_path
+from storage.layout import SEGMENT_OPEN_FLAGS, refuse_symlinked_dirs, segment_path
 from storage.recovery import Recovered, index_due, recover_buffer
 
 __all__ = ["ExtentPolicy", "Segment", "read_segment_header"]
@@ -47,14 +49,19 @@ __all__ = ["ExtentPolicy", "Segment", "read_segment_header"]
 #: ``WriteOp`` without the NamedTuple constructor's Python-level frame (3x cheaper; the
 #: fast path makes four ops per stream and commit).
 _op = tuple.__new__
-_STATS = struct.Struct("<Qqq")  # format.pack_stats / pack_committed_len, inlined
+_HINTS = struct.Struct("<QIqq")  # format.pack_stats (v2) / pack_committed_len, inlined
+_HINTS_OUT = struct.Struct("<IIqq")
 _U64 = struct.Struct("<Q")
+_crc = google_crc32c.value
 
 
 def read_segment_header(path: Path) -> SegmentHeader:
     """Decode the header of the segment at ``path`` (ForeignFile/CorruptSegment if bad)."""
-    with open(path, "rb") as f:
-        return decode_header(f.read(HEADER_SIZE))
+    fd = os.open(path, os.O_RDONLY | SEGMENT_OPEN_FLAGS)
+    try:
+        return decode_header(os.pread(fd, HEADER_SIZE, 0))
+    finally:
+        os.close(fd)
 
 
 class ExtentPolicy:
@@ -102,7 +109,7 @@ class Segment:
         "_committed_index", "_populated", "_s_count", "_s_first", "_s_last", "_unmapped", "count",
         "end", "fd",
         "first_ts", "header", "index", "index_step", "last_ts", "mm", "path", "policy", "size",
-        "staged_end",
+        "staged_end", "version",
     )
 
     def __init__(
@@ -121,6 +128,7 @@ class Segment:
         self.policy = policy
         self.mm = mmap.mmap(fd, size)
         self.index_step = header.index_step
+        self.version = header.version  # batches and hints are written in the file's version
         self.end: int = HEADER_SIZE
         self.count: int = 0
         self.first_ts: int = 0
@@ -163,11 +171,13 @@ class Segment:
         if os.path.lexists(path):
             raise FileExistsError(f"segment already exists: {path}")
         tmp = f"{path}.tmp"
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | SEGMENT_OPEN_FLAGS
         try:
+            refuse_symlinked_dirs(path)
             fd = os.open(tmp, flags, 0o644)
         except FileNotFoundError:  # a new stream: its directories first (not on every file)
             path.parent.mkdir(parents=True, exist_ok=True)
+            refuse_symlinked_dirs(path)
             fd = os.open(tmp, flags, 0o644)
         renamed = False
         try:
@@ -226,7 +236,8 @@ class Segment:
         The caller checks ``Recovered.corrupt_at``: a segment with a corrupt middle must not be
         appended to (use :meth:`close` and start a new one).
         """
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        refuse_symlinked_dirs(path)
+        fd = os.open(path, os.O_RDWR | SEGMENT_OPEN_FLAGS)
         try:
             size = os.fstat(fd).st_size
             if size < HEADER_SIZE:
@@ -323,7 +334,14 @@ class Segment:
         fd, mm = self.fd, self.mm
         data_ops.append(_op(WriteOp, (fd, mm, off, head)))
         data_ops.append(_op(WriteOp, (fd, mm, off + 8, body)))
-        head_ops.append(_op(WriteOp, (fd, mm, OFF_STATS, _STATS.pack(count, first, last))))
+        if self.version == 2:
+            hint = count if count <= 0xFFFF_FFFF else 0xFFFF_FFFF
+            crc = _crc(_HINTS.pack(end, hint, first, last))
+            head_ops.append(_op(WriteOp, (fd, mm, OFF_STATS,
+                                          _HINTS_OUT.pack(crc, hint, first, last))))
+        else:
+            head_ops.append(_op(WriteOp, (fd, mm, OFF_STATS,
+                                          pack_stats(count, first, last, end, 1))))
         if len(index) > self._committed_index:
             head_ops += self._index_ops()
         commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
@@ -345,7 +363,8 @@ class Segment:
         """Phase-1 header writes (statistics, new index entries): hints, written before the
         commit point so that they never claim more than the commit point allows after it."""
         ops = [WriteOp(self.fd, self.mm, OFF_STATS,
-                       pack_stats(self._s_count, self._s_first, self._s_last))]
+                       pack_stats(self._s_count, self._s_first, self._s_last, self.staged_end,
+                                  self.version))]
         if len(self.index) > self._committed_index:
             ops += self._index_ops()
         return ops
@@ -357,7 +376,10 @@ class Segment:
             off, ts = self.index[i]
             ops.append(WriteOp(self.fd, self.mm, INDEX_OFFSET + i * INDEX_ENTRY_SIZE,
                                pack_index_entry(off, ts)))
-        ops.append(WriteOp(self.fd, self.mm, OFF_INDEX_COUNT, pack_index_count(len(self.index))))
+        entries = b"".join(pack_index_entry(o, t) for o, t in self.index)
+        ops.append(WriteOp(self.fd, self.mm, OFF_INDEX_COUNT,
+                           pack_index_head(len(self.index), self.index_step, entries,
+                                           self.version)))
         return ops
 
     def commit_op(self) -> WriteOp:
@@ -395,8 +417,12 @@ class Segment:
     # -- ending ----------------------------------------------------------------------------
 
     def _write_state(self) -> None:
+        """Rewrite every hint (statistics, the whole index and its checksum), then the commit
+        point: after recovery the stored hints may be stale or damaged."""
+        self._committed_index = 0
         for op in self.header_ops():
             self.mm[op.offset : op.offset + len(op.data)] = op.data
+        self._committed_index = len(self.index)
         self.mm[OFF_COMMITTED_LEN : OFF_COMMITTED_LEN + 8] = pack_committed_len(self.end)
 
     def seal(self, fsync: bool = False) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from storage.archive import DEFAULT_LEVEL
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.layout import SEGMENT_SUFFIX, SegmentRef, parse_segment_path
+from storage.layout import QUARANTINE_DIR, SEGMENT_SUFFIX, SegmentRef, parse_segment_path
 from storage.segment import read_segment_header
 from tools.console_cli import (
     EXIT_OK,
@@ -42,8 +42,10 @@ readers jump to a time, and list gaps, without decompressing the day.
 For each segment:
   1. skip it unless it is sealed and of a day before today (UTC): today's and
      unsealed segments are never touched (an unsealed past day is reported);
-  2. check the source: every batch CRC up to the commit point, counts as in the
-     header (a damaged source is left alone and reported as FAILED);
+  2. check the source: every batch CRC up to the commit point, counts, hints and
+     time index as in the header (a damaged source is left alone and reported as
+     FAILED; with --salvage it is archived from its readable batches plus a GAP
+     marker per lost range, and moved to <root>/.quarantine/<product>/<channel>/);
   3. write X.seg.zst.tmp from the segment's memory map, in independent ~1 MiB
      zstd frames plus a seek table, and fsync it;
   4. decompress it again and compare every frame with the source bytes, every
@@ -53,6 +55,8 @@ For each segment:
 
 A crash, kill -9, power cut or Ctrl-C at any moment leaves the source or a
 verified archive (or both); running again is always safe and finishes the job.
+Symbolic links (files or stream folders) are refused: compaction writes and
+deletes, so it never goes through one.
 
 TARGET is a data root, a product or channel folder inside one, or segment files
 (default: ./data).
@@ -119,6 +123,9 @@ def build_parser() -> ArgumentParser:
                    help="zstd dictionary to compress with (e.g. from `zstd --train`); a copy "
                         "is embedded in every archive so it can always be read. Measured not "
                         "to pay on market data (see docs/TOOLS.md); off by default")
+    p.add_argument("--salvage", action="store_true",
+                   help="archive a damaged segment's readable batches with a GAP marker for "
+                        "each lost range, and move the original to <root>/.quarantine/")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="list what would be compacted (on stdout); write nothing")
     p.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
@@ -146,10 +153,10 @@ def _is_data_root(path: Path) -> bool:
     return any((p / META).is_file() for p in (full, *list(full.parents)[:2]))
 
 
-def _candidates(targets: list[str]) -> Iterator[SegmentRef]:
+def _candidates(targets: list[str], links: list[Path]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
-        refs = find_segments(t)
+        refs = find_segments(t, skipped=links)
         if not refs and Path(t).is_dir() and not _is_data_root(Path(t)):
             raise ToolError(f"{t}: not a data root (no {META} and no segment files under "
                             "it); nothing to compact", EXIT_USAGE)
@@ -159,10 +166,13 @@ def _candidates(targets: list[str]) -> Iterator[SegmentRef]:
                 yield ref
 
 
-def plan(targets: list[str], today: dt.date) -> Plan:
-    """Candidates worth a worker: past days, sealed. Everything else is a reasoned skip."""
+def plan(targets: list[str], today: dt.date, salvage: bool = False) -> Plan:
+    """Candidates worth a worker: past days, sealed. Everything else is a reasoned skip; a
+    symbolic link or an unreadable header is a failure (with ``salvage``, a damaged header
+    goes to a worker, which salvages the file)."""
     out = Plan()
-    for ref in _candidates(targets):
+    links: list[Path] = []
+    for ref in _candidates(targets, links):
         if not ref.path.name.endswith(SEGMENT_SUFFIX):
             out.skipped.append(f"{ref.path}: not a {SEGMENT_SUFFIX} file")
             continue
@@ -172,12 +182,16 @@ def plan(targets: list[str], today: dt.date) -> Plan:
         try:
             header = read_segment_header(ref.path)
         except (OSError, ValueError) as exc:
-            out.failed.append(describe(ref.path, exc))
+            if salvage and isinstance(exc, ValueError):
+                out.todo.append((ref.path, ref.path.stat().st_size))
+            else:
+                out.failed.append(describe(ref.path, exc))
             continue
         if not header.sealed:
             out.skipped.append(f"{ref.path}: not sealed (the recorder has not closed it)")
             continue
         out.todo.append((ref.path, header.committed_len))
+    out.failed += [f"{link}: is a symbolic link; refused (never followed)" for link in links]
     return out
 
 
@@ -213,19 +227,35 @@ def _summary(results: list[CompactResult], failed: int, skipped: int, wall: floa
             f"{skipped} skipped, {failed} failed")
 
 
+def _salvaged(res: CompactResult) -> int:
+    """Say a salvaged file (records were lost, so it counts as a failure: exit 1); 1 if so."""
+    if res.action != "salvaged":
+        return 0
+    print(f"cbl-compact: SALVAGED {res.source}: damaged; archived its {res.records} readable "
+          f"records and loss markers, original moved to {QUARANTINE_DIR}/ in the data root",
+          file=sys.stderr)
+    return 1
+
+
+def _dictionary(path: Path | None) -> bytes | None:
+    """The --dictionary file's bytes (None without one); a usage error if unreadable or empty."""
+    if path is None:
+        return None
+    try:
+        dictionary = path.read_bytes()
+    except OSError as exc:
+        raise ToolError(describe(path, exc), EXIT_USAGE) from None
+    if not dictionary:
+        raise ToolError(f"{path}: empty dictionary file", EXIT_USAGE)
+    return dictionary
+
+
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ToolError("-j must be at least 1", EXIT_USAGE)
-    dictionary = None
-    if args.dictionary is not None:
-        try:
-            dictionary = args.dictionary.read_bytes()
-        except OSError as exc:
-            raise ToolError(describe(args.dictionary, exc), EXIT_USAGE) from None
-        if not dictionary:
-            raise ToolError(f"{args.dictionary}: empty dictionary file", EXIT_USAGE)
+    dictionary = _dictionary(args.dictionary)
     today = args.today or dt.datetime.now(dt.UTC).date()
-    work = plan(args.targets, today)
+    work = plan(args.targets, today, args.salvage)
     for line in work.skipped:
         if not args.quiet:
             print(f"cbl-compact: skipped {line}", file=sys.stderr)
@@ -233,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cbl-compact: FAILED {line}", file=sys.stderr)
     results: list[CompactResult] = []
     failures = len(work.failed)
+    salvaged = 0  # damaged sources archived from their readable records (exit 1 too)
     skipped = len(work.skipped)
     started = time.perf_counter()
     total = sum(size for _, size in work.todo)
@@ -240,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
             ThreadPoolExecutor(max_workers=args.jobs, thread_name_prefix="compact") as pool:
         futures: dict[Future[CompactResult], tuple[Path, int]] = {
             pool.submit(compact_segment, path, args.level, dictionary, today=today,
-                        dry_run=args.dry_run): (path, size)
+                        dry_run=args.dry_run, salvage=args.salvage): (path, size)
             for path, size in work.todo
         }
         try:
@@ -262,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
                         bar.advance(f"failed {_stream_name(path)}", size)
                         continue
                     results.append(res)
+                    salvaged += _salvaged(res)
                     if args.dry_run:
                         print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
                               f"{res.records} records)")
@@ -274,10 +306,13 @@ def run(args: argparse.Namespace) -> int:
             for fut in futures:
                 fut.cancel()
             raise
+    if salvaged:
+        print(f"cbl-compact: {salvaged} damaged file(s) salvaged (originals in "
+              f"{QUARANTINE_DIR}/)", file=sys.stderr)
     print("cbl-compact: " + _summary(results, failures, skipped,
                                      time.perf_counter() - started, args.dry_run)
           + _not_due(work.not_due, today), file=sys.stderr)
-    return EXIT_PROBLEMS if failures else EXIT_OK
+    return EXIT_PROBLEMS if failures or salvaged else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

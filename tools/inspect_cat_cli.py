@@ -29,11 +29,13 @@ from typing import BinaryIO
 import orjson
 
 from storage.archive import ArchiveReader, is_archive
+from storage.format import CorruptSegment, SegmentHeader
 from storage.layout import SegmentRef, iter_segments, validate_name
 from storage.markers import SegmentScan
 from storage.reader import SegmentReader
 from storage.records import POSSIBLE_LOSS, Record, RecordKind
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
+from tools.damage_cli import DamageReport
 from tools.select_cli import (
     describe,
     find_segments,
@@ -156,17 +158,24 @@ class ReadTotals:
 
 def records_of(
     ref: SegmentRef, from_ns: int | None, to_ns: int | None, reads: ReadTotals,
-    kinds: frozenset[int] | None = None,
+    kinds: frozenset[int] | None = None, report: DamageReport | None = None,
 ) -> Iterator[tuple[str, str, Record]]:
-    """Records of one file in a time window (and of the given kinds only, if any)."""
-    reader = open_reader(ref.path)
+    """Records of one file in a time window (and of the given kinds only, if any). With a
+    ``report``, damage is reported there and a file that cannot be opened is skipped (said
+    there) instead of ending the command."""
+    try:
+        reader = open_reader(ref.path)
+    except ToolError as exc:
+        if report is None:
+            raise
+        report.file_failed(str(exc))
+        return
+    if report is not None:
+        report.watch(reader)
     reads.files += 1
     try:
         h = reader.header
-        if h.record_count and (
-            (from_ns is not None and h.last_ts_ns < from_ns)
-            or (to_ns is not None and h.first_ts_ns > to_ns)
-        ):
+        if _skippable(h, from_ns, to_ns):
             return
         product, channel = reader.header.product, reader.header.channel
         if kinds is None:
@@ -174,7 +183,7 @@ def records_of(
         elif isinstance(reader, ArchiveReader):
             records = reader.records(from_ns, to_ns, kinds)
         else:
-            records = _segment_records(ref.path, kinds, from_ns, to_ns)
+            records = _segment_records(reader, kinds, from_ns, to_ns)
         for rec in records:
             yield product, channel, rec
     finally:
@@ -183,15 +192,44 @@ def records_of(
         reader.close()
 
 
-def _segment_records(path: Path, kinds: frozenset[int], from_ns: int | None,
+def _skippable(h: SegmentHeader, from_ns: int | None, to_ns: int | None) -> bool:
+    """Whether the header's time bounds rule the whole file out. Only checked hints count: a
+    v2 segment's hints pass their checksum, an archive's header frame passes zstd's; version-1
+    segment hints are not checked, so such a file is read instead."""
+    if not (h.record_count and h.hints_ok):
+        return False
+    return ((from_ns is not None and h.last_ts_ns < from_ns)
+            or (to_ns is not None and h.first_ts_ns > to_ns))
+
+
+def _segment_records(reader: SegmentReader, kinds: frozenset[int], from_ns: int | None,
                      to_ns: int | None) -> Iterator[Record]:
-    """Records of some kinds from a .seg, decoding only the batches that hold one."""
-    with SegmentScan(path) as scan:
-        yield from scan.records(kinds, from_ns, to_ns)
+    """Records of some kinds from a .seg, decoding only the batches that hold one (batch
+    headers walked without reading payloads) when the commit point is checked (v2 hints);
+    otherwise, and on damage from the last record given, by the resynchronising reader (which
+    reports what it skips)."""
+    done = -1
+    if not reader.header.hints_ok or reader.damage:  # the commit point is not checked
+        yield from (rec for rec in reader.records(from_ns, to_ns) if rec.kind in kinds)
+        return
+    try:
+        with SegmentScan(reader.path) as scan:
+            for rec in scan.records(kinds, from_ns, to_ns):
+                done = rec.offset
+                yield rec
+        return
+    except CorruptSegment:
+        pass
+    for rec in reader.records(from_ns, to_ns):
+        if rec.offset > done and rec.kind in kinds:
+            yield rec
 
 
-def selected(args: argparse.Namespace) -> list[SegmentRef]:
-    refs = latest_per_segment(find_segments(args.target, args.product, args.channel))
+def selected(args: argparse.Namespace, report: DamageReport | None = None) -> list[SegmentRef]:
+    links: list[Path] = []
+    refs = latest_per_segment(find_segments(args.target, args.product, args.channel, links))
+    if report is not None:
+        report.skipped_links(links)
     lo, hi = _day_range(getattr(args, "from_ns", None), getattr(args, "to_ns", None))
     return [r for r in refs if r.product == "?" or lo <= r.day <= hi]
 
@@ -230,7 +268,8 @@ def check_window(args: argparse.Namespace) -> None:
 
 def cmd_cat(args: argparse.Namespace) -> int:
     check_window(args)
-    refs = selected(args)
+    report = DamageReport()
+    refs = selected(args, report)
     multi = _multi_refs(args) if refs else []
     if not refs:
         raise no_match(args.target, args.product, args.channel)
@@ -251,12 +290,12 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
     def chain(group: list[SegmentRef]) -> Iterator[tuple[str, str, Record]]:
         for r in group:
+            items = records_of(r, args.from_ns, args.to_ns, reads, kinds, report)
             if r in multi:
                 keep = _names(args.product)
-                yield from (item for item in records_of(r, args.from_ns, args.to_ns, reads,
-                                                        kinds) if keep(item[2]))
+                yield from (item for item in items if keep(item[2]))
             else:
-                yield from records_of(r, args.from_ns, args.to_ns, reads, kinds)
+                yield from items
 
     try:
         if args.merge and len(streams) > 1:
@@ -273,7 +312,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
         if args.show_io:
             print(f"cbl-inspect: {printer.count} records from {reads.files} files; "
                   f"{reads.archive_bytes} bytes read from archives", file=sys.stderr)
-    return EXIT_OK
+    return report.finish(EXIT_OK)
 
 
 def _stream_dir(args: argparse.Namespace) -> tuple[Path, str, str]:
@@ -316,12 +355,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
     if args.poll <= 0:
         raise ToolError("--poll must be > 0", EXIT_USAGE)
     printer = RecordPrinter(args.format, sys.stdout.buffer, sys.stderr.buffer)
+    report = DamageReport()
     target = Path(args.target)
     if target.is_file():
-        after = _print_last(target, args.lines, printer)
+        after = _print_last(target, args.lines, printer, report)
         if args.follow and not is_archive(target):
-            _follow_segment(target, after, args.poll, printer, lambda: False)
-        return EXIT_OK
+            _follow_segment(target, after, args.poll, printer, lambda: False, report)
+        return report.finish(EXIT_OK)
     if target.is_dir():  # a channel folder, as every other sub-command takes: ROOT/P/C
         root, product, channel = _channel_folder(target)
     else:
@@ -332,14 +372,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
             raise ToolError(f"no segments for {product}/{channel} under {root}", EXIT_USAGE)
         time.sleep(args.poll)  # a stream that has not started yet: wait for its first file
         ref = _latest(root, product, channel)
-    after = _print_last(ref.path, args.lines, printer)
+    after = _print_last(ref.path, args.lines, printer, report)
     if not args.follow:
-        return EXIT_OK
+        return report.finish(EXIT_OK)
     current = ref
     while True:
         if not is_archive(current.path):
             _follow_segment(current.path, after, args.poll, printer,
-                            partial(_has_next, root, current))
+                            partial(_has_next, root, current), report)
         nxt = _next_after(root, current)
         while nxt is None:
             time.sleep(args.poll)
@@ -347,6 +387,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         current, after = nxt, -1
         if is_archive(current.path):
             reader = open_reader(current.path)
+            report.watch(reader)
             try:
                 for rec in reader.records():
                     printer.emit(reader.header.product, reader.header.channel, rec)
@@ -366,10 +407,11 @@ def _next_after(root: Path, ref: SegmentRef) -> SegmentRef | None:
     return None
 
 
-def _print_last(path: Path, n: int, printer: RecordPrinter) -> int:
+def _print_last(path: Path, n: int, printer: RecordPrinter, report: DamageReport) -> int:
     """Print the last n records (walking batches from the end, so big files are quick);
     returns the offset of the last record printed or present (-1 if none)."""
     reader = open_reader(path)
+    report.watch(reader)
     try:
         h = reader.header
         batches = list(reader.batches())
@@ -398,7 +440,7 @@ ABANDON_AFTER_S = 10.0
 
 
 def _follow_segment(path: Path, after: int, poll_s: float, printer: RecordPrinter,
-                    newer_exists: Callable[[], bool]) -> None:
+                    newer_exists: Callable[[], bool], report: DamageReport) -> None:
     """Print records past offset `after` as the writer commits them, until the segment is
     sealed — or, if the recorder restarted into a newer segment and this one stays unsealed
     and silent for ABANDON_AFTER_S, until then (said on stderr).
@@ -408,6 +450,7 @@ def _follow_segment(path: Path, after: int, poll_s: float, printer: RecordPrinte
     """
     reader = open_reader(path)
     assert isinstance(reader, SegmentReader)
+    report.watch(reader)  # damage found while following is said at once (stderr)
     product, channel = reader.header.product, reader.header.channel
     items: queue.Queue[object] = queue.Queue(maxsize=65_536)
 

@@ -135,13 +135,21 @@ def provenance_lines(root: Path, meta: dict[str, Any]) -> Iterator[str]:
            "stop")
 
 
+def _say_links(links: list[Path]) -> None:
+    for link in links:
+        print(f"cbl-inspect: skipped: {link} is a symbolic link (never followed)",
+              file=sys.stderr)
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    refs = find_segments(args.root, args.product, args.channel)
+    links: list[Path] = []
+    refs = find_segments(args.root, args.product, args.channel, links)
+    _say_links(links)
     if not refs:
         raise no_match(args.root, args.product, args.channel)
     out = sys.stdout
     _print_provenance(args, out)
-    errors = 0
+    errors = len(links)
     total_records = total_data = total_disk = 0
     total_markers = NO_MARKERS
     unknown_markers = 0

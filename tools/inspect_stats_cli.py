@@ -19,6 +19,7 @@ import orjson
 
 from storage.records import RecordKind
 from tools.console_cli import EXIT_OK, format_time
+from tools.damage_cli import DamageReport
 from tools.inspect_cat_cli import ReadTotals, check_window, kind_name, records_of, selected
 from tools.select_cli import no_match
 
@@ -139,13 +140,15 @@ def summary(st: StreamStats) -> dict[str, Any]:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     check_window(args)
-    refs = selected(args)
+    report = DamageReport()
+    refs = selected(args, report)
     if not refs:
         raise no_match(args.target, args.product, args.channel)
     streams: dict[tuple[str, str], StreamStats] = {}
     reads = ReadTotals()
     for ref in refs:
-        for product, channel, rec in records_of(ref, args.from_ns, args.to_ns, reads):
+        for product, channel, rec in records_of(ref, args.from_ns, args.to_ns, reads, None,
+                                                report):
             st = streams.get((product, channel))
             if st is None:
                 st = streams[(product, channel)] = StreamStats()
@@ -170,4 +173,5 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for p, g in s["trade_id_gaps"].items():
             print(f"  trade ids {p}: {g['gaps']} gaps ({g['missing']} missing), "
                   f"{g['backwards']} repeated or backwards", file=out)
-    return EXIT_OK
+    out.flush()
+    return report.finish(EXIT_OK)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from storage.archive_verify import verify_file
 from storage.source import display
@@ -18,7 +19,10 @@ from tools.select_cli import find_segments, no_match
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    refs = find_segments(args.target, args.product, args.channel)
+    links: list[Path] = []
+    refs = find_segments(args.target, args.product, args.channel, links)
+    for link in links:
+        sys.stdout.write(f"{link}: symbolic link, not followed (skipped)\n")
     if not refs:
         raise no_match(args.target, args.product, args.channel)
     problems = warnings = records = 0
@@ -34,7 +38,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         problems += len(report.problems)
         warnings += len(report.warnings)
     sys.stdout.flush()
-    failed = problems + (warnings if args.strict else 0)
+    failed = problems + len(links) + (warnings if args.strict else 0)
     if not args.quiet:
         verdict = "clean" if not problems else f"{problems} problem(s) in {bad_files} file(s)"
         if warnings:

@@ -45,20 +45,23 @@ def describe(path: Path, exc: BaseException) -> str:
     return text if str(path) in text else f"{display(path)}: {text}"
 
 
-def _under(root: Path, product: str | None, channel: str | None) -> list[SegmentRef]:
+def _under(root: Path, product: str | None, channel: str | None,
+           skipped: list[Path] | None = None) -> list[SegmentRef]:
     try:
-        return list(iter_segments(root, product=product, channel=channel))
+        return list(iter_segments(root, product=product, channel=channel, skipped=skipped))
     except ValueError as exc:  # an invalid --product/--channel name
         raise ToolError(str(exc), EXIT_USAGE) from None
 
 
 def find_segments(
     target: str | os.PathLike[str], product: str | None = None, channel: str | None = None,
+    skipped: list[Path] | None = None,
 ) -> list[SegmentRef]:
     """Segments (and archives) selected by a file, a data root, or a product/channel folder.
 
     A single file is accepted whatever its name (so a copied or renamed file can still be read);
-    its stream is then whatever its header says.
+    its stream is then whatever its header says. Symbolic links under a folder are not
+    followed; they are appended to ``skipped``.
     """
     if is_remote(target):
         return _remote(target, product, channel)
@@ -70,8 +73,11 @@ def find_segments(
             return [parse_segment_path(path)]
         except ValueError:
             return [SegmentRef(path, "?", "?", dt.date.min, 0, path.name.endswith(".zst"))]
-    refs = _under(path, product, channel)
-    if refs:
+    found: list[Path] = []
+    refs = _under(path, product, channel, found)
+    if refs or found:
+        if skipped is not None:
+            skipped += found
         return refs
     # a product folder (<root>/<product>) or a channel folder (<root>/<product>/<channel>)?
     for parent, prod, chan in ((path.parent, path.name, channel),
@@ -81,8 +87,11 @@ def find_segments(
         except ValueError:
             continue
         if product in (None, prod) and channel in (None, chan):
-            refs = _under(parent, prod, chan)
+            found = []
+            refs = _under(parent, prod, chan, found)
             if refs:
+                if skipped is not None:
+                    skipped += found
                 return refs
     return []
 

@@ -1,7 +1,8 @@
 """Stream names the protocol core hands to storage, and the rule that keeps them safe.
 
 The rule is the one `storage.layout.validate_name` enforces (only ``[A-Za-z0-9._-]``, 1..64
-characters, no leading ``.``, no ``..``). It is repeated here rather than imported so the router
+characters, starting with a letter, a digit or ``_``, no ``..``: a directory named ``-x`` would
+look like a command-line option). It is repeated here rather than imported so the router
 can check product ids from the wire without a dependency on the storage package, and one more
 rule is added: a *product* id may not start with ``_``, because names starting with ``_`` are the
 shared streams (``_conn<id>``, ``_multi``); a hostile server must not be able to write into them.
@@ -43,7 +44,7 @@ ERROR_CHANNEL = "error"
 SUBSCRIPTIONS_CHANNEL = "subscriptions"
 """Channel part of the per-connection stream holding the server's ``subscriptions`` acks."""
 
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 
 def is_valid_name(name: str) -> bool:

@@ -39,8 +39,9 @@ import heapq
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from logger.protocol.names import is_multi_stream
@@ -128,15 +129,26 @@ def _send(s: Session, key: tuple[str, str], payload: bytes, renumber: bool) -> N
 
 
 class _Stream:
-    """One recorded stream: its segments in order, read lazily one at a time."""
+    """One recorded stream: its segments in order, read lazily one at a time. Damage costs
+    this stream the damaged range only (the readers resynchronise; a file that cannot be
+    opened at all is skipped): each is told to ``report`` with the file's name."""
 
-    def __init__(self, refs: list[SegmentRef], from_ns: int | None) -> None:
+    def __init__(self, refs: list[SegmentRef], from_ns: int | None,
+                 report: Callable[[str], None] | None = None) -> None:
         self.refs = refs
         self.from_ns = from_ns
+        self.report = report or (lambda line: print(f"replay: {line}", file=sys.stderr))
 
     def records(self) -> Iterator[tuple[int, bytes]]:
         for ref in self.refs:
-            reader = open_any(ref.path)
+            try:
+                reader = open_any(ref.path)
+            except (CorruptSegment, OSError, ValueError) as e:
+                self.report(f"skipped unreadable {ref.path}: {e}")
+                continue
+            for d in reader.damage:
+                self.report(f"damaged: {d}")
+            reader.on_damage = lambda d: self.report(f"damaged: {d}")
             try:
                 for rec in reader.records(self.from_ns):
                     if rec.kind == _DATA:
@@ -297,6 +309,13 @@ class ReplayServer:
                     want.add((p, c))
         return want
 
+    def _damaged(self, s: Session, line: str) -> None:
+        """A damaged range or unreadable file in one replayed stream: that part is skipped,
+        the rest of the session goes on; said on stderr and in the ledger, naming the file."""
+        print(f"replay: {line}", file=sys.stderr)
+        if self.ledger is not None:
+            self.ledger.event(s.id, "replay_damage", s.i, error=line)
+
     async def _serve(self, s: Session) -> None:
         """Replay to one client; a damaged file ends it with close 1011 naming the file."""
         try:
@@ -322,7 +341,7 @@ class ReplayServer:
                 active.add(key)
                 # venue mode: a stream subscribed late is still served whole
                 from_ns = None if last_ts is None or venue else last_ts + 1
-                it = _Stream(self.streams[key], from_ns).records()
+                it = _Stream(self.streams[key], from_ns, partial(self._damaged, s)).records()
                 first = next(it, None)
                 if first is not None:
                     heapq.heappush(heap, (first[0], order, first[1], key, it))

@@ -26,7 +26,7 @@ def test_name_rule_matches_storage_layout(name: str) -> None:
 
 def test_product_and_connection_names() -> None:
     assert check_product_id("BTC-USD") == "BTC-USD"
-    for bad in ("_multi", "", "a" * 65, "../x", ".x"):
+    for bad in ("_multi", "", "a" * 65, "../x", ".x", "-", "-rf", "--help"):
         with pytest.raises(ValueError, match="invalid product id"):
             check_product_id(bad)
     assert conn_stream("12") == "_conn12"

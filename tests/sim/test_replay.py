@@ -185,27 +185,52 @@ def test_real_2021_capture_recorded_then_replayed_byte_for_byte(tmp_path: Path) 
     assert asyncio.run(main()) == want
 
 
-def test_a_damaged_segment_ends_the_replay_with_1011_and_names_the_file(tmp_path: Path) -> None:
-    record(tmp_path, n=500)
+@pytest.mark.parametrize("damage", ["unreadable_file", "one_batch"])
+def test_damage_costs_that_stream_its_damaged_range_only_and_names_the_file(
+    tmp_path: Path, damage: str
+) -> None:
+    streams: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+    model = MarketModel(21, 4, "advanced_trade")
+    with Engine(EngineConfig(root=tmp_path, backend="mmap", commit_records=40)) as eng:
+        for k, (product, channel, raw) in enumerate(model.day_of_messages(1500)):
+            eng.append(eng.stream(product, channel), T0 + k * STEP, raw)
+            streams.setdefault((product, channel), []).append((T0 + k * STEP, raw))
+            eng.commit_due() and eng.commit(now_ns=T0)
     victim = next(iter_segments(tmp_path, product="BTC-USD", channel="level2")).path
-    victim.write_bytes(b"this is not a segment" * 100)
+    btc = [raw for _, raw in streams[("BTC-USD", "level2")]]
+    if damage == "unreadable_file":
+        victim.write_bytes(b"this is not a segment" * 100)
+    else:
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x04  # one byte inside one batch
+        victim.write_bytes(bytes(data))
 
-    async def main() -> int | None:
-        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None))
+    async def main() -> tuple[int | None, list[bytes], list[dict[str, object]]]:
+        srv = ReplayServer(ReplayConfig(root=tmp_path, venue=False, speed=None, linger_s=0.2))
         await srv.start()
         try:
             async with client(srv.ws_url) as ws:
-                await ws.send('{"type":"subscribe","channel":"level2","product_ids":["BTC-USD"]}')
-                await read_until_closed(ws, timeout=30)
+                await ws.send('{"type":"subscribe","channel":"level2",'
+                              '"product_ids":["BTC-USD","ETH-USD"]}')
+                got = await read_until_closed(ws, timeout=30)
                 code = ws.protocol.close_code
             assert srv.ledger is not None
-            assert srv.ledger.events(0)[0]["event"] == "replay_error"
-            assert str(victim.name) in srv.ledger.events(0)[0]["error"]
-            return code
+            return code, got, srv.ledger.events(0)
         finally:
             await srv.stop()
 
-    assert asyncio.run(main()) == 1011
+    code, got, events = asyncio.run(main())
+    assert code == 1000  # the session ran to its normal end
+    eth = [raw for _, raw in streams[("ETH-USD", "level2")]]
+    assert [m for m in got if m in set(eth)] == eth  # the other stream is whole
+    btc_got = [m for m in got if m in set(btc)]
+    if damage == "unreadable_file":
+        assert btc_got == []
+    else:  # one batch of <= 40 commits' worth of BTC records lost, the rest in order
+        assert len(btc) - 40 <= len(btc_got) < len(btc)
+        assert btc_got == [m for m in btc if m in set(btc_got)]
+    [event] = [e for e in events if e["event"] == "replay_damage"]
+    assert victim.name in str(event["error"])
 
 
 def test_multi_product_streams_of_every_worker_are_replayed(tmp_path: Path) -> None:

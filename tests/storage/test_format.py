@@ -51,7 +51,7 @@ def test_header_foreign_and_corrupt() -> None:
     with pytest.raises(ForeignFile, match="magic"):
         decode_header(b"PK\x03\x04" + bytes(raw[4:]))
     with pytest.raises(ForeignFile, match="version"):
-        decode_header(bytes(raw[:8]) + struct.pack("<H", 2) + bytes(raw[10:]))
+        decode_header(bytes(raw[:8]) + struct.pack("<H", 3) + bytes(raw[10:]))
     with pytest.raises(CorruptSegment, match="truncated"):
         decode_header(bytes(raw[:100]))
     raw[70] ^= 1  # inside the product name: covered by the static CRC
@@ -65,7 +65,7 @@ def test_batch_round_trip(records: list[tuple[int, int, bytes]]) -> None:
     ts = [r[0] for r in records]
     kinds = bytes(r[1] for r in records)
     payloads = [r[2] for r in records]
-    raw = encode_batch(ts, kinds, payloads)
+    raw = encode_batch(ts, kinds, payloads, offset=0)
     assert len(raw) == batch_size(len(records), sum(map(len, payloads)))
     assert len(raw) % 8 == 0
     info = check_batch(raw, 0, len(raw))
@@ -82,7 +82,7 @@ def test_any_single_bit_flip_is_detected(
     records: list[tuple[int, int, bytes]], data: st.DataObject
 ) -> None:
     raw = bytearray(encode_batch([r[0] for r in records], bytes(r[1] for r in records),
-                                 [r[2] for r in records]))
+                                 [r[2] for r in records], offset=0))
     pos = data.draw(st.integers(0, len(raw) - 1))
     raw[pos] ^= 1 << data.draw(st.integers(0, 7))
     with pytest.raises(CorruptSegment):
@@ -103,8 +103,8 @@ def test_encode_rejects_bad_input() -> None:
 
 
 def test_scan_stops_at_torn_batch_and_reports_offsets() -> None:
-    a = encode_batch([1, 2], None, [b"x", b"yy"])
-    b = encode_batch([3], None, [b"z" * 50])
+    a = encode_batch([1, 2], None, [b"x", b"yy"], offset=0)
+    b = encode_batch([3], None, [b"z" * 50], offset=len(a))
     buf = a + b + b[: len(b) - 3]
     infos = list(scan_batches(buf, 0, len(buf)))
     assert [(i.offset, i.length, i.count) for i in infos] == [(0, len(a), 2),

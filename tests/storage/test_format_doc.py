@@ -15,31 +15,41 @@ from storage import Engine, EngineConfig, RecordKind, iter_segments
 
 
 def _doc_reader(data: bytes) -> tuple[dict[str, object], list[tuple[int, int, bytes]]]:
-    """Decode a segment following docs/FORMAT.md step by step."""
+    """Decode a segment (version 1 or 2) following docs/FORMAT.md step by step."""
     assert data[0:8] == b"CBLOGSEG"
     version, header_size, flags = struct.unpack_from("<HHI", data, 8)
-    assert (version, header_size) == (1, 4096)
-    committed_len, record_count, first_ts, last_ts, created = struct.unpack_from("<QQqqq", data, 16)
+    assert version in (1, 2) and header_size == 4096
+    (committed_len,) = struct.unpack_from("<Q", data, 16)
+    if version == 1:
+        record_count, first_ts, last_ts = struct.unpack_from("<Qqq", data, 24)
+    else:
+        hints_crc, record_count, first_ts, last_ts = struct.unpack_from("<IIqq", data, 24)
+        assert google_crc32c.value(data[16:24] + data[28:48]) == hints_crc
+    (created,) = struct.unpack_from("<q", data, 48)
     year, month, day, number = struct.unpack_from("<HBBI", data, 56)
     product = data[64:128].rstrip(b"\0").decode("ascii")
     channel = data[128:192].rstrip(b"\0").decode("ascii")
     (static_crc,) = struct.unpack_from("<I", data, 192)
     assert google_crc32c.value(data[0:12] + data[48:192]) == static_crc
-    index_count, index_step = struct.unpack_from("<II", data, 196)
+    index_count, index_step, index_crc = struct.unpack_from("<III", data, 196)
     index = [struct.unpack_from("<Qq", data, 256 + 16 * i) for i in range(index_count)]
+    if version == 2:
+        entries = data[256 : 256 + 16 * index_count]
+        assert google_crc32c.value(data[196:204] + entries) == index_crc
     header = dict(sealed=bool(flags & 1), committed_len=committed_len, count=record_count,
                   first=first_ts, last=last_ts, day=dt.date(year, month, day), number=number,
                   product=product, channel=channel, index=index, step=index_step,
-                  created=created)
+                  created=created, version=version)
     records: list[tuple[int, int, bytes]] = []
     off = 4096
     while off < committed_len:
         magic, crc, length, n, min_ts, max_ts, payload_len, reserved = struct.unpack_from(
             "<4sIIIqqII", data, off)
-        assert magic == b"CBB1" and n >= 1 and reserved == 0
+        assert magic == (b"CBB1" if version == 1 else b"CBB2") and n >= 1 and reserved == 0
         assert length == (40 + 13 * n + payload_len + 7) // 8 * 8
         assert off + length <= committed_len
-        assert google_crc32c.value(data[off + 8 : off + length]) == crc
+        seed = b"" if version == 1 else struct.pack("<Q", off)  # v2: the CRC binds the offset
+        assert google_crc32c.value(seed + data[off + 8 : off + length]) == crc
         ts = struct.unpack_from(f"<{n}q", data, off + 40)
         lens = struct.unpack_from(f"<{n}I", data, off + 40 + 8 * n)
         kinds = data[off + 40 + 12 * n : off + 40 + 13 * n]
@@ -52,6 +62,12 @@ def _doc_reader(data: bytes) -> tuple[dict[str, object], list[tuple[int, int, by
         off += length
     assert off == committed_len
     return header, records
+
+
+def test_doc_reader_reads_the_v1_fixture() -> None:
+    path = Path(__file__).parent.parent / "fixtures/v1/root/BTC-USD/ticker/2026-01-05.0000.seg"
+    header, records = _doc_reader(path.read_bytes())
+    assert header["version"] == 1 and len(records) == 60 == header["count"]
 
 
 def test_crc32c_check_value_in_the_doc() -> None:
@@ -84,7 +100,7 @@ def test_doc_reader_decodes_what_the_engine_wrote(root: Path) -> None:
     assert header["count"] == len(expected)
     assert (header["first"], header["last"]) == (NOON_NS, max(t for t, _, _ in expected))
     assert (header["product"], header["channel"], header["number"]) == ("BTC-USD", "level2", 0)
-    assert header["day"] == dt.date(2026, 11, 24)
+    assert header["day"] == dt.date(2026, 11, 24) and header["version"] == 2
     index = header["index"]
     assert isinstance(index, list) and index
     prev = 4096
@@ -97,4 +113,5 @@ def test_doc_reader_decodes_what_the_engine_wrote(root: Path) -> None:
 def _records_before(data: bytes, offset: int) -> list[tuple[int, int, bytes]]:
     head = bytearray(data[:4096])
     head[16:24] = offset.to_bytes(8, "little")
+    head[24:28] = google_crc32c.value(bytes(head[16:24] + head[28:48])).to_bytes(4, "little")
     return _doc_reader(bytes(head) + data[4096:offset])[1]

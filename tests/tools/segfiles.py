@@ -55,8 +55,10 @@ def write_segment(root: Path, batches: Sequence[Sequence[Rec]], *, product: str 
                   channel: str = "level2", day: dt.date = DAY, number: int = 0,
                   sealed: bool = True, prealloc: int = 0) -> Path:
     """A segment file as the engine leaves it: header, batches, zero-filled preallocation."""
-    body = b"".join(encode_batch([r[0] for r in b], bytes(r[1] for r in b), [r[2] for r in b])
-                    for b in batches)
+    body = b""
+    for b in batches:  # a v2 batch's CRC binds its file offset
+        body += encode_batch([r[0] for r in b], bytes(r[1] for r in b), [r[2] for r in b],
+                             offset=HEADER_SIZE + len(body))
     recs = [r for b in batches for r in b]
     header = SegmentHeader(
         product=product, channel=channel, day=day, number=number, created_ns=DAY_NS,
@@ -92,8 +94,10 @@ def append_batches(path: Path, batches: Sequence[Sequence[Rec]], *, seal: bool =
 
     with open(path, "r+b") as f:
         header = decode_header(f.read(HEADER_SIZE))
-        body = b"".join(encode_batch([r[0] for r in b], bytes(r[1] for r in b),
-                                     [r[2] for r in b]) for b in batches)
+        body = b""
+        for b in batches:
+            body += encode_batch([r[0] for r in b], bytes(r[1] for r in b), [r[2] for r in b],
+                                 offset=header.committed_len + len(body))
         recs = [r for b in batches for r in b]
         f.seek(header.committed_len)
         f.write(body)

@@ -139,22 +139,32 @@ def _all(arch: Path) -> list[int]:
         return [r.ts_ns for r in reader.records()]
 
 
-def test_corrupt_frame_is_an_error_not_silence(tmp_path: Path) -> None:
+def test_corrupt_frame_costs_that_frame_only_and_is_reported(tmp_path: Path) -> None:
     arch = _archive(tmp_path)
+    total = len(_all(arch))
     data = bytearray(arch.read_bytes())
     with ArchiveReader.open(arch) as reader:
         victim = reader.data_frames[1]
     data[victim.compressed_offset + victim.compressed_size // 2] ^= 0x10
     arch.write_bytes(bytes(data))
-    with ArchiveReader.open(arch) as reader, pytest.raises(CorruptArchive) as exc:
-        list(reader.records())
-    assert exc.value.offset == victim.compressed_offset
+    with ArchiveReader.open(arch) as reader:
+        got = list(reader.records())
+        assert len(got) == total - victim.record_count  # the frames after it still read
+        [d] = reader.damage
+        assert (d.offset, d.length, d.records) == (
+            victim.compressed_offset, victim.compressed_size, victim.record_count)
+        assert f"{arch}@{victim.compressed_offset}" in str(d)
 
 
-def test_truncated_archive_cannot_be_opened(tmp_path: Path) -> None:
+def test_truncated_seek_table_is_rebuilt_from_the_frames(tmp_path: Path) -> None:
     arch = _archive(tmp_path)
+    expected = _all(arch)
     data = arch.read_bytes()
     arch.write_bytes(data[:-100])
+    with ArchiveReader.open(arch) as reader:
+        assert reader.table_rebuilt and [r.ts_ns for r in reader.records()] == expected
+        assert "seek table damaged" in reader.damage[0].reason
+    arch.write_bytes(b"\0" * 50)
     with pytest.raises(CorruptArchive):
         ArchiveReader.open(arch)
 

@@ -366,6 +366,12 @@ def test_unknown_archive_version_is_refused_clearly(
     archive = compact_segment(_seg(recorded, "ETH-USD", "ticker"), today=TODAY).archive
     data = bytearray(archive.read_bytes())
     struct.pack_into("<H", data, len(data) - TRAILER.size + 18, 4)  # the trailer's version
+    # as a version-4 writer would: its table CRC is intact (a mismatch would be damage)
+    _, _, count, entry_size, _, _, _ = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    body = data[len(data) - TRAILER.size - count * entry_size : len(data) - TRAILER.size]
+    trailer_head = data[len(data) - TRAILER.size : len(data) - TRAILER.size + 20]
+    struct.pack_into("<I", data, len(data) - TRAILER.size + 20,
+                     google_crc32c.value(bytes(body) + bytes(trailer_head)))
     archive.write_bytes(bytes(data))
     with pytest.raises(CorruptArchive, match="unsupported archive version 4"):
         ArchiveReader.open(archive)
