@@ -79,7 +79,7 @@ examples:
   cbl-compact -n data                    # what would be done; nothing written
   cbl-compact -j 2 -l 9 data             # smaller archives, two workers
   cbl-compact data/BTC-USD/level2/2026-11-20.0000.seg
-  cbl-compact -q /var/lib/coinbase-logger/data     # from cron: errors and summary
+  cbl-compact -q /var/lib/coinbase-logger          # from cron: errors and summary
 
 scheduling:
   deploy/cbl-compact.service + deploy/cbl-compact.timer run it daily at 00:30 UTC
@@ -156,8 +156,10 @@ def _is_data_root(path: Path) -> bool:
 def _candidates(targets: list[str], links: list[Path]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
+        seen_links = len(links)
         refs = find_segments(t, skipped=links)
-        if not refs and Path(t).is_dir() and not _is_data_root(Path(t)):
+        if (not refs and len(links) == seen_links and Path(t).is_dir()
+                and not _is_data_root(Path(t))):
             raise ToolError(f"{t}: not a data root (no {META} and no segment files under "
                             "it); nothing to compact", EXIT_USAGE)
         for ref in refs:

@@ -22,12 +22,14 @@ import orjson
 
 from storage import Engine, EngineConfig
 from storage.archive import open_any
+from storage.damage import Damage
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef
 from storage.records import RecordKind
 from storage.source import display, is_remote
 from tools.console_cli import (
     EXIT_OK,
+    EXIT_PROBLEMS,
     EXIT_USAGE,
     ArgumentParser,
     ToolError,
@@ -168,34 +170,55 @@ def _streams(args: argparse.Namespace) -> dict[tuple[str, str], list[list[Segmen
     return dict(sorted(out.items()))
 
 
-def records(refs: list[SegmentRef]) -> Iterator[tuple[int, int, bytes]]:
-    """(ts_ns, kind, payload) of one input's segments of a stream, in file order."""
+def records(refs: list[SegmentRef], damaged: set[str]) -> Iterator[tuple[int, int, bytes]]:
+    """(ts_ns, kind, payload) of one input's segments of a stream, in file order.
+
+    A damaged range the reader skipped is a hole in this input like any marker: it comes out
+    as a GAP record where it was met (so another input may fill it, or the output marks it),
+    and its description is added to ``damaged`` for the report."""
     for ref in refs:
         try:
             reader = open_any(ref.path)
         except (CorruptSegment, OSError, ValueError) as exc:
             raise ToolError(f"cannot read {describe(Path(display(ref.path)), exc)}") from None
+        pending: list[Damage] = list(reader.damage)
+        reader.on_damage = pending.append
+        last = 0
         try:
             for rec in reader.records():
+                if pending:
+                    yield from _damage_holes(pending, last or rec.ts_ns, damaged)
                 yield rec.ts_ns, rec.kind, rec.payload
+                last = rec.ts_ns
+            yield from _damage_holes(pending, last, damaged)
         except (CorruptSegment, OSError, ValueError) as exc:
             raise ToolError(f"cannot read {describe(Path(display(ref.path)), exc)}") from None
         finally:
             reader.close()
 
 
+def _damage_holes(pending: list[Damage], ts_ns: int,
+                  damaged: set[str]) -> Iterator[tuple[int, int, bytes]]:
+    for d in pending:
+        damaged.add(str(d))
+        yield ts_ns, RecordKind.GAP, orjson.dumps(
+            {"event": "damaged", "file": display(d.path), "offset": d.offset,
+             "bytes": d.length, "records_lost": d.records})
+    pending.clear()
+
+
 def merge_one(engine: Engine, key: tuple[str, str], per_input: list[list[SegmentRef]],
-              s: Settings) -> StreamReport:
+              s: Settings, damaged: set[str]) -> StreamReport:
     """Scan every input's holes, then write the merged stream; returns its report."""
     n = len(per_input)
     covers: list[Coverage] = [
-        scan(i, ((ts, kind) for ts, kind, _ in records(refs)))
+        scan(i, ((ts, kind) for ts, kind, _ in records(refs, damaged)))
         for i, refs in enumerate(per_input)]
     filled, remaining = resolve(covers, s.tolerance_ns)
     report = StreamReport(key[0], key[1], [0] * n, [0] * n, [0] * n, len(filled),
                           len(remaining), [(g.from_ns, g.to_ns) for g in remaining])
     stream = engine.stream(*key)
-    merged = merge_stream([records(refs) for refs in per_input], remaining,
+    merged = merge_stream([records(refs, damaged) for refs in per_input], remaining,
                           partial(identity, s.dialect), report, s.roots, s.window_ns)
     pending = 0
     for ts, kind, payload in merged:
@@ -238,14 +261,18 @@ def run(args: argparse.Namespace) -> int:
                                         "merged_from": s.roots}) + "\n")
     engine = Engine(EngineConfig(root=out, backend="pwrite", seal_stale_on_open=False))
     reports: list[StreamReport] = []
+    damaged: set[str] = set()
     try:
         for key, per_input in streams.items():
-            reports.append(merge_one(engine, key, per_input, s))
+            reports.append(merge_one(engine, key, per_input, s, damaged))
             _report(reports[-1], args, s)
     finally:
         engine.close()
+    for d in sorted(damaged):
+        print(f"cbl-merge: damaged: {d} (a hole in that input: filled from another or marked)",
+              file=sys.stderr)
     _summary(reports, time.perf_counter() - started, out)
-    return EXIT_OK
+    return EXIT_PROBLEMS if damaged else EXIT_OK
 
 
 def _report(r: StreamReport, args: argparse.Namespace, s: Settings) -> None:

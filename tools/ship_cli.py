@@ -169,11 +169,13 @@ def ship_one(job: Job, ref: SegmentRef) -> Outcome:
     return Outcome(rel, action, size, removed=due, uploaded=uploaded)
 
 
-def _archives(args: argparse.Namespace) -> list[SegmentRef]:
+def _archives(args: argparse.Namespace, links: list[Path]) -> list[SegmentRef]:
+    """The local archives to ship; symbolic links under the root go to ``links`` (never
+    followed: neither uploaded nor removed)."""
     root = Path(args.root)
     if is_remote(args.root) or not root.is_dir():
         raise ToolError(f"{args.root}: not a local data root (a folder)", EXIT_USAGE)
-    refs = [r for r in find_segments(root, args.product, args.channel)
+    refs = [r for r in find_segments(root, args.product, args.channel, links)
             if r.archived and r.product != "?" and (args.day is None or r.day == args.day)]
     return refs
 
@@ -219,12 +221,17 @@ def run(args: argparse.Namespace) -> int:
         dest = parse_s3_url(args.dest)
     except ValueError as exc:
         raise ToolError(str(exc), EXIT_USAGE) from None
-    refs = _archives(args)
+    links: list[Path] = []
+    refs = _archives(args, links)
+    for link in links:
+        print(f"cbl-ship: FAILED {link}: a symbolic link (never followed, never removed)",
+              file=sys.stderr)
     configure_s3(args.endpoint_url, args.region)
     job = Job(Path(args.root), dest, s3_client(), args.today or dt.datetime.now(dt.UTC).date(),
               args.keep_local_days, args.dry_run)
     signal.signal(signal.SIGTERM, _interrupt)
-    return _execute(job, refs, args)
+    code = _execute(job, refs, args)
+    return EXIT_PROBLEMS if links and code == EXIT_OK else code
 
 
 def _execute(job: Job, refs: list[SegmentRef], args: argparse.Namespace) -> int:

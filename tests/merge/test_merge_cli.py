@@ -119,14 +119,31 @@ def test_usage_errors_are_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[
     assert not (tmp_path / "m").exists()
 
 
-def test_a_damaged_input_stops_with_one_line(tmp_path: Path,
-                                             capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_damaged_input_range_is_a_hole_filled_from_the_other(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     for name in ("a", "b"):
         record(tmp_path / name, [(T0 + n * S, D, msg(n)) for n in range(50)])
     seg = next(iter_segments(tmp_path / "b")).path
     data = bytearray(seg.read_bytes())
     data[-40] ^= 0xFF  # inside the last batch: its CRC no longer matches
     seg.write_bytes(bytes(data))
+    code = main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
+    _, err = capfd.readouterr()
+    # the damaged range is said once, with its file, and the merge exits 1 at the end...
+    damaged = [line for line in err.splitlines() if line.startswith("cbl-merge: damaged: ")]
+    assert code == 1 and len(damaged) == 1 and str(seg) in damaged[0]
+    assert "Traceback" not in err
+    # ...but the output still holds every message: input a had what b lost
+    out = [payload for _, kind, payload in read(tmp_path / "m") if kind == D]
+    assert out == [msg(n) for n in range(50)]
+
+
+def test_an_unreadable_input_file_stops_with_one_line(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        record(tmp_path / name, [(T0 + n * S, D, msg(n)) for n in range(50)])
+    seg = next(iter_segments(tmp_path / "b")).path
+    seg.write_bytes(b"\x00" * 100)  # no header, nothing readable
     code = main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m")])
     _, err = capfd.readouterr()
     assert code == 1 and err.startswith("cbl-merge: cannot read ") and str(seg) in err

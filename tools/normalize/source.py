@@ -82,8 +82,17 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
         except (OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
             continue
+        # readers resynchronise past a damaged batch or frame and say so (``reader.damage``,
+        # ``on_damage``): each skipped range becomes a `damaged` item where it was met
+        pending = [str(d) for d in reader.damage]
+        reader.on_damage = lambda d: pending.append(str(d))
         try:
-            yield from ((rec, None) for rec in reader.records(from_ns, to_ns))
+            for rec in reader.records(from_ns, to_ns):
+                if pending:
+                    yield from ((None, why) for why in pending)
+                    pending.clear()
+                yield rec, None
+            yield from ((None, why) for why in pending)
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
         finally:
