@@ -119,7 +119,7 @@ def check_coverage(ledger: Path, root: Path) -> Coverage:
             missing.append(f)
             continue
         own = placed.own_route(f)
-        k = 0 if own is None else next(
+        k: int | None = 0 if own is None else next(
             (j for j, (key, _) in enumerate(copies) if key == own), None)
         if k is None:  # the copies are other connections' frames: this one is missing
             missing.append(f)
