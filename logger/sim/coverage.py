@@ -119,12 +119,12 @@ def check_coverage(ledger: Path, root: Path) -> Coverage:
             missing.append(f)
             continue
         own = placed.own_route(f)
-        k: int | None = 0 if own is None else next(
+        pick: int | None = 0 if own is None else next(
             (j for j, (key, _) in enumerate(copies) if key == own), None)
-        if k is None:  # the copies are other connections' frames: this one is missing
+        if pick is None:  # the copies are other connections' frames: this one is missing
             missing.append(f)
             continue
-        placed.add(f, *copies.pop(k))
+        placed.add(f, *copies.pop(pick))
         cov.stored += 1
     placed.sort()
     losses = {key: s.loss_positions() for key, s in streams.items()}
