@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from storage.archive import open_any
+from storage.damage import Damage
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef, iter_segments
 from storage.records import Record
@@ -84,15 +85,15 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
             continue
         # readers resynchronise past a damaged batch or frame and say so (``reader.damage``,
         # ``on_damage``): each skipped range becomes a `damaged` item where it was met
-        pending = [str(d) for d in reader.damage]
-        reader.on_damage = lambda d: pending.append(str(d))
+        pending: list[Damage] = list(reader.damage)
+        reader.on_damage = pending.append
         try:
             for rec in reader.records(from_ns, to_ns):
                 if pending:
-                    yield from ((None, why) for why in pending)
+                    yield from ((None, str(d)) for d in pending)
                     pending.clear()
                 yield rec, None
-            yield from ((None, why) for why in pending)
+            yield from ((None, str(d)) for d in pending)
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
         finally:
