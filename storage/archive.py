@@ -181,6 +181,12 @@ class ArchiveReader:
             for info, _ in self.frame_batches(entry, self.frame_content(entry)):
                 yield info
 
+    def batch_blobs(self) -> Iterator[tuple[BatchInfo, bytes]]:
+        """Every batch with its bytes (source offsets), each CRC-checked, as
+        `SegmentReader.batch_blobs`; CorruptArchive at the first damaged frame."""
+        for entry in self.data_frames:
+            yield from self.frame_batches(entry, self.frame_content(entry))
+
     def _frames_for(
         self, from_ns: int | None, to_ns: int | None, kinds: frozenset[int] | None = None,
     ) -> Iterator[FrameEntry]:

@@ -127,6 +127,12 @@ class SegmentReader:
         for info, _ in self._batches(HEADER_SIZE, self._committed_end()):
             yield info
 
+    def batch_blobs(self) -> Iterator[tuple[BatchInfo, bytes]]:
+        """Every committed batch with its bytes, each CRC-checked, for readers that decode a
+        whole batch at once (storage.bulk); CorruptSegment after the valid prefix."""
+        self.refresh()
+        yield from self._batches(HEADER_SIZE, self._committed_end())
+
     def _start_for(self, from_ns: int, end: int) -> int:
         """Where to begin for records at or after ``from_ns``: the last index entry whose
         preceding records are all older (entries are hints: checked before use)."""

@@ -14,10 +14,12 @@ import io
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from storage.bulk import RecordBatch
 from tools.normalize import datasets as D
 from tools.normalize import scan
 from tools.normalize.columns import schema_of
@@ -75,31 +77,50 @@ def _finish(cols: dict[str, Any], spec: tuple[tuple[str, str], ...], floats: boo
 
 def book_l2(payloads: list[bytes], ts: list[int], product: str, floats: bool
             ) -> pa.Table | None:
-    """`book_l2` rows of a run of level2 frames of `product`, or None (use the Python path).
-
-    Frames of the common shape are scanned positionally (scan.py); the others, in stretches,
-    go through Arrow's JSON reader; the stretches' rows are concatenated in frame order."""
+    """`book_l2` rows of a run of level2 frames of `product`, or None (use the Python path)."""
     try:
-        at = bool(payloads) and payloads[0].startswith(b'{"channel"')
-        arr, buf, offsets = scan.frames(payloads)
-        ok = scan.fits(arr, scan.AT_L2 if at else scan.EX_L2UPDATE)
-        tables = []
-        for lo, hi, fit in _stretches(ok):
-            tss = pa.array(ts[lo:hi], pa.int64())
-            if fit:
-                offs = offsets[lo:hi + 1]
-                t = (_at_rows(_at_scanned(scan.at_l2(buf, offs)), tss, product, floats) if at
-                     else _ex_scanned(scan.ex_l2update(buf, offs), tss, product, floats))
-            elif at:
-                t = _at_l2(_read(payloads[lo:hi], _AT_L2), tss, product, floats)
-            else:
-                t = _ex_l2(_read(payloads[lo:hi], _EX_L2), tss, product, floats)
-            if t is None:
-                return None
-            tables.append(t)
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+        return _book_l2(scan.frames(payloads), np.asarray(ts, np.int64), product, floats)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
+
+
+def book_l2_batches(batches: list[RecordBatch], product: str, floats: bool
+                    ) -> pa.Table | None:
+    """`book_l2` as `book_l2`, for stored batches holding level2 frames only."""
+    bases = np.cumsum([0] + [len(b.payloads) for b in batches])
+    offsets = np.concatenate([np.zeros(1, np.int64), *(
+        np.asarray(b.starts[1:], np.int64) + base for b, base in zip(batches, bases[:-1],
+                                                                     strict=True))])
+    ts = np.concatenate([np.frombuffer(b.ts, np.int64) for b in batches])
+    try:
+        frames = scan.frames_of(b"".join(b.payloads for b in batches), offsets)
+        return _book_l2(frames, ts, product, floats)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _book_l2(frames: tuple[pa.StringArray, np.ndarray, np.ndarray], ts: np.ndarray,
+             product: str, floats: bool) -> pa.Table | None:
+    """Frames of the common shape are scanned positionally (scan.py); the others, in
+    stretches, go through Arrow's JSON reader; the rows are concatenated in frame order."""
+    arr, buf, offsets = frames
+    at = bytes(buf[:10]) == b'{"channel"'
+    ok = scan.fits(arr, scan.AT_L2 if at else scan.EX_L2UPDATE)
+    tables = []
+    for lo, hi, fit in _stretches(ok):
+        tss = pa.array(ts[lo:hi])
+        if fit:
+            offs = offsets[lo:hi + 1]
+            t = (_at_rows(_at_scanned(scan.at_l2(buf, offs)), tss, product, floats) if at
+                 else _ex_scanned(scan.ex_l2update(buf, offs), tss, product, floats))
+        else:
+            payloads = [bytes(buf[offsets[i]:offsets[i + 1]]) for i in range(lo, hi)]
+            t = (_at_l2(_read(payloads, _AT_L2), tss, product, floats) if at
+                 else _ex_l2(_read(payloads, _EX_L2), tss, product, floats))
+        if t is None:
+            return None
+        tables.append(t)
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
 
 
 def _stretches(ok: Any) -> list[tuple[int, int, bool]]:

@@ -34,19 +34,27 @@ EX_L2UPDATE = (r'^\{"type":"l2update","product_id":' + _STR + r',"changes":\[(?:
                + r"(?:," + _EX_CHANGE + r')*)?\],"time":' + _STR + r"\}$")
 
 QUOTE = 34
+PAD = 64
+_SIDES = pa.array(["offer", "bid"])
+_TYPES = pa.array(["update", "snapshot"])
 
 
 def frames(payloads: list[bytes]) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
-    """The payloads as one Arrow string array (UTF-8 checked), their bytes and the offsets
-    of each (n + 1 of them) as numpy."""
-    blob = b"".join(payloads)
+    """`frames_of` for separate payloads."""
     lens = np.fromiter(map(len, payloads), np.int64, len(payloads))
-    offsets = np.zeros(len(payloads) + 1, np.int32)
+    offsets = np.zeros(len(payloads) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
-    arr = pa.StringArray.from_buffers(len(payloads), pa.py_buffer(offsets), pa.py_buffer(blob))
+    return frames_of(b"".join(payloads), offsets)
+
+
+def frames_of(blob: bytes, offsets: np.ndarray) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
+    """Frames stored back to back in `blob` (frame i at offsets[i]:offsets[i + 1]) as one
+    Arrow string array (UTF-8 checked), the bytes as numpy, and the offsets."""
+    arr = pa.StringArray.from_buffers(len(offsets) - 1,
+                                      pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(blob))
     arr.validate(full=True)  # ArrowInvalid on bytes that are not UTF-8
-    # 12 zero bytes after the last frame: `_gather` reads 12 bytes from any string's start
-    return arr, np.frombuffer(blob + bytes(12), np.uint8), offsets.astype(np.int64)
+    # zero bytes after the last frame: `_gather` reads up to PAD bytes from a string's start
+    return arr, np.frombuffer(blob + bytes(PAD), np.uint8), offsets
 
 
 def fits(arr: pa.StringArray, pattern: str) -> np.ndarray:
@@ -56,13 +64,25 @@ def fits(arr: pa.StringArray, pattern: str) -> np.ndarray:
 
 
 def _gather(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
-    """The byte ranges [starts, ends) of `buf` as one string array: built as Arrow string
-    views on `buf` (16 bytes per string, made with numpy), copied out by Arrow's cast."""
+    """The byte ranges [starts, ends) of `buf` as one string array, made by numpy: short
+    strings (the usual: prices, sizes, times) are cut from fixed-width windows at their
+    starts, longer ones become Arrow string views on `buf` that Arrow's cast copies out."""
+    lens = ends - starts
+    width = int(lens.max()) if len(lens) else 0
+    if width > PAD:
+        return _views(buf, starts, lens.astype(np.int32))
+    windows = np.lib.stride_tricks.as_strided(buf, (len(buf) - width + 1, width), (1, 1))
+    data = windows[starts][np.arange(width)[None, :] < lens[:, None]]
+    offsets = np.zeros(len(lens) + 1, np.int32)
+    np.cumsum(lens, out=offsets[1:])
+    return pa.StringArray.from_buffers(len(lens), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _views(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> pa.StringArray:
     n = len(starts)
-    lens = (ends - starts).astype(np.int32)
     views = np.zeros((n, 16), np.uint8)
     views.view(np.int32)[:, 0] = lens
-    # 12 bytes from each start (`buf` ends with 12 zero bytes, see frames)
+    # 12 bytes from each start (`buf` ends with PAD zero bytes, see frames_of)
     head = np.lib.stride_tricks.as_strided(buf, (len(buf) - 11, 12), (1, 1))[starts]
     views[:, 4:] = np.where(_TWELVE[None, :] < lens[:, None], head, 0)  # inline or prefix
     long = lens > 12
@@ -113,8 +133,10 @@ def at_l2(buf: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
     seq_end = s.q[2 * (head + 5)] - 1         # before `,"events"`
     return {
         "timestamp": s.at(head + 3), "sequence": _gather(buf, seq_start, seq_end),
-        "type": s.at(head + 7), "product_id": s.at(head + 9), "rec": pa.array(rec),
-        "side": s.at(up + 1), "event_time": s.at(up + 3), "price": s.at(up + 5),
+        "type": _TYPES.take((s.char(head + 7) == ord("s")).astype(np.int8)),
+        "product_id": s.at(head + 9), "rec": pa.array(rec),
+        "side": _SIDES.take((s.char(up + 1) == ord("b")).astype(np.int8)),
+        "event_time": s.at(up + 3), "price": s.at(up + 5),
         "size": s.at(up + 7)}
 
 

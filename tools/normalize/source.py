@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from storage import bulk
 from storage.archive import open_any
+from storage.bulk import RecordBatch
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef, iter_segments
 from storage.records import Record
@@ -84,6 +86,28 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
             continue
         try:
             yield from ((rec, None) for rec in reader.records(from_ns, to_ns))
+        except (CorruptSegment, OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+        finally:
+            reader.close()
+
+
+def stream_batches(root: Path, product: str, channel: str, day: dt.date,
+                   ) -> Iterator[tuple[RecordBatch | None, str | None]]:
+    """`stream_records` by whole batches: (batch, None) for each, (None, why) after a
+    damaged stretch. For readers that treat many records at once (the columnar export)."""
+    try:
+        refs = _one_per_segment(iter_segments(root, product, channel, day))
+    except (ValueError, OSError):
+        return
+    for ref in refs:
+        try:
+            reader = open_any(ref.path)
+        except (OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+            continue
+        try:
+            yield from ((b, None) for b in bulk.batches(reader))
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
         finally:
