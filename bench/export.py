@@ -142,10 +142,7 @@ def book_ours(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
     bids, asks = tr.book.bids, tr.book.asks
     t = time.process_time()
     for i, (snap, levels) in enumerate(msgs):
-        tr.begin(i, snap)
-        for is_bid, price, size in levels:
-            tr.level(is_bid, price, size)
-        tr.end(i)
+        tr.message(i, snap, levels)
         bids.best()
         asks.best()
     return time.process_time() - t
