@@ -248,6 +248,12 @@ class ArchiveReader:
             for info, _ in self.frame_batches(entry, content):
                 yield info
 
+    def batch_blobs(self) -> Iterator[tuple[BatchInfo, bytes]]:
+        """Every valid batch with its bytes (source offsets), each CRC-checked, as
+        `SegmentReader.batch_blobs`; damaged frames are skipped and noted in ``damage``."""
+        for entry, content in self.frames_content(self.data_frames):
+            yield from self.frame_batches(entry, content)
+
     def _frames_for(
         self, from_ns: int | None, to_ns: int | None, kinds: frozenset[int] | None = None,
     ) -> Iterator[FrameEntry]:

@@ -249,6 +249,14 @@ class SegmentReader:
         for info, _ in self._batches(HEADER_SIZE, end, to_eof):
             yield info
 
+    def batch_blobs(self) -> Iterator[tuple[BatchInfo, bytes]]:
+        """Every valid committed batch with its bytes, each CRC-checked, for readers that
+        decode a whole batch at once (storage.bulk); damaged ranges are skipped and noted in
+        :attr:`damage`, as by :meth:`batches`."""
+        self.refresh()
+        end, to_eof = self._committed_end()
+        yield from self._batches(HEADER_SIZE, end, to_eof)
+
     def _start_for(self, from_ns: int, end: int) -> int:
         """Where to begin for records at or after ``from_ns``: the last index entry whose
         preceding records are all older. Only a checksummed index (v2) is used; otherwise,

@@ -15,6 +15,7 @@ are one level, as on the venue. The best price per side comes from a lazily clea
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from storage.records import RecordKind
@@ -42,14 +43,19 @@ class Side:
         levels = self.levels
         if float(size) == 0.0:
             levels.pop(key, None)
-            return key
-        if key not in levels:
-            heap = self._heap
-            heapq.heappush(heap, -key if self._bid else key)
-            if len(heap) > 2 * len(levels) + 1024:  # mostly removed prices: rebuild
-                self._rebuild()
-        levels[key] = (price, size)
+        elif key in levels:
+            levels[key] = (price, size)
+        else:
+            self.add(key, price, size)
         return key
+
+    def add(self, key: float, price: str, size: str) -> None:
+        """A price not on the book yet (`set` and `BookTracker.message` decide that)."""
+        heap = self._heap
+        heapq.heappush(heap, -key if self._bid else key)
+        if len(heap) > 2 * len(self.levels) + 1024:  # mostly removed prices: rebuild
+            self._rebuild()
+        self.levels[key] = (price, size)
 
     def _rebuild(self) -> None:
         self._heap = [-k for k in self.levels] if self._bid else list(self.levels)
@@ -69,6 +75,11 @@ class Side:
         return None
 
     def best(self) -> Level | None:
+        heap = self._heap
+        if heap:  # the usual case: the heap's top is still on the book
+            got = self.levels.get(-heap[0] if self._bid else heap[0])
+            if got is not None:
+                return got
         k = self.best_key()
         return None if k is None else self.levels[k]
 
@@ -172,6 +183,54 @@ class BookTracker:
         book = self.book
         return (book.bids if is_bid else book.asks).set(price, size)
 
+    def message(self, ts: int, is_snapshot: bool,
+                levels: Iterable[tuple[bool, str, str]]) -> None:
+        """A whole book message at once: what `begin`, `level` for each (is_bid, price,
+        size) and `end` do, inlined (one call per message, not three plus one per level;
+        tests/export check that both ways give the same book and stats)."""
+        st = self.stats
+        if st.first_ns is None:
+            self._seen(ts)
+        elif ts > st.last_ns:  # type: ignore[operator]
+            st.last_ns = ts
+        book = self.book
+        bids, asks = book.bids, book.asks
+        if is_snapshot:
+            book.clear()
+            st.snapshots += 1
+        else:
+            st.updates += 1
+        on_bid, on_ask = bids.levels, asks.levels
+        n = 0
+        for is_bid, price, size in levels:
+            n += 1
+            key = float(price)
+            on = on_bid if is_bid else on_ask
+            if float(size) == 0.0:
+                on.pop(key, None)
+            elif key in on:
+                on[key] = (price, size)
+            else:
+                (bids if is_bid else asks).add(key, price, size)
+        st.levels += n
+        if is_snapshot and not self.valid:
+            self.valid = True
+            self._valid_since = ts
+        self._in_snapshot = False
+        state = 0
+        if self.valid:  # book.crossed(), with the usual case (clean heap tops) inlined
+            bh, ah = bids._heap, asks._heap
+            b = -bh[0] if bh else None
+            if b is not None and b not in on_bid:
+                b = bids.best_key()
+            a = ah[0] if ah else None
+            if a is not None and a not in on_ask:
+                a = asks.best_key()
+            if b is not None and a is not None and b >= a:
+                state = 1 if b == a else 2
+        if state != self._cross_state:
+            self._crossing(state)
+
     def end(self, ts: int) -> None:
         """A book message is fully applied: a snapshot makes the book valid; check crossing."""
         if self._in_snapshot:
@@ -179,7 +238,9 @@ class BookTracker:
             if not self.valid:
                 self.valid = True
                 self._valid_since = ts
-        state = self.book.crossed() if self.valid else 0
+        self._crossing(self.book.crossed() if self.valid else 0)
+
+    def _crossing(self, state: int) -> None:
         if state == self._cross_state:
             return
         if state:

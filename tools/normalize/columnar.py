@@ -11,13 +11,17 @@ not fit the schema, or that needs the Python path's judgement (AT trade snapshot
 from __future__ import annotations
 
 import io
+from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from storage.bulk import RecordBatch
 from tools.normalize import datasets as D
+from tools.normalize import scan
 from tools.normalize.columns import schema_of
 
 _S = pa.string()
@@ -75,37 +79,109 @@ def book_l2(payloads: list[bytes], ts: list[int], product: str, floats: bool
             ) -> pa.Table | None:
     """`book_l2` rows of a run of level2 frames of `product`, or None (use the Python path)."""
     try:
-        if payloads and payloads[0].startswith(b'{"channel"'):
-            return _at_l2(_read(payloads, _AT_L2), pa.array(ts, pa.int64()), product, floats)
-        return _ex_l2(_read(payloads, _EX_L2), pa.array(ts, pa.int64()), product, floats)
+        return _book_l2(scan.frames(payloads), np.asarray(ts, np.int64), product, floats)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
+
+
+def book_l2_batches(batches: list[RecordBatch], product: str, floats: bool
+                    ) -> pa.Table | None:
+    """`book_l2` as `book_l2`, for stored batches holding level2 frames only."""
+    bases = np.cumsum([0] + [len(b.payloads) for b in batches])
+    offsets = np.concatenate([np.zeros(1, np.int64), *(
+        np.asarray(b.starts[1:], np.int64) + base for b, base in zip(batches, bases[:-1],
+                                                                     strict=True))])
+    ts = np.concatenate([np.frombuffer(b.ts, np.int64) for b in batches])
+    try:
+        frames = scan.frames_of(b"".join(b.payloads for b in batches), offsets)
+        return _book_l2(frames, ts, product, floats)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _book_l2(frames: tuple[pa.StringArray, np.ndarray, np.ndarray], ts: np.ndarray,
+             product: str, floats: bool) -> pa.Table | None:
+    """Frames of the common shape are scanned positionally (scan.py); the others, in
+    stretches, go through Arrow's JSON reader; the rows are concatenated in frame order."""
+    arr, buf, offsets = frames
+    at = bytes(buf[:10]) == b'{"channel"'
+    ok = scan.fits(arr, scan.AT_L2 if at else scan.EX_L2UPDATE)
+    tables = []
+    for lo, hi, fit in _stretches(ok):
+        tss = pa.array(ts[lo:hi])
+        if fit:
+            offs = offsets[lo:hi + 1]
+            t = (_at_rows(_at_scanned(scan.at_l2(buf, offs)), tss, product, floats) if at
+                 else _ex_scanned(scan.ex_l2update(buf, offs), tss, product, floats))
+        else:
+            payloads = [bytes(buf[offsets[i]:offsets[i + 1]]) for i in range(lo, hi)]
+            t = (_at_l2(_read(payloads, _AT_L2), tss, product, floats) if at
+                 else _ex_l2(_read(payloads, _EX_L2), tss, product, floats))
+        if t is None:
+            return None
+        tables.append(t)
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+
+
+def _stretches(ok: Any) -> list[tuple[int, int, bool]]:
+    """[lo, hi) runs of equal values of a boolean mask."""
+    cuts = [0, *(int(i) + 1 for i in (ok[1:] != ok[:-1]).nonzero()[0]), len(ok)]
+    return [(lo, hi, bool(ok[lo])) for lo, hi in pairwise(cuts) if hi > lo]
+
+
+def _at_scanned(f: dict[str, Any]) -> dict[str, Any] | None:
+    rec = f["rec"]
+    return {"product": f["product_id"], "timestamp": f["timestamp"],
+            "sequence": f["sequence"].cast(pa.int64()), "rec": rec,
+            "type": pc.take(f["type"], rec), "side": f["side"], "event_time": f["event_time"],
+            "price": f["price"], "size": f["size"]}
 
 
 def _at_l2(t: pa.Table, ts: pa.Array, product: str, floats: bool) -> pa.Table | None:
     if pc.any(pc.not_equal(t["channel"], "l2_data")).as_py():
         return None
     ev, ev_rec = _flat(t["events"])
-    if pc.any(pc.not_equal(ev.field("product_id"), product)).as_py():
-        return None  # another product's event: the Python path filters it
     up, up_ev = _flat(ev.field("updates"))
-    rec = pc.take(ev_rec, up_ev)
-    et = up.field("event_time")
+    return _at_rows({
+        "product": ev.field("product_id"), "timestamp": t["timestamp"],
+        "sequence": t["sequence_num"], "rec": pc.take(ev_rec, up_ev),
+        "type": pc.take(ev.field("type"), up_ev), "side": up.field("side"),
+        "event_time": up.field("event_time"), "price": up.field("price_level"),
+        "size": up.field("new_quantity")}, ts, product, floats)
+
+
+def _at_rows(f: dict[str, Any] | None, ts: pa.Array, product: str, floats: bool
+             ) -> pa.Table | None:
+    if f is None or pc.any(pc.not_equal(f["product"], product)).as_py():
+        return None  # another product's event: the Python path filters it
+    rec, et, side = f["rec"], f["event_time"], f["side"]
     zero = pc.starts_with(pc.fill_null(et, "1970-01-01T00:00:00"), "1970-01-01T00:00:00")
-    tsx = pc.if_else(zero, pc.take(t["timestamp"], rec), et)
-    side = up.field("side")
+    tsx = pc.if_else(zero, pc.take(f["timestamp"], rec), et)
     if pc.any(pc.invert(pc.is_in(side, pa.array(["bid", "offer"])))).as_py():
         return None
     return _finish({
         "ts_recv": pc.take(ts, rec).cast(pa.timestamp("ns", tz="UTC")),
         "ts_exchange": tsx.cast(pa.timestamp("ns", tz="UTC")),
-        "is_snapshot": pc.fill_null(pc.equal(pc.take(ev.field("type"), up_ev), "snapshot"),
-                                    False),
+        "is_snapshot": pc.fill_null(pc.equal(f["type"], "snapshot"), False),
         "side": pc.if_else(pc.equal(side, "bid"), "bid", "ask"),
-        "price": _dec(up.field("price_level"), floats), "size": _dec(up.field("new_quantity"),
-                                                                      floats),
-        "sequence": pc.take(t["sequence_num"], rec),
-        "marker": pa.nulls(len(up), _S)}, D.BOOK_L2, floats)
+        "price": _dec(f["price"], floats), "size": _dec(f["size"], floats),
+        "sequence": pc.take(f["sequence"], rec),
+        "marker": pa.nulls(len(rec), _S)}, D.BOOK_L2, floats)
+
+
+def _ex_scanned(f: dict[str, Any], ts: pa.Array, product: str, floats: bool
+                ) -> pa.Table | None:
+    if pc.any(pc.not_equal(f["product_id"], product)).as_py():
+        return None
+    rec = f["rec"]
+    n = len(rec)
+    return _finish({
+        "ts_recv": pc.take(ts, rec).cast(pa.timestamp("ns", tz="UTC")),
+        "ts_exchange": pc.take(f["time"], rec).cast(pa.timestamp("ns", tz="UTC")),
+        "is_snapshot": pa.repeat(pa.scalar(False), n),
+        "side": pc.if_else(pc.equal(f["side"], "buy"), "bid", "ask"),
+        "price": _dec(f["price"], floats), "size": _dec(f["size"], floats),
+        "sequence": pa.nulls(n, pa.int64()), "marker": pa.nulls(n, _S)}, D.BOOK_L2, floats)
 
 
 def _dec(strings: pa.Array, floats: bool) -> pa.Array:

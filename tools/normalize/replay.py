@@ -16,10 +16,18 @@ from pathlib import Path
 
 import orjson
 
+from storage.bulk import RecordBatch
 from storage.records import Record, RecordKind
 from tools.normalize import datasets as D
 from tools.normalize.rows import ProductRows
-from tools.normalize.source import DAMAGED, MULTI, merged, stream_days, stream_records
+from tools.normalize.source import (
+    DAMAGED,
+    MULTI,
+    merged,
+    stream_batches,
+    stream_days,
+    stream_records,
+)
 
 DAY_NS = 86_400 * 1_000_000_000
 DEFAULT_LOOKBACK_DAYS = 3
@@ -75,7 +83,10 @@ def feed_span(rows: ProductRows, root: Path, channels: list[str], from_ns: int |
     """
     bulk = [c for c in channels if rows.bulk_ok(c) and not (root / MULTI / c).is_dir()]
     for ch in bulk:
-        _bulk_stream(rows, root, ch, day, from_ns, to_ns)
+        if ch in D.BOOK_CHANNELS and from_ns is None and to_ns is None:
+            _bulk_batches(rows, root, ch, day)
+        else:
+            _bulk_stream(rows, root, ch, day, from_ns, to_ns)
     rest = [c for c in channels if c not in bulk]
     if not rest:
         return
@@ -121,6 +132,35 @@ def _bulk_stream(rows: ProductRows, root: Path, channel: str, day: dt.date,
             rows.feed(channel, rec)
     if run:
         rows.feed_run(channel, run)
+
+
+def _bulk_batches(rows: ProductRows, root: Path, channel: str, day: dt.date) -> None:
+    """A whole day of a book stream, batch by batch: batches without markers go to the
+    columnar path together; a batch holding a marker is fed record by record."""
+    run: list[RecordBatch] = []
+    size = 0
+    last_ts = 0
+    for batch, damage in stream_batches(root, rows.product, channel, day):
+        if batch is not None and batch.all_data():
+            run.append(batch)
+            size += len(batch)
+            last_ts = batch.ts[-1]
+            if size >= RUN_RECORDS:
+                rows.feed_batches(channel, run)
+                run, size = [], 0
+            continue
+        if run:
+            rows.feed_batches(channel, run)
+            run, size = [], 0
+        if batch is None:
+            rows.marker(last_ts, channel, "damaged", orjson.dumps({"error": damage}).decode(),
+                        DAMAGED)
+            continue
+        for rec in batch.records():
+            last_ts = rec.ts_ns
+            rows.feed(channel, rec)
+    if run:
+        rows.feed_batches(channel, run)
 
 
 def warm_up(rows: ProductRows, root: Path, channels: list[str], until_ns: int,

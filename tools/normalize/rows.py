@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from storage.bulk import RecordBatch
 from storage.records import Record, RecordKind
 from tools.normalize import columnar
 from tools.normalize import datasets as D
@@ -155,6 +156,17 @@ class ProductRows:
                 return
         for r in recs:
             self.feed(channel, r)
+
+    def feed_batches(self, channel: str, batches: list[RecordBatch]) -> None:
+        """Stored batches of one book stream holding DATA records only, in file order: the
+        columnar path straight from the stored bytes (no record objects)."""
+        table = columnar.book_l2_batches(batches, self.product, self.opts.floats)
+        if table is not None:
+            self._add_table("book_l2", table)
+            return
+        for b in batches:
+            for r in b.records():
+                self.feed(channel, r)
 
     def _add_table(self, ds: str, table: pa.Table) -> None:
         c = self.cols[ds]

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from storage import bulk
 from storage.archive import open_any
+from storage.bulk import RecordBatch
 from storage.damage import Damage
 from storage.format import CorruptSegment
 from storage.layout import SegmentRef, iter_segments
@@ -93,6 +95,35 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
                     yield from ((None, str(d)) for d in pending)
                     pending.clear()
                 yield rec, None
+            yield from ((None, str(d)) for d in pending)
+        except (CorruptSegment, OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+        finally:
+            reader.close()
+
+
+def stream_batches(root: Path, product: str, channel: str, day: dt.date,
+                   ) -> Iterator[tuple[RecordBatch | None, str | None]]:
+    """`stream_records` by whole batches: (batch, None) for each, (None, why) after a
+    damaged stretch. For readers that treat many records at once (the columnar export)."""
+    try:
+        refs = _one_per_segment(iter_segments(root, product, channel, day))
+    except (ValueError, OSError):
+        return
+    for ref in refs:
+        try:
+            reader = open_any(ref.path)
+        except (OSError, ValueError) as exc:
+            yield None, f"{ref.path}: {exc}"
+            continue
+        pending: list[Damage] = list(reader.damage)
+        reader.on_damage = pending.append
+        try:
+            for b in bulk.batches(reader):
+                if pending:
+                    yield from ((None, str(d)) for d in pending)
+                    pending.clear()
+                yield b, None
             yield from ((None, str(d)) for d in pending)
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
