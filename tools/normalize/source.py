@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from storage import bulk
 from storage.archive import open_any
@@ -25,6 +25,7 @@ from storage.layout import SegmentRef, iter_segments
 from storage.records import Record
 
 MULTI = "_multi"
+T = TypeVar("T")
 DAMAGED = -1  # pseudo kind of an `Item` that stands for unreadable bytes
 
 
@@ -75,37 +76,23 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
                    from_ns: int | None = None, to_ns: int | None = None,
                    ) -> Iterator[tuple[Record | None, str | None]]:
     """(record, None) for each record of a stream's day; (None, why) after a damaged stretch."""
-    try:
-        refs = _one_per_segment(iter_segments(root, product, channel, day))
-    except (ValueError, OSError):
-        return
-    for ref in refs:
-        try:
-            reader = open_any(ref.path)
-        except (OSError, ValueError) as exc:
-            yield None, f"{ref.path}: {exc}"
-            continue
-        # readers resynchronise past a damaged batch or frame and say so (``reader.damage``,
-        # ``on_damage``): each skipped range becomes a `damaged` item where it was met
-        pending: list[Damage] = list(reader.damage)
-        reader.on_damage = pending.append
-        try:
-            for rec in reader.records(from_ns, to_ns):
-                if pending:
-                    yield from ((None, str(d)) for d in pending)
-                    pending.clear()
-                yield rec, None
-            yield from ((None, str(d)) for d in pending)
-        except (CorruptSegment, OSError, ValueError) as exc:
-            yield None, f"{ref.path}: {exc}"
-        finally:
-            reader.close()
+    return _with_damage(root, product, channel, day,
+                        lambda reader: reader.records(from_ns, to_ns))
 
 
 def stream_batches(root: Path, product: str, channel: str, day: dt.date,
                    ) -> Iterator[tuple[RecordBatch | None, str | None]]:
     """`stream_records` by whole batches: (batch, None) for each, (None, why) after a
     damaged stretch. For readers that treat many records at once (the columnar export)."""
+    return _with_damage(root, product, channel, day, bulk.batches)
+
+
+def _with_damage(root: Path, product: str, channel: str, day: dt.date,
+                 read: Callable[[Any], Iterable[T]]) -> Iterator[tuple[T | None, str | None]]:
+    """What ``read`` gives of each file of a stream's day, as (item, None), with (None, why)
+    where a damaged range was skipped or a file could not be read. Readers resynchronise past
+    a damaged batch or frame and say so (``reader.damage``, ``on_damage``): each skipped range
+    is reported where it was met, so a book built across it is marked invalid."""
     try:
         refs = _one_per_segment(iter_segments(root, product, channel, day))
     except (ValueError, OSError):
@@ -119,11 +106,11 @@ def stream_batches(root: Path, product: str, channel: str, day: dt.date,
         pending: list[Damage] = list(reader.damage)
         reader.on_damage = pending.append
         try:
-            for b in bulk.batches(reader):
+            for item in read(reader):
                 if pending:
                     yield from ((None, str(d)) for d in pending)
                     pending.clear()
-                yield b, None
+                yield item, None
             yield from ((None, str(d)) for d in pending)
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
