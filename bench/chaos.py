@@ -4,7 +4,8 @@ the no-silent-loss check.
     python bench/chaos.py --seconds 180 --seed 1        (also: make chaos)
 
 The schedule mixes faults of several kinds (``FAULTS``): the venue's own faults set up when it
-starts (disconnect storms, sequence gaps: ``logger/sim/faults.py`` spec items over the
+starts (disconnect storms, sequence gaps, ping floods, a trickling REST endpoint:
+``logger/sim/faults.py`` spec items over the
 connection ids a run will use) and timed actions on the daemon and its disk (``kill -9`` and a
 restart, SIGTERM and a restart, a full disk on a real small tmpfs that is freed again). At the
 end the daemon is stopped, the venue writes its ledger, and every ledger frame that is not
@@ -15,8 +16,7 @@ Memory bound), the longest SIGTERM-to-exit; the last line is the same as JSON. E
 when every missing frame is covered, 1 otherwise.
 
 A fault kind is a class with ``venue_items`` (spec items for the venue, fixed at start) and/or
-``act`` (a timed action); adding one (e.g. a ping flood or a slow REST endpoint once the venue
-has them) is adding a class to ``FAULTS``.
+``act`` (a timed action); adding one is adding a class to ``FAULTS``.
 """
 
 from __future__ import annotations
@@ -236,8 +236,29 @@ def _fill(ballast: Path, leave: int) -> None:
         os.close(fd)
 
 
+class PingFlood(Fault):
+    """A venue that pings as fast as the socket takes them and does not read the pongs: the
+    daemon's bounded outgoing buffer drops the connection (DISCONNECT with the reason)."""
+
+    name = "ping_flood"
+
+    def venue_items(self, rng: random.Random, conns: int) -> list[str]:
+        return [f"ping_flood:{rng.uniform(2.0, 6.0):.1f}@c{c}/{rng.randrange(500, 6000)}"
+                for c in range(conns) if rng.random() < 0.3]
+
+
+class SlowRest(Fault):
+    """Every second or third product-list request trickled a byte at a time: discovery at a
+    (re)start is abandoned at its deadline and tried again, never hung."""
+
+    name = "slow_rest"
+
+    def venue_items(self, rng: random.Random, conns: int) -> list[str]:
+        return [f"slow_rest:{rng.choice([2.0, 4.0])}@*{rng.choice([2, 3])}"]
+
+
 FAULTS: dict[str, Fault] = {f.name: f for f in (
-    DisconnectStorm(), SeqGap(), Kill9(), TermRestart(), FullDisk())}
+    DisconnectStorm(), SeqGap(), PingFlood(), SlowRest(), Kill9(), TermRestart(), FullDisk())}
 
 
 # -- the run -------------------------------------------------------------------------------
