@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,16 +101,32 @@ def check_coverage(ledger: Path, root: Path) -> Coverage:
         cov.backward_steps += s.backward_steps()
     placed = _Placed()
     missing: list[FrameEntry] = []
-    used: dict[str, int] = defaultdict(int)
-    for f in sorted(frames, key=lambda f: (f.conn, f.i)):
+    sent = Counter(f.sha256 for f in frames)
+    ordered = sorted(frames, key=lambda f: (f.conn, f.i))
+    # frames sent once and stored once first: they say which stream each connection's
+    # frames of a channel go to; then byte-identical frames (e.g. the same subscriptions ack
+    # on two connections) take a stored copy in their own connection's stream if there is one
+    for f in ordered:
         copies = where.get(f.sha256, [])
-        n = used[f.sha256]
-        if n < len(copies):  # byte-identical frames sent twice: matched in order
-            used[f.sha256] = n + 1
-            placed.add(f, *copies[n])
+        if sent[f.sha256] == 1 and len(copies) == 1:
+            placed.add(f, *copies.pop())
             cov.stored += 1
-        else:
+    for f in ordered:
+        if sent[f.sha256] == 1 and f.sha256 in where and not where[f.sha256]:
+            continue  # placed above
+        copies = where.get(f.sha256, [])
+        if not copies:
             missing.append(f)
+            continue
+        own = placed.own_route(f)
+        pick: int | None = 0 if own is None else next(
+            (j for j, (key, _) in enumerate(copies) if key == own), None)
+        if pick is None:  # the copies are other connections' frames: this one is missing
+            missing.append(f)
+            continue
+        placed.add(f, *copies.pop(pick))
+        cov.stored += 1
+    placed.sort()
     losses = {key: s.loss_positions() for key, s in streams.items()}
     for f in missing:
         routed = placed.route(f)
@@ -155,6 +171,16 @@ class _Placed:
         products = tuple(f.products)
         self._route[(f.conn, f.channel, products)] = key
         self._route_any[(f.channel, products)] = key
+
+    def sort(self) -> None:
+        """Each connection's frames in a stream by ``i`` (placed in two passes)."""
+        for key, (is_, poss) in self.by_conn.items():
+            pairs = sorted(zip(is_, poss, strict=True))
+            self.by_conn[key] = ([i for i, _ in pairs], [p for _, p in pairs])
+
+    def own_route(self, f: FrameEntry) -> tuple[str, str] | None:
+        """The stream this connection's frames of that channel and products went to."""
+        return self._route.get((f.conn, f.channel, tuple(f.products)))
 
     def route(self, f: FrameEntry) -> tuple[str, str] | None:
         products = tuple(f.products)
