@@ -69,7 +69,7 @@ from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan_startup
 from logger.sink import Sink, StreamBuf, marker_payload
-from storage.records import RecordKind
+from storage import RecordKind
 
 log = logging.getLogger("logger.connection")
 

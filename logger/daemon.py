@@ -43,8 +43,7 @@ from logger.protocol.names import multi_stream
 from logger.provenance import Claim, DataDirError, Venue, claim, release
 from logger.shard import plan_connections
 from logger.sink import Sink
-from storage import Engine, EngineConfig
-from storage.rootlock import LOCK_NAME, RootInUse, RootLock
+from storage import LOCK_NAME, Engine, EngineConfig, RootInUse, RootLock
 
 log = logging.getLogger("logger.daemon")
 

@@ -41,9 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from storage.engine import Engine, Stream
-from storage.layout import InvalidStreamName, validate_name
-from storage.records import RecordKind
+from storage import Engine, InvalidStreamName, RecordKind, Stream, validate_name
 
 log = logging.getLogger("logger.sink")
 

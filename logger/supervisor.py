@@ -71,7 +71,7 @@ from logger.pool import StartupReport
 from logger.products import Product
 from logger.provenance import release
 from logger.worker import decode, encode
-from storage.rootlock import LOCK_NAME, RootInUse, RootLock
+from storage import LOCK_NAME, RootInUse, RootLock
 
 log = logging.getLogger("logger.supervisor")
 

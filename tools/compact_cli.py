@@ -16,10 +16,18 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.archive import DEFAULT_LEVEL
-from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.layout import QUARANTINE_DIR, SEGMENT_SUFFIX, SegmentRef, parse_segment_path
-from storage.segment import read_segment_header
+from storage import (
+    DEFAULT_LEVEL,
+    QUARANTINE_DIR,
+    SEGMENT_SUFFIX,
+    CompactError,
+    CompactResult,
+    NotEligible,
+    SegmentRef,
+    compact_segment,
+    parse_segment_path,
+    read_segment_header,
+)
 from tools.console_cli import (
     EXIT_OK,
     EXIT_PROBLEMS,

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from storage.layout import SegmentRef
+from storage import SegmentRef
 from storage.source import S3Location, configure_s3, is_remote, parse_s3_url, s3_client
 from tools.console_cli import (
     EXIT_OK,

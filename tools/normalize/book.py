@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from storage.records import RecordKind
+from storage import RecordKind
 
 Level = tuple[str, str]  # (price, size) exactly as the venue sent them
 

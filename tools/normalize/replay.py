@@ -16,7 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from storage.records import Record, RecordKind
+from storage import Record, RecordKind
 from tools.normalize import datasets as D
 from tools.normalize.rows import ProductRows
 from tools.normalize.source import DAMAGED, MULTI, merged, stream_days, stream_records

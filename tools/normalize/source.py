@@ -16,10 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from storage.archive import open_any
-from storage.format import CorruptSegment
-from storage.layout import SegmentRef, iter_segments
-from storage.records import Record
+from storage import CorruptSegment, Record, SegmentRef, iter_segments, open_any
 
 MULTI = "_multi"
 DAMAGED = -1  # pseudo kind of an `Item` that stands for unreadable bytes
