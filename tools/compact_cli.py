@@ -164,8 +164,10 @@ def _is_data_root(path: Path) -> bool:
 def _candidates(targets: list[str], links: list[Path]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
+        refused = len(links)
         refs = find_segments(t, skipped=links)
-        if not refs and Path(t).is_dir() and not _is_data_root(Path(t)):
+        # symbolic links found here are failures to report (exit 1), not "nothing to compact"
+        if not refs and len(links) == refused and Path(t).is_dir() and not _is_data_root(Path(t)):
             raise ToolError(f"{t}: not a data root (no {META} and no segment files under "
                             "it); nothing to compact", EXIT_USAGE)
         for ref in refs:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from storage import CorruptSegment, Record, SegmentRef, iter_segments, open_any
+from storage import CorruptSegment, Damage, Record, SegmentRef, iter_segments, open_any
 
 MULTI = "_multi"
 DAMAGED = -1  # pseudo kind of an `Item` that stands for unreadable bytes
@@ -79,8 +79,17 @@ def stream_records(root: Path, product: str, channel: str, day: dt.date,
         except (OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
             continue
+        # a damaged batch or frame is skipped by the reader (damage stays local) and noted in
+        # its ``damage``: each becomes a (None, why) at its place, never silently dropped
+        found: list[Damage] = list(reader.damage)
+        reader.on_damage = found.append
         try:
-            yield from ((rec, None) for rec in reader.records(from_ns, to_ns))
+            for rec in reader.records(from_ns, to_ns):
+                while found:
+                    yield None, str(found.pop(0))
+                yield rec, None
+            while found:
+                yield None, str(found.pop(0))
         except (CorruptSegment, OSError, ValueError) as exc:
             yield None, f"{ref.path}: {exc}"
         finally:
