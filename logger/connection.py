@@ -659,51 +659,54 @@ class Connection:
             feed.poll(time.monotonic())  # a settle arms a retry round: stamp it now
 
     def _run_action(self, a: Action, ts_ns: int) -> None:
-        if isinstance(a, Marker):
-            key = (a.product, a.channel)
-            if a.kind is MarkerKind.STOP and key not in self.sink.streams:
-                return  # nothing written to it this run: no file just to say "stopped"
-            self.sink.mark(key, RecordKind[a.kind.name], ts_ns, a.payload)
-            if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
-                self._log_gap(a)
-        elif isinstance(a, Send):
-            self.send_paced(a.frames, a.reason)
-        elif isinstance(a, Reconnect):
-            log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id,
-                        a.reason)
-            t = self.transport
-            self.close_reason = a.reason
-            if t is not None and not t.is_disconnected:
-                t.disconnect(graceful=False)
-        elif isinstance(a, Acknowledged):
-            log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
-                      a.channel, len(a.added), len(a.removed))
-        elif isinstance(a, Refused):
-            self.stats.refused_products += 1
-            log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
-                        self.conn_id, a.channel, a.product, a.reason)
-        elif isinstance(a, ServerError):
-            self.stats.errors += 1
-            log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
-                        a.message, a.reason)
-        elif isinstance(a, Settled):
-            self.stats.acked_products = len(
-                {p for ps in a.acknowledged.values() for p in ps})
-            self.settled.set()
-            if self._on_settled is not None:
-                self._on_settled(self, a)
-        elif isinstance(a, RetrySubscribe):
-            products = sum(len(ps) for ps in a.missing.values())
-            log.warning("event=subscribe_retry conn=%s attempt=%d channels=%s products=%d"
-                        " frames=%d", self.conn_id, a.attempt, ",".join(a.missing),
-                        products, len(a.frames))
-            self.send_paced(a.frames, f"subscribe retry {a.attempt}")
-        elif isinstance(a, SubscribeRecovered):
-            log.info("event=subscribe_recovered conn=%s channel=%s products=%d retries=%d",
-                     self.conn_id, a.channel, len(a.products), a.retries)
-        elif isinstance(a, SubscribeGivenUp):
-            log.warning("event=subscribe_given_up conn=%s channel=%s products=%d retries=%d",
-                        self.conn_id, a.channel, len(a.products), a.retries)
+        """Execute one of the core's actions (``logger.protocol.actions``), in order."""
+        match a:
+            case Marker():
+                self._write_marker(a, ts_ns)
+            case Send(frames=frames, reason=reason):
+                self.send_paced(frames, reason)
+            case Reconnect(reason=reason):
+                log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id, reason)
+                t = self.transport
+                self.close_reason = reason
+                if t is not None and not t.is_disconnected:
+                    t.disconnect(graceful=False)
+            case Acknowledged(channel=channel, added=added, removed=removed):
+                log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
+                          channel, len(added), len(removed))
+            case Refused(channel=channel, product=product, reason=reason):
+                self.stats.refused_products += 1
+                log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
+                            self.conn_id, channel, product, reason)
+            case ServerError(message=message, reason=reason):
+                self.stats.errors += 1
+                log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
+                            message, reason)
+            case Settled(acknowledged=acknowledged):
+                self.stats.acked_products = len({p for ps in acknowledged.values() for p in ps})
+                self.settled.set()
+                if self._on_settled is not None:
+                    self._on_settled(self, a)
+            case RetrySubscribe(frames=frames, missing=missing, attempt=attempt):
+                products = sum(len(ps) for ps in missing.values())
+                log.warning("event=subscribe_retry conn=%s attempt=%d channels=%s products=%d"
+                            " frames=%d", self.conn_id, attempt, ",".join(missing),
+                            products, len(frames))
+                self.send_paced(frames, f"subscribe retry {attempt}")
+            case SubscribeRecovered(channel=channel, products=products, retries=retries):
+                log.info("event=subscribe_recovered conn=%s channel=%s products=%d retries=%d",
+                         self.conn_id, channel, len(products), retries)
+            case SubscribeGivenUp(channel=channel, products=products, retries=retries):
+                log.warning("event=subscribe_given_up conn=%s channel=%s products=%d"
+                            " retries=%d", self.conn_id, channel, len(products), retries)
+
+    def _write_marker(self, a: Marker, ts_ns: int) -> None:
+        key = (a.product, a.channel)
+        if a.kind is MarkerKind.STOP and key not in self.sink.streams:
+            return  # nothing written to it this run: no file just to say "stopped"
+        self.sink.mark(key, RecordKind[a.kind.name], ts_ns, a.payload)
+        if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
+            self._log_gap(a)
 
     def _log_gap(self, a: Marker) -> None:
         """One WARNING per gap (a data loss), not per stream it was marked in: a connection
