@@ -78,6 +78,20 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> None:
         loop.add_signal_handler(sig, request_stop, sig.name)
 
 
+class StopSignal:
+    """The one stop signal of a process (daemon, supervisor, worker): signals
+    (``stop_on_signals``), timers and failures call ``request_stop(why)``; the first call is
+    logged and sets ``stop_event``, which every part of the process waits on."""
+
+    def __init__(self) -> None:
+        self.stop_event = asyncio.Event()
+
+    def request_stop(self, why: str = "stop") -> None:
+        if not self.stop_event.is_set():
+            logging.getLogger(type(self).__module__).info("event=stopping signal=%s", why)
+            self.stop_event.set()
+
+
 def pin_cpu(cfg: Config, index: int) -> int | None:
     """Pin this recording process (index 0 for the single process, worker i for i) to one
     CPU of ``ingest.cpus``; returns it, or None when the list is empty.
@@ -381,7 +395,7 @@ class RunResult:
     startup: StartupReport | None = None
 
 
-class Daemon:
+class Daemon(StopSignal):
     """One ingest process: one event loop thread, one storage thread (docs/RUNTIME.md).
     With ``ingest.workers`` > 1 the CLI runs ``logger.supervisor.Supervisor`` instead."""
 
@@ -389,7 +403,7 @@ class Daemon:
         self.cfg = cfg
         self.dialect: Dialect = get_dialect(cfg.venue.dialect)
         self.root = Path(cfg.storage.data_dir)
-        self.stop_event = asyncio.Event()
+        StopSignal.__init__(self)
         self.ingest: Ingest | None = None
         self.startup: StartupReport | None = None
         self.bad_products = False
@@ -434,11 +448,6 @@ class Daemon:
         if self.bad_products and exit_code == 0:
             exit_code = 2
         return RunResult(exit_code, self.startup)
-
-    def request_stop(self, why: str = "stop") -> None:
-        if not self.stop_event.is_set():
-            log.info("event=stopping signal=%s", why)
-            self.stop_event.set()
 
     async def _startup_report(self) -> None:
         assert self.ingest is not None
@@ -497,6 +506,6 @@ def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> Non
 
 
 __all__ = ["EXIT_RECORDS_LOST", "Claim", "Connection", "Daemon", "DataDirError", "Ingest",
-           "RunResult", "Share", "claim_data_dir", "configure_logging", "discover",
+           "RunResult", "Share", "StopSignal", "claim_data_dir", "configure_logging", "discover",
            "engine_config", "mark_unclean_end", "refetch", "report_fields", "venue_of",
            "wait_for_old_workers"]

@@ -14,6 +14,7 @@ for tests and benchmarks only. docs/ARCHITECTURE.md lists the API by group.
 
 from storage.archive import DEFAULT_LEVEL, ArchiveReader, is_archive, open_any
 from storage.archive_verify import VerifyReport, verify_file
+from storage.backends import BACKEND_NAMES
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
 from storage.damage import Damage
 from storage.engine import CommitError, CommitResult, Engine, EngineConfig, Stream
@@ -36,6 +37,7 @@ from storage.segment import read_segment_header
 
 # grouped by use in docs/ARCHITECTURE.md (writing, records, layout, reading, archiving)
 __all__ = [
+    "BACKEND_NAMES",
     "DEFAULT_LEVEL",
     "LOCK_NAME",
     "NO_MARKERS",
