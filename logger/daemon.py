@@ -86,9 +86,12 @@ class StopSignal:
     def __init__(self) -> None:
         self.stop_event = asyncio.Event()
 
+    #: the process's logger (``logger.daemon``, ``logger.supervisor``, ``logger.worker``)
+    log: logging.Logger = log
+
     def request_stop(self, why: str = "stop") -> None:
         if not self.stop_event.is_set():
-            logging.getLogger(type(self).__module__).info("event=stopping signal=%s", why)
+            self.log.info("event=stopping signal=%s", why)
             self.stop_event.set()
 
 

@@ -238,6 +238,8 @@ def aggregate(reports: Sequence[tuple[StartupReport, float]], t0: float) -> Star
 class Supervisor(StopSignal):
     """Runs ``cfg.ingest.workers`` worker processes over one data root until a signal."""
 
+    log = log
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.count = cfg.ingest.workers

@@ -89,6 +89,8 @@ def die_with_parent() -> None:
 class Worker(StopSignal):
     """Runs one ``Ingest`` with its ``Share`` until stopped; reports over ``out``."""
 
+    log = log
+
     def __init__(self, cfg: Config, share: Share, parent_pid: int, ctl_in: BinaryIO,
                  out: BinaryIO) -> None:
         self.cfg = cfg

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from storage import CorruptSegment, Engine, EngineConfig, RecordKind, SegmentRef, open_any
+from storage import CorruptSegment, Damage, Engine, EngineConfig, RecordKind, SegmentRef, open_any
 from storage.source import display, is_remote
 from tools.console_cli import (
     EXIT_OK,
@@ -171,7 +171,16 @@ def records(refs: list[SegmentRef]) -> Iterator[tuple[int, int, bytes]]:
             reader = open_any(ref.path)
         except (CorruptSegment, OSError, ValueError) as exc:
             raise ToolError(f"cannot read {describe(Path(display(ref.path)), exc)}") from None
+        # a damaged stretch is skipped by the reader (damage stays local, format v2): a merge
+        # must not pass over it silently, so the first one stops the merge with one line
+        def stop(d: Damage, ref: SegmentRef = ref) -> None:
+            raise ToolError(f"cannot read {display(ref.path)}: damaged at offset {d.offset}"
+                            f" ({d.reason})")
+
         try:
+            for d in reader.damage:
+                stop(d)
+            reader.on_damage = stop
             for rec in reader.records():
                 yield rec.ts_ns, rec.kind, rec.payload
         except (CorruptSegment, OSError, ValueError) as exc:
