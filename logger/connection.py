@@ -70,7 +70,6 @@ from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter
 from logger.sink import Sink, StreamBuf, marker_payload
-from storage import RecordKind
 
 log = logging.getLogger("logger.connection")
 
@@ -608,7 +607,7 @@ class Connection:
         key = (a.product, a.channel)
         if a.kind is MarkerKind.STOP and key not in self.sink.streams:
             return  # nothing written to it this run: no file just to say "stopped"
-        self.sink.mark(key, RecordKind[a.kind.name], ts_ns, a.payload)
+        self.sink.mark_event(key, a.kind, ts_ns, a.payload)
         if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
             self._log_gap(a)
 
@@ -628,4 +627,4 @@ class Connection:
 
     def note(self, key: tuple[str, str], **fields: object) -> None:
         """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""
-        self.sink.mark(key, RecordKind.NOTE, time.time_ns(), marker_payload(**fields))
+        self.sink.mark_event(key, MarkerKind.NOTE, time.time_ns(), marker_payload(**fields))

@@ -116,6 +116,13 @@ def test_storage_public_api_resolves() -> None:
         assert missing == [], module.__name__
 
 
+def test_the_socket_shell_uses_no_storage_type() -> None:
+    """The connection speaks the core's marker kinds; the sink maps them to records."""
+    bad = [f"{path}: {module}" for path, module, _ in _imports_of("logger")
+           if path.name in ("connection.py", "pacing.py") and module.split(".")[0] == "storage"]
+    assert bad == []
+
+
 def test_tools_reach_logger_only_through_the_simulator_entry_point() -> None:
     bad = [f"{path}: {module}" for path, module, _ in _imports_of("tools")
            if module.split(".")[0] == "logger" and module != SIM_ENTRY]
