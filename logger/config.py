@@ -20,6 +20,7 @@ from typing import Any
 
 from logger.protocol.dialects import DIALECTS, get_dialect
 from logger.protocol.names import is_valid_product_id
+from storage import BACKEND_NAMES
 
 
 class ConfigError(ValueError):
@@ -153,7 +154,7 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
     "storage.data_dir": ("data", _text, "root directory of the segment files"),
     "storage.allow_venue_change": (False, _bool, "record into a data root that holds another"
                                    " venue's data (its URLs differ); refused by default"),
-    "storage.backend": ("mmap", _choice("auto", "mmap", "uring", "pwrite"),
+    "storage.backend": ("mmap", _choice(*BACKEND_NAMES),
                         "write backend: mmap, auto, uring or pwrite"),
     "storage.commit_records": (10_000, _int(1, what="a positive integer"),
                                "commit when this many records are pending"),

@@ -46,6 +46,7 @@ from picows import (
 )
 
 from logger.metrics import ChannelCount, ConnStats
+from logger.pacing import Pacer
 from logger.protocol import (
     UNROUTED,
     Acknowledged,
@@ -67,9 +68,8 @@ from logger.protocol.actions import (
 )
 from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
-from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan_startup
+from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter
 from logger.sink import Sink, StreamBuf, marker_payload
-from storage.records import RecordKind
 
 log = logging.getLogger("logger.connection")
 
@@ -327,6 +327,8 @@ class Connection:
         self.sink = sink
         self.limiter = limiter
         self.message_limiter = message_limiter
+        self.pacer = Pacer(conn_id, limiter, message_limiter, self.stopping,
+                           lambda: self.transport)
         self.settings = settings or ConnSettings()
         s = self.settings
         feed.retry_policy = RetryPolicy(s.subscribe_retries, s.retry_base_s, s.retry_max_s,
@@ -341,7 +343,6 @@ class Connection:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._attempt = 0
-        self._send_tasks: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
         self.settled = asyncio.Event()
         self.pings = 0
@@ -385,7 +386,7 @@ class Connection:
     async def run(self) -> None:
         try:
             while not self.stopping():
-                slots = await self._await_slots()
+                slots = await self.pacer.await_open(self.opening_counts())
                 if self.stopping():
                     break
                 if await self._connect_once(slots):
@@ -397,106 +398,18 @@ class Connection:
             self._abort()
             raise
 
-    #: the pool's schedule for the first connection attempt, and the startup's data phase
-    #: its keepalive frames wait for (``plan_opening``); reconnects reserve their own slots
-    _planned: OpeningSlots | None = None
-    _phase: DataPhase | None = None
-
     def plan_opening(self, slots: OpeningSlots, phase: DataPhase | None) -> None:
         """Use ``slots`` (from ``ratelimit.plan_startup``) for the first connection attempt."""
-        self._planned = slots
-        self._phase = phase
+        self.pacer.plan_opening(slots, phase)
 
     def opening_counts(self) -> tuple[int, int]:
         """(market-data frames, keepalive frames) of this connection's opening subscribe."""
         data, keepalive = split_opening_frames(self.feed.dialect, self.feed.requested)
         return len(data), len(keepalive)
 
-    async def _await_slots(self) -> OpeningSlots | None:
-        """Take an open slot and one message slot per opening frame; sleep until the open.
-
-        The open and the first subscribe frame share one instant, so the socket opens only
-        when a subscribe can follow at once (the venue closes a connection that has not
-        subscribed within 5 s) and concurrent connections are paced by the limits alone.
-        Market-data frames take the first slots, keepalive the last ones. At startup the
-        pool has planned this for every connection at once (``Pool.start``).
-        """
-        planned, self._planned = self._planned, None
-        if planned is None and self.message_limiter is not None:
-            planned = plan_startup([self.opening_counts()], self.limiter,
-                                   self.message_limiter, time.monotonic())[0]
-        await self._sleep_until(planned.open_at if planned is not None
-                                else self.limiter.reserve())
-        # the window over completed opens (a slow handshake pushes the next window's opens)
-        while not self.stopping() and \
-                (delay := self.limiter.gate_delay(time.monotonic())) > 0:
-            await asyncio.sleep(delay)
-        return planned
-
-    def _give_up_phase(self, frames: int) -> None:
-        """This attempt will not send ``frames`` startup data frames: stop waiting for them."""
-        phase, self._phase = self._phase, None
-        if phase is not None:
-            phase.sent(frames)
-
-    async def _sleep_until(self, when: float) -> None:
-        while not self.stopping():
-            delay = when - time.monotonic()
-            if delay <= 0:
-                return
-            await asyncio.sleep(min(delay, 0.25))
-
     def send_paced(self, frames: Sequence[bytes], reason: str) -> None:
         """Send frames through the shared message limiter (resubscribe, refresh)."""
-        if not frames:
-            return
-        if self.message_limiter is None:
-            t = self.transport
-            if t is not None and not t.is_disconnected:
-                for f in frames:
-                    t.send(_TEXT, f)
-            return
-        self._spawn_send(list(frames), [self.message_limiter.reserve() for _ in frames])
-        log.info("event=send conn=%s frames=%d reason=%r", self.conn_id, len(frames), reason)
-
-    def _spawn_send(self, frames: list[bytes], slots: list[float], data_frames: int = 0,
-                    phase: DataPhase | None = None) -> None:
-        """Send ``frames`` at their reserved ``slots`` in a task the connection keeps a
-        reference to (the loop holds tasks only weakly)."""
-        task = asyncio.get_running_loop().create_task(
-            self._send_at(frames, slots, data_frames, phase))
-        self._send_tasks.add(task)
-        task.add_done_callback(self._send_tasks.discard)
-
-    async def _send_at(self, frames: list[bytes], slots: list[float], data_frames: int = 0,
-                       phase: DataPhase | None = None) -> None:
-        """Send each frame at its slot, in order. With a startup ``phase``, the first
-        ``data_frames`` are counted off it as they leave, and the frames after them (the
-        keepalive; after the first frame in any case) wait until every connection's data
-        frames have left."""
-        transport = self.transport
-        lim = self.message_limiter
-        counted = 0
-        try:
-            for i, (f, at) in enumerate(zip(frames, slots, strict=True)):
-                if phase is not None and i >= max(1, data_frames):
-                    await phase.wait()
-                await self._sleep_until(at)
-                if lim is not None:  # late frames must not bunch up with punctual ones
-                    while (delay := lim.gate_delay(time.monotonic())) > 0:
-                        await asyncio.sleep(delay)
-                if transport is None or transport.is_disconnected or \
-                        self.transport is not transport:
-                    return  # the reconnect resubscribes everything anyway
-                transport.send(_TEXT, f)
-                if lim is not None:
-                    lim.record(time.monotonic())
-                if phase is not None and i < data_frames:
-                    phase.sent()
-                    counted += 1
-        finally:
-            if phase is not None:
-                phase.sent(data_frames - counted)
+        self.pacer.send(frames, reason)
 
     async def _connect_once(self, opening: OpeningSlots | None) -> bool:
         s = self.settings
@@ -522,13 +435,13 @@ class Connection:
                             self.conn_id, s.rate_limited_pause_s)
             else:
                 log.warning("event=connect_failed conn=%s error=%r", self.conn_id, e)
-            self._give_up_phase(opening.data_frames if opening is not None else 0)
+            self.pacer.give_up_phase(opening.data_frames if opening is not None else 0)
             return False
         except (OSError, TimeoutError, WSError) as e:
             error = (f"no connection within {s.connect_timeout_s:g} s"
                      if isinstance(e, TimeoutError) else repr(e))
             log.warning("event=connect_failed conn=%s error=%s", self.conn_id, error)
-            self._give_up_phase(opening.data_frames if opening is not None else 0)
+            self.pacer.give_up_phase(opening.data_frames if opening is not None else 0)
             return False
         self.limiter.record(time.monotonic())  # the open counted against the window
         self.transport = transport
@@ -541,17 +454,7 @@ class Connection:
         self._set_rcvbuf(transport)
         self.settled.clear()
         frames = self.feed.opening_frames()  # market data first, keepalive last
-        phase, self._phase = self._phase, None
-        if opening is not None and len(opening.frames) == len(frames):
-            self._spawn_send(frames, list(opening.frames), opening.data_frames, phase)
-        else:
-            if phase is not None and opening is not None:
-                phase.sent(opening.data_frames)
-            if self.message_limiter is not None:  # the plan changed meanwhile (refresh)
-                self._spawn_send(frames, [self.message_limiter.reserve() for _ in frames])
-            else:
-                for frame in frames:
-                    transport.send(_TEXT, frame)
+        self.pacer.send_opening(transport, frames, opening)
         self.run_actions()
         log.debug("event=connected conn=%s url=%s", self.conn_id, self.url)
         return True
@@ -641,7 +544,7 @@ class Connection:
         return float(max(0.0, d * (1.0 + random.uniform(-s.backoff_jitter, s.backoff_jitter))))
 
     async def _backoff(self) -> None:
-        await self._sleep_until(time.monotonic() + self.next_backoff())
+        await self.pacer.sleep_until(time.monotonic() + self.next_backoff())
 
     # ------------------------------------------------------------------ feed actions
     def run_actions(self, ts_ns: int = 0) -> None:
@@ -659,51 +562,54 @@ class Connection:
             feed.poll(time.monotonic())  # a settle arms a retry round: stamp it now
 
     def _run_action(self, a: Action, ts_ns: int) -> None:
-        if isinstance(a, Marker):
-            key = (a.product, a.channel)
-            if a.kind is MarkerKind.STOP and key not in self.sink.streams:
-                return  # nothing written to it this run: no file just to say "stopped"
-            self.sink.mark(key, RecordKind[a.kind.name], ts_ns, a.payload)
-            if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
-                self._log_gap(a)
-        elif isinstance(a, Send):
-            self.send_paced(a.frames, a.reason)
-        elif isinstance(a, Reconnect):
-            log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id,
-                        a.reason)
-            t = self.transport
-            self.close_reason = a.reason
-            if t is not None and not t.is_disconnected:
-                t.disconnect(graceful=False)
-        elif isinstance(a, Acknowledged):
-            log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
-                      a.channel, len(a.added), len(a.removed))
-        elif isinstance(a, Refused):
-            self.stats.refused_products += 1
-            log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
-                        self.conn_id, a.channel, a.product, a.reason)
-        elif isinstance(a, ServerError):
-            self.stats.errors += 1
-            log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
-                        a.message, a.reason)
-        elif isinstance(a, Settled):
-            self.stats.acked_products = len(
-                {p for ps in a.acknowledged.values() for p in ps})
-            self.settled.set()
-            if self._on_settled is not None:
-                self._on_settled(self, a)
-        elif isinstance(a, RetrySubscribe):
-            products = sum(len(ps) for ps in a.missing.values())
-            log.warning("event=subscribe_retry conn=%s attempt=%d channels=%s products=%d"
-                        " frames=%d", self.conn_id, a.attempt, ",".join(a.missing),
-                        products, len(a.frames))
-            self.send_paced(a.frames, f"subscribe retry {a.attempt}")
-        elif isinstance(a, SubscribeRecovered):
-            log.info("event=subscribe_recovered conn=%s channel=%s products=%d retries=%d",
-                     self.conn_id, a.channel, len(a.products), a.retries)
-        elif isinstance(a, SubscribeGivenUp):
-            log.warning("event=subscribe_given_up conn=%s channel=%s products=%d retries=%d",
-                        self.conn_id, a.channel, len(a.products), a.retries)
+        """Execute one of the core's actions (``logger.protocol.actions``), in order."""
+        match a:
+            case Marker():
+                self._write_marker(a, ts_ns)
+            case Send(frames=frames, reason=reason):
+                self.send_paced(frames, reason)
+            case Reconnect(reason=reason):
+                log.warning("event=reconnect_requested conn=%s reason=%r", self.conn_id, reason)
+                t = self.transport
+                self.close_reason = reason
+                if t is not None and not t.is_disconnected:
+                    t.disconnect(graceful=False)
+            case Acknowledged(channel=channel, added=added, removed=removed):
+                log.debug("event=ack conn=%s channel=%s added=%d removed=%d", self.conn_id,
+                          channel, len(added), len(removed))
+            case Refused(channel=channel, product=product, reason=reason):
+                self.stats.refused_products += 1
+                log.warning("event=refused conn=%s channel=%s product=%s reason=%r",
+                            self.conn_id, channel, product, reason)
+            case ServerError(message=message, reason=reason):
+                self.stats.errors += 1
+                log.warning("event=server_error conn=%s message=%r reason=%r", self.conn_id,
+                            message, reason)
+            case Settled(acknowledged=acknowledged):
+                self.stats.acked_products = len({p for ps in acknowledged.values() for p in ps})
+                self.settled.set()
+                if self._on_settled is not None:
+                    self._on_settled(self, a)
+            case RetrySubscribe(frames=frames, missing=missing, attempt=attempt):
+                products = sum(len(ps) for ps in missing.values())
+                log.warning("event=subscribe_retry conn=%s attempt=%d channels=%s products=%d"
+                            " frames=%d", self.conn_id, attempt, ",".join(missing),
+                            products, len(frames))
+                self.send_paced(frames, f"subscribe retry {attempt}")
+            case SubscribeRecovered(channel=channel, products=products, retries=retries):
+                log.info("event=subscribe_recovered conn=%s channel=%s products=%d retries=%d",
+                         self.conn_id, channel, len(products), retries)
+            case SubscribeGivenUp(channel=channel, products=products, retries=retries):
+                log.warning("event=subscribe_given_up conn=%s channel=%s products=%d"
+                            " retries=%d", self.conn_id, channel, len(products), retries)
+
+    def _write_marker(self, a: Marker, ts_ns: int) -> None:
+        key = (a.product, a.channel)
+        if a.kind is MarkerKind.STOP and key not in self.sink.streams:
+            return  # nothing written to it this run: no file just to say "stopped"
+        self.sink.mark_event(key, a.kind, ts_ns, a.payload)
+        if a.kind is MarkerKind.GAP and a.payload is not self._logged_gap:
+            self._log_gap(a)
 
     def _log_gap(self, a: Marker) -> None:
         """One WARNING per gap (a data loss), not per stream it was marked in: a connection
@@ -721,4 +627,4 @@ class Connection:
 
     def note(self, key: tuple[str, str], **fields: object) -> None:
         """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""
-        self.sink.mark(key, RecordKind.NOTE, time.time_ns(), marker_payload(**fields))
+        self.sink.mark_event(key, MarkerKind.NOTE, time.time_ns(), marker_payload(**fields))

@@ -43,8 +43,7 @@ from logger.protocol.names import multi_stream
 from logger.provenance import Claim, DataDirError, Venue, claim, release
 from logger.shard import plan_connections
 from logger.sink import Sink
-from storage import Engine, EngineConfig
-from storage.rootlock import LOCK_NAME, RootInUse, RootLock
+from storage import LOCK_NAME, Engine, EngineConfig, RootInUse, RootLock
 
 log = logging.getLogger("logger.daemon")
 
@@ -77,6 +76,23 @@ def stop_on_signals(request_stop: Callable[[str], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig.name)
+
+
+class StopSignal:
+    """The one stop signal of a process (daemon, supervisor, worker): signals
+    (``stop_on_signals``), timers and failures call ``request_stop(why)``; the first call is
+    logged and sets ``stop_event``, which every part of the process waits on."""
+
+    def __init__(self) -> None:
+        self.stop_event = asyncio.Event()
+
+    #: the process's logger (``logger.daemon``, ``logger.supervisor``, ``logger.worker``)
+    log: logging.Logger = log
+
+    def request_stop(self, why: str = "stop") -> None:
+        if not self.stop_event.is_set():
+            self.log.info("event=stopping signal=%s", why)
+            self.stop_event.set()
 
 
 def pin_cpu(cfg: Config, index: int) -> int | None:
@@ -382,7 +398,7 @@ class RunResult:
     startup: StartupReport | None = None
 
 
-class Daemon:
+class Daemon(StopSignal):
     """One ingest process: one event loop thread, one storage thread (docs/RUNTIME.md).
     With ``ingest.workers`` > 1 the CLI runs ``logger.supervisor.Supervisor`` instead."""
 
@@ -390,7 +406,7 @@ class Daemon:
         self.cfg = cfg
         self.dialect: Dialect = get_dialect(cfg.venue.dialect)
         self.root = Path(cfg.storage.data_dir)
-        self.stop_event = asyncio.Event()
+        StopSignal.__init__(self)
         self.ingest: Ingest | None = None
         self.startup: StartupReport | None = None
         self.bad_products = False
@@ -435,11 +451,6 @@ class Daemon:
         if self.bad_products and exit_code == 0:
             exit_code = 2
         return RunResult(exit_code, self.startup)
-
-    def request_stop(self, why: str = "stop") -> None:
-        if not self.stop_event.is_set():
-            log.info("event=stopping signal=%s", why)
-            self.stop_event.set()
 
     async def _startup_report(self) -> None:
         assert self.ingest is not None
@@ -498,6 +509,6 @@ def configure_logging(level: str, fmt: str, *, worker: int | None = None) -> Non
 
 
 __all__ = ["EXIT_RECORDS_LOST", "Claim", "Connection", "Daemon", "DataDirError", "Ingest",
-           "RunResult", "Share", "claim_data_dir", "configure_logging", "discover",
+           "RunResult", "Share", "StopSignal", "claim_data_dir", "configure_logging", "discover",
            "engine_config", "mark_unclean_end", "refetch", "report_fields", "venue_of",
            "wait_for_old_workers"]

@@ -56,8 +56,7 @@ def stop_simulator(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
 
 def summary(root: Path) -> str:
     """Records per stream, read back with the storage reader (fallback for inspect ls)."""
-    from storage.layout import iter_segments
-    from storage.reader import SegmentReader
+    from storage import SegmentReader, iter_segments
 
     counts: Counter[tuple[str, str]] = Counter()
     markers: Counter[tuple[str, str]] = Counter()

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from logger.protocol import FeedCounters
 from logger.provenance import software_version
 from logger.sink import SinkStats
-from storage.layout import iter_segments
+from storage import iter_segments
 
 log = logging.getLogger("logger.metrics")
 

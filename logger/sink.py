@@ -41,9 +41,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from storage.engine import Engine, Stream
-from storage.layout import InvalidStreamName, validate_name
-from storage.records import RecordKind
+from logger.protocol.actions import MarkerKind
+from storage import Engine, InvalidStreamName, RecordKind, Stream, validate_name
 
 log = logging.getLogger("logger.sink")
 
@@ -258,6 +257,12 @@ class Sink:
         b.payloads.append(payload)
         self.pending += 1
         self.pending_bytes += len(payload)
+
+    def mark_event(self, key: StreamKey, kind: MarkerKind, ts_ns: int, payload: bytes) -> None:
+        """A protocol marker (``logger.protocol.MarkerKind``) into a stream: the sink is the
+        one place that maps the core's marker kinds to storage's record kinds (same names),
+        so no storage type reaches the socket shell."""
+        self.mark(key, RecordKind[kind.name], ts_ns, payload)
 
     def tick(self, now_monotonic: float) -> None:
         """Called by a loop timer: time-based commit (also seals past days when idle)."""

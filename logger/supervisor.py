@@ -58,6 +58,7 @@ from logger.config import Config, config_values
 from logger.daemon import (
     EXIT_RECORDS_LOST,
     DataDirError,
+    StopSignal,
     claim_data_dir,
     mark_unclean_end,
     report_fields,
@@ -71,7 +72,7 @@ from logger.pool import StartupReport
 from logger.products import Product
 from logger.provenance import release
 from logger.worker import decode, encode
-from storage.rootlock import LOCK_NAME, RootInUse, RootLock
+from storage import LOCK_NAME, RootInUse, RootLock
 
 log = logging.getLogger("logger.supervisor")
 
@@ -234,14 +235,16 @@ def aggregate(reports: Sequence[tuple[StartupReport, float]], t0: float) -> Star
     return StartupReport(**values)
 
 
-class Supervisor:
+class Supervisor(StopSignal):
     """Runs ``cfg.ingest.workers`` worker processes over one data root until a signal."""
+
+    log = log
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.count = cfg.ingest.workers
         self.root = Path(cfg.storage.data_dir)
-        self.stop_event = asyncio.Event()
+        StopSignal.__init__(self)
         self.workers: list[WorkerHandle] = []
         self.failed = False
         self.bad_products = False
@@ -252,11 +255,6 @@ class Supervisor:
         self.unclean_stops = 0
         self._server: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-
-    def request_stop(self, why: str = "stop") -> None:
-        if not self.stop_event.is_set():
-            log.info("event=stopping signal=%s", why)
-            self.stop_event.set()
 
     # ------------------------------------------------------------------ main
     async def run(self) -> int:

@@ -39,6 +39,7 @@ from logger.config import Config, ConfigError, load_config
 from logger.daemon import (
     Ingest,
     Share,
+    StopSignal,
     configure_logging,
     pin_cpu,
     report_fields,
@@ -85,8 +86,10 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-class Worker:
+class Worker(StopSignal):
     """Runs one ``Ingest`` with its ``Share`` until stopped; reports over ``out``."""
+
+    log = log
 
     def __init__(self, cfg: Config, share: Share, parent_pid: int, ctl_in: BinaryIO,
                  out: BinaryIO) -> None:
@@ -95,18 +98,13 @@ class Worker:
         self.parent_pid = parent_pid
         self._in = ctl_in
         self._out = out
-        self.stop_event = asyncio.Event()
+        StopSignal.__init__(self)
 
     def send(self, msg: Mapping[str, object]) -> None:
         """Best effort: a supervisor that is gone cannot be told, and the worker stops anyway."""
         with contextlib.suppress(OSError, ValueError):
             self._out.write(encode(msg))
             self._out.flush()
-
-    def request_stop(self, why: str = "stop") -> None:
-        if not self.stop_event.is_set():
-            log.info("event=stopping signal=%s", why)
-            self.stop_event.set()
 
     async def run(self) -> int:
         stop_on_signals(self.request_stop)

@@ -2,24 +2,28 @@
 
 The engine knows streams (two validated names, e.g. product × channel) and records (receive
 time, kind, raw bytes). It never imports the ingest layer and knows nothing of Coinbase.
+
+This module is the public API: the recorder (`logger/`) and the command lines (`tools/`) import
+from `storage`, never from `storage.<module>` (tests/test_layout.py enforces it), so the modules
+behind it can be split or renamed without touching a caller. The one documented sub-API is
+`storage.source` (remote objects: S3 byte sources, listing, display names), kept apart because
+only the reading and shipping tools need it and it carries the optional boto3 dependency.
+Codec internals (`storage.format`, `storage.backends`, `storage.segment`, ...) are white-box
+for tests and benchmarks only. docs/ARCHITECTURE.md lists the API by group.
 """
 
-from storage.backends import Backend, WriteOp, make_backend
+from storage.archive import DEFAULT_LEVEL, ArchiveReader, is_archive, open_any
+from storage.archive_verify import VerifyReport, verify_file
+from storage.backends import BACKEND_NAMES
+from storage.bulk import RecordBatch
+from storage.bulk import batches as record_batches
+from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
 from storage.damage import Damage
-from storage.engine import CommitError, CommitResult, Engine, EngineConfig, Stream, day_of
-from storage.format import (
-    HEADER_SIZE,
-    BatchInfo,
-    CorruptSegment,
-    ForeignFile,
-    SegmentHeader,
-    decode_header,
-    encode_batch,
-    encode_header,
-    iter_batch_records,
-    scan_batches,
-)
+from storage.engine import CommitError, CommitResult, Engine, EngineConfig, Stream
+from storage.format import CorruptSegment, ForeignFile, SegmentHeader
 from storage.layout import (
+    QUARANTINE_DIR,
+    SEGMENT_SUFFIX,
     InvalidStreamName,
     SegmentRef,
     iter_segments,
@@ -27,38 +31,53 @@ from storage.layout import (
     segment_path,
     validate_name,
 )
-from storage.reader import Record, SegmentReader, decode_batches
-from storage.records import RecordKind
+from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage.reader import Record, SegmentReader
+from storage.records import POSSIBLE_LOSS, RecordKind
+from storage.rootlock import LOCK_NAME, RootInUse, RootLock
+from storage.segment import read_segment_header
 
+# grouped by use in docs/ARCHITECTURE.md (writing, records, layout, reading, archiving)
 __all__ = [
-    "HEADER_SIZE",
-    "Backend",
-    "BatchInfo",
+    "BACKEND_NAMES",
+    "DEFAULT_LEVEL",
+    "LOCK_NAME",
+    "NO_MARKERS",
+    "POSSIBLE_LOSS",
+    "QUARANTINE_DIR",
+    "SEGMENT_SUFFIX",
+    "ArchiveReader",
     "CommitError",
     "CommitResult",
+    "CompactError",
+    "CompactResult",
     "CorruptSegment",
     "Damage",
     "Engine",
     "EngineConfig",
     "ForeignFile",
     "InvalidStreamName",
+    "MarkerCounts",
+    "NotEligible",
     "Record",
+    "RecordBatch",
     "RecordKind",
+    "RootInUse",
+    "RootLock",
     "SegmentHeader",
     "SegmentReader",
     "SegmentRef",
+    "SegmentScan",
     "Stream",
-    "WriteOp",
-    "day_of",
-    "decode_batches",
-    "decode_header",
-    "encode_batch",
-    "encode_header",
-    "iter_batch_records",
+    "VerifyReport",
+    "compact_segment",
+    "is_archive",
     "iter_segments",
-    "make_backend",
+    "open_any",
     "parse_segment_path",
-    "scan_batches",
+    "read_segment_header",
+    "record_batches",
     "segment_path",
     "validate_name",
+    "verify_file",
 ]

@@ -21,7 +21,7 @@ import resource
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -235,6 +235,43 @@ class CommitResult:
     lost: int = 0
     """Only from :meth:`Engine.close`: records it could not commit (written to the root's
     loss ledger, marked DROPPED by the next engine)."""
+
+
+@dataclasses.dataclass(slots=True)
+class CommitPlan:
+    """What one commit step writes, built by the two staging paths (``Engine._stage_fast``,
+    ``Engine._stage``) and written as one (``writes``): every staged batch and header hint in
+    one backend call, then the commit points, those of full segments being retired first (a
+    crash in between leaves a prefix even if a backend reorders one call)."""
+
+    data_ops: list[WriteOp] = dataclasses.field(default_factory=list)
+    head_ops: list[WriteOp] = dataclasses.field(default_factory=list)
+    commit_ops: list[WriteOp] = dataclasses.field(default_factory=list)
+    """The fast path's commit points (the general path's come from ``touched``)."""
+    fast: list[Segment] = dataclasses.field(default_factory=list)
+    """Segments staged by the fast path."""
+    touched: list[Segment] = dataclasses.field(default_factory=list)
+    """Segments staged by the general path."""
+    retiring: list[Segment] = dataclasses.field(default_factory=list)
+    """Full segments whose successors take the rest of their streams' records."""
+    staged: list[Stream] = dataclasses.field(default_factory=list)
+    nbytes: int = 0
+
+    def segments(self) -> Iterator[Segment]:
+        return itertools.chain(self.touched, self.fast)
+
+    def writes(self) -> Iterator[list[WriteOp]]:
+        """The backend calls in order (each built only once the previous one is written)."""
+        head_ops = self.head_ops
+        for seg in self.touched:
+            head_ops += seg.header_ops()
+        yield self.data_ops + head_ops if self.data_ops else head_ops
+        if self.retiring:
+            yield [seg.commit_op() for seg in self.retiring]
+        rest = [seg.commit_op() for seg in self.touched if seg not in self.retiring]
+        rest += self.commit_ops
+        if rest:
+            yield rest
 
 
 class Stream:
@@ -665,73 +702,73 @@ class Engine:
                         queue.insert(0, stream)
 
     def _commit_streams(self, dirty: list[Stream], now: int, result: CommitResult) -> None:
-        """Stage, write and apply the pending records of ``dirty`` (one step of a commit)."""
-        data_ops: list[WriteOp] = []
-        head_ops: list[WriteOp] = []
-        commit_ops: list[WriteOp] = []  # the fast path's commit points
-        fast_segs: list[Segment] = []  # segments staged by the fast path
-        touched: list[Segment] = []  # ... by the general path
-        retiring: list[Segment] = []
-        staged: list[Stream] = []
-        nbytes = 0
+        """One step of a commit: stage every stream into a plan, write it, apply or discard
+        it as one, then account for the streams it committed."""
+        plan = self._plan(dirty, now, result)
+        if plan.touched or plan.fast:
+            self._write(plan, result)
+        if plan.staged:
+            self._account(plan, result)
+        self._retired += plan.retiring
+
+    def _plan(self, dirty: list[Stream], now: int, result: CommitResult) -> CommitPlan:
+        """Stage each stream: the fast path where it applies, else the general one; a stream
+        that fails (full disk) is reported and stays pending, the others go on."""
+        plan = CommitPlan()
         stage_fast = self._stage_fast if self._fast_ok else None
         for stream in dirty:
             try:
-                size = -1 if stage_fast is None else stage_fast(
-                    stream, data_ops, head_ops, commit_ops, fast_segs)
+                size = -1 if stage_fast is None else stage_fast(stream, plan)
                 if size < 0:
-                    size = self._stage(stream, now, data_ops, touched, retiring)
+                    size = self._stage(stream, now, plan)
             except (OSError, ValueError) as e:
                 self._report(result, stream, e)
                 continue
-            staged.append(stream)
-            nbytes += size
-        if touched or fast_segs:
-            for seg in touched:
-                head_ops += seg.header_ops()
-            try:
-                self._backend.write(data_ops + head_ops if data_ops else head_ops)
-                if retiring:  # a stream's full segment commits before its successor: a
-                    # crash in between leaves a prefix even if a backend reorders one call
-                    self._backend.write([seg.commit_op() for seg in retiring])
-                rest = [seg.commit_op() for seg in touched if seg not in retiring]
-                rest += commit_ops
-                if rest:
-                    self._backend.write(rest)
-            except OSError as e:
-                for seg in itertools.chain(touched, fast_segs):
-                    seg.discard()
-                staged = []
-                log.error("commit write failed, %d records stay pending: %s", self._pending, e)
-                self._last_errno = e.errno
-                result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
-            else:
-                track = self.config.fsync_interval_s is not None
-                for seg in itertools.chain(touched, fast_segs):
-                    seg.apply()
-                    if track:
-                        self._unsynced[seg] = None
-                if self._precreated:  # written now: an ordinary segment from here on
-                    for seg in itertools.chain(touched, fast_segs):
-                        self._precreated.pop(seg, None)
-        if staged:
-            records = 0
-            failing = self._failing
-            for stream in staged:
-                records += len(stream.lens)
-                stream.clear_pending()
-                if failing and (stream.product, stream.channel) in failing:
-                    failing.discard((stream.product, stream.channel))
-                    log.info("stream %s/%s writes again", stream.product, stream.channel)
-            if len(staged) == len(self._dirty):
-                self._dirty.clear()
-            else:
-                for stream in staged:
-                    del self._dirty[stream]
-            result.records += records
-            result.bytes += nbytes
-            self._pending -= records
-        self._retired += retiring
+            plan.staged.append(stream)
+            plan.nbytes += size
+        return plan
+
+    def _write(self, plan: CommitPlan, result: CommitResult) -> None:
+        """The plan's backend calls, in order; on failure nothing of it counts as committed
+        (its segments are discarded, its records stay pending)."""
+        try:
+            for ops in plan.writes():
+                self._backend.write(ops)
+        except OSError as e:
+            for seg in plan.segments():
+                seg.discard()
+            plan.staged = []
+            log.error("commit write failed, %d records stay pending: %s", self._pending, e)
+            self._last_errno = e.errno
+            result.errors.append(CommitError("*", "*", e.errno, f"commit write failed: {e}"))
+            return
+        track = self.config.fsync_interval_s is not None
+        for seg in plan.segments():
+            seg.apply()
+            if track:
+                self._unsynced[seg] = None
+        if self._precreated:  # written now: an ordinary segment from here on
+            for seg in plan.segments():
+                self._precreated.pop(seg, None)
+
+    def _account(self, plan: CommitPlan, result: CommitResult) -> None:
+        """The plan's streams are committed: clear their pending records and counts."""
+        records = 0
+        failing = self._failing
+        for stream in plan.staged:
+            records += len(stream.lens)
+            stream.clear_pending()
+            if failing and (stream.product, stream.channel) in failing:
+                failing.discard((stream.product, stream.channel))
+                log.info("stream %s/%s writes again", stream.product, stream.channel)
+        if len(plan.staged) == len(self._dirty):
+            self._dirty.clear()
+        else:
+            for stream in plan.staged:
+                del self._dirty[stream]
+        result.records += records
+        result.bytes += plan.nbytes
+        self._pending -= records
 
     def _day(self, d: int) -> dt.date:
         """The date of day number ``d`` since the epoch (cached: one timedelta per day)."""
@@ -742,14 +779,7 @@ class Engine:
             day = self._days[d] = _EPOCH + dt.timedelta(days=d)
         return day
 
-    def _stage_fast(
-        self,
-        stream: Stream,
-        data_ops: list[WriteOp],
-        head_ops: list[WriteOp],
-        commit_ops: list[WriteOp],
-        segs: list[Segment],
-    ) -> int:
+    def _stage_fast(self, stream: Stream, plan: CommitPlan) -> int:
         """The common case in a few C-level calls: all pending records of one day, one batch
         (below ``max_batch_bytes``), into the stream's open segment of that day, which has
         room. Returns the batch length, or -1 when the general path (:meth:`_stage`) must
@@ -771,8 +801,9 @@ class Engine:
         kinds = stream.kinds_column() if stream.markers else None
         head, body = encode_joined(stream.ts, bytes(n) if kinds is None else kinds, lens,
                                    stream.payloads, lo, hi, payload_len, total, end)
-        seg.stage_joined(head, body, total, n, lo, hi, data_ops, head_ops, commit_ops)
-        segs.append(seg)
+        seg.stage_joined(head, body, total, n, lo, hi, plan.data_ops, plan.head_ops,
+                         plan.commit_ops)
+        plan.fast.append(seg)
         return total
 
     def _report(self, result: CommitResult, stream: Stream, e: OSError | ValueError) -> None:
@@ -787,14 +818,7 @@ class Engine:
             self._failing.add(key)
             log.error("%s", msg)
 
-    def _stage(
-        self,
-        stream: Stream,
-        now_ns: int,
-        ops: list[WriteOp],
-        touched: list[Segment],
-        retiring: list[Segment],
-    ) -> int:
+    def _stage(self, stream: Stream, now_ns: int, plan: CommitPlan) -> int:
         """Encode the stream's pending records into batches and place them in segments.
         All-or-nothing per stream: on error every segment touched here is discarded."""
         mine: list[Segment] = []
@@ -808,7 +832,7 @@ class Engine:
                     if not seg.empty and seg.staged_end + length > self._policy.cap:
                         if seg not in mine:
                             mine.append(seg)
-                        retiring.append(seg)
+                        plan.retiring.append(seg)
                         seg = self._new_segment(stream, day, now_ns)
                     # the batch's CRC binds its file offset (format v2), known only now
                     off, version = seg.staged_end, seg.version
@@ -820,13 +844,13 @@ class Engine:
                                              None, off, version)
                     if seg not in mine:
                         mine.append(seg)
-                    ops += seg.stage(batch)
+                    plan.data_ops += seg.stage(batch)
                     nbytes += batch.length
         except BaseException:
             for seg in mine:
                 seg.discard()
             raise
-        touched += mine
+        plan.touched += mine
         return nbytes
 
     @staticmethod

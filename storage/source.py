@@ -41,10 +41,12 @@ MAX_ATTEMPTS = 4
 READ_AHEAD_MAX = 8 << 20
 
 __all__ = [
+    "CountingFile",
     "RemoteError",
     "S3Location",
     "S3Source",
     "configure_s3",
+    "describe_error",
     "display",
     "is_remote",
     "list_remote_segments",

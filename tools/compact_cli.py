@@ -16,10 +16,18 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.archive import DEFAULT_LEVEL
-from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
-from storage.layout import QUARANTINE_DIR, SEGMENT_SUFFIX, SegmentRef, parse_segment_path
-from storage.segment import read_segment_header
+from storage import (
+    DEFAULT_LEVEL,
+    QUARANTINE_DIR,
+    SEGMENT_SUFFIX,
+    CompactError,
+    CompactResult,
+    NotEligible,
+    SegmentRef,
+    compact_segment,
+    parse_segment_path,
+    read_segment_header,
+)
 from tools.console_cli import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -156,10 +164,10 @@ def _is_data_root(path: Path) -> bool:
 def _candidates(targets: list[str], links: list[Path]) -> Iterator[SegmentRef]:
     seen: set[Path] = set()
     for t in targets:
-        seen_links = len(links)
+        refused = len(links)
         refs = find_segments(t, skipped=links)
-        if (not refs and len(links) == seen_links and Path(t).is_dir()
-                and not _is_data_root(Path(t))):
+        # symbolic links found here are failures to report (exit 1), not "nothing to compact"
+        if not refs and len(links) == refused and Path(t).is_dir() and not _is_data_root(Path(t)):
             raise ToolError(f"{t}: not a data root (no {META} and no segment files under "
                             "it); nothing to compact", EXIT_USAGE)
         for ref in refs:

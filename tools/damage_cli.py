@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from storage.archive import ArchiveReader
-from storage.damage import Damage
-from storage.reader import SegmentReader
+from storage import ArchiveReader, Damage, SegmentReader
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS
 
 

@@ -28,12 +28,20 @@ from typing import BinaryIO
 
 import orjson
 
-from storage.archive import ArchiveReader, is_archive
-from storage.format import CorruptSegment, SegmentHeader
-from storage.layout import SegmentRef, iter_segments, validate_name
-from storage.markers import SegmentScan
-from storage.reader import SegmentReader
-from storage.records import POSSIBLE_LOSS, Record, RecordKind
+from storage import (
+    POSSIBLE_LOSS,
+    ArchiveReader,
+    CorruptSegment,
+    Record,
+    RecordKind,
+    SegmentHeader,
+    SegmentReader,
+    SegmentRef,
+    SegmentScan,
+    is_archive,
+    iter_segments,
+    validate_name,
+)
 from tools.console_cli import EXIT_OK, EXIT_USAGE, ToolError, format_time
 from tools.damage_cli import DamageReport
 from tools.select_cli import (

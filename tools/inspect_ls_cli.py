@@ -22,10 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from storage.archive import ArchiveReader
-from storage.format import CorruptSegment
-from storage.layout import SegmentRef
-from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage import NO_MARKERS, ArchiveReader, CorruptSegment, MarkerCounts, SegmentRef, SegmentScan
 from storage.source import display, is_remote, remote_size
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, ToolError, format_time
 from tools.select_cli import describe, find_segments, no_match, open_reader

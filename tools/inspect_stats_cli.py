@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from storage.records import RecordKind
+from storage import RecordKind
 from tools.console_cli import EXIT_OK, format_time
 from tools.damage_cli import DamageReport
 from tools.inspect_cat_cli import ReadTotals, check_window, kind_name, records_of, selected

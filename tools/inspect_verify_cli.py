@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from storage.archive_verify import verify_file
+from storage import verify_file
 from storage.source import display
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS
 from tools.select_cli import find_segments, no_match

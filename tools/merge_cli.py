@@ -20,12 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from storage import Engine, EngineConfig
-from storage.archive import open_any
-from storage.damage import Damage
-from storage.format import CorruptSegment
-from storage.layout import SegmentRef
-from storage.records import RecordKind
+from storage import CorruptSegment, Damage, Engine, EngineConfig, RecordKind, SegmentRef, open_any
 from storage.source import display, is_remote
 from tools.console_cli import (
     EXIT_OK,

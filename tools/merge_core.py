@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from storage.records import RecordKind
+from storage import RecordKind
 from tools.merge_holes import Remaining
 
 _DATA = int(RecordKind.DATA)

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from storage.records import RecordKind
+from storage import RecordKind
 
 _DATA = int(RecordKind.DATA)
 _SUBSCRIBE = int(RecordKind.SUBSCRIBE)

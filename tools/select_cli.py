@@ -11,9 +11,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from storage.archive import ArchiveReader, open_any
-from storage.layout import SegmentRef, iter_segments, parse_segment_path, validate_name
-from storage.reader import SegmentReader
+from storage import (
+    ArchiveReader,
+    SegmentReader,
+    SegmentRef,
+    iter_segments,
+    open_any,
+    parse_segment_path,
+    validate_name,
+)
 from storage.source import (
     RemoteError,
     display,

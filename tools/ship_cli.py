@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from storage.layout import SegmentRef
+from storage import SegmentRef
 from storage.source import S3Location, configure_s3, is_remote, parse_s3_url, s3_client
 from tools.console_cli import (
     EXIT_OK,
@@ -170,12 +170,12 @@ def ship_one(job: Job, ref: SegmentRef) -> Outcome:
 
 
 def _archives(args: argparse.Namespace, links: list[Path]) -> list[SegmentRef]:
-    """The local archives to ship; symbolic links under the root go to ``links`` (never
-    followed: neither uploaded nor removed)."""
+    """The archives to ship; symbolic links found on the way (never followed, never shipped
+    or removed) are appended to ``links``."""
     root = Path(args.root)
     if is_remote(args.root) or not root.is_dir():
         raise ToolError(f"{args.root}: not a local data root (a folder)", EXIT_USAGE)
-    refs = [r for r in find_segments(root, args.product, args.channel, links)
+    refs = [r for r in find_segments(root, args.product, args.channel, skipped=links)
             if r.archived and r.product != "?" and (args.day is None or r.day == args.day)]
     return refs
 
@@ -223,20 +223,18 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(str(exc), EXIT_USAGE) from None
     links: list[Path] = []
     refs = _archives(args, links)
-    for link in links:
-        print(f"cbl-ship: FAILED {link}: a symbolic link (never followed, never removed)",
+    for link in links:  # a failure to report (exit 1), not something to pass over
+        print(f"cbl-ship: FAILED {link}: is a symbolic link; refused (never followed)",
               file=sys.stderr)
     configure_s3(args.endpoint_url, args.region)
     job = Job(Path(args.root), dest, s3_client(), args.today or dt.datetime.now(dt.UTC).date(),
               args.keep_local_days, args.dry_run)
     signal.signal(signal.SIGTERM, _interrupt)
-    code = _execute(job, refs, args)
-    return EXIT_PROBLEMS if links and code == EXIT_OK else code
+    return _execute(job, refs, args, failed=len(links))
 
 
-def _execute(job: Job, refs: list[SegmentRef], args: argparse.Namespace) -> int:
+def _execute(job: Job, refs: list[SegmentRef], args: argparse.Namespace, failed: int = 0) -> int:
     outcomes: list[Outcome] = []
-    failed = 0
     started = time.perf_counter()
     total = sum(r.path.stat().st_size for r in refs)
     with progress(total, "shipping", quiet=args.quiet or args.dry_run) as bar, \

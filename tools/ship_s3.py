@@ -23,9 +23,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from storage.archive import ArchiveReader
-from storage.archive_format import CountingFile
-from storage.source import S3Location, S3Source, describe_error
+from storage import ArchiveReader
+from storage.source import CountingFile, S3Location, S3Source, describe_error
 from tools.ship_core import META_SHA256, RemoteObject, sha256_from_b64
 
 CHUNK = 1 << 20

@@ -1,15 +1,15 @@
 """What the protocol core asks the I/O shell to do; the shell drains ``FeedState.actions``.
 
-Actions are plain immutable tuples so the shell can pattern-match on their type and log them
-as they are. They are produced only on the rare paths (acks, errors, gaps, connects), never
-per ordinary data message.
+Actions are small frozen, slotted classes (events in the manner of h11) so the shell can
+``match`` on their type and log them as they are. They are produced only on the rare paths
+(acks, errors, gaps, connects), never per ordinary data message.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import NamedTuple
+from dataclasses import dataclass
 
 
 class MarkerKind(enum.Enum):
@@ -24,7 +24,8 @@ class MarkerKind(enum.Enum):
     STOP = "STOP"
 
 
-class Marker(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Marker:
     """Write one marker record (``kind``, JSON ``payload``) into stream (product, channel)."""
 
     product: str
@@ -33,20 +34,23 @@ class Marker(NamedTuple):
     payload: bytes
 
 
-class Send(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Send:
     """Send these frames now, in order (e.g. unsubscribe + subscribe for fresh snapshots)."""
 
     frames: tuple[bytes, ...]
     reason: str
 
 
-class Reconnect(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Reconnect:
     """Close this connection and open it again (backoff is the shell's business)."""
 
     reason: str
 
 
-class Acknowledged(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
     """The server's cumulative ack changed for ``channel``: products added and removed."""
 
     channel: str
@@ -54,7 +58,8 @@ class Acknowledged(NamedTuple):
     removed: tuple[str, ...]
 
 
-class Refused(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Refused:
     """The server refused or left out a subscription; ``product`` is None if not named."""
 
     channel: str | None
@@ -62,14 +67,16 @@ class Refused(NamedTuple):
     reason: str
 
 
-class ServerError(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ServerError:
     """An ``error`` frame from the server (already stored raw in the connection's stream)."""
 
     message: str
     reason: str
 
 
-class Settled(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Settled:
     """Every subscribe/unsubscribe sent so far is answered (or timed out).
 
     ``acknowledged`` is the server's view per channel; ``missing`` lists, per channel, products
@@ -80,7 +87,8 @@ class Settled(NamedTuple):
     missing: Mapping[str, frozenset[str]]
 
 
-class RetrySubscribe(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class RetrySubscribe:
     """Subscribe again to what the venue did not acknowledge: send ``frames`` through the
     paced path (they count against the venue's message limit like any other).
 
@@ -93,7 +101,8 @@ class RetrySubscribe(NamedTuple):
     attempt: int
 
 
-class SubscribeRecovered(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SubscribeRecovered:
     """A retry worked: ``products`` of ``channel`` are acknowledged after ``retries``
     retries (the most any of them needed)."""
 
@@ -102,7 +111,8 @@ class SubscribeRecovered(NamedTuple):
     retries: int
 
 
-class SubscribeGivenUp(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class SubscribeGivenUp:
     """``products`` of ``channel`` are still not acknowledged after every retry; a NOTE marker
     says so in each of their streams. Nothing more is tried until a reconnect or refresh."""
 

@@ -1,4 +1,4 @@
-"""Per-connection protocol state: routes each raw frame to its stream and tracks health.
+"""Per-connection protocol state: subscriptions, acks, retries and connection events.
 
 ``FeedState`` is sans-I/O. The shell (``logger/connection.py``) calls ``on_connect``, sends
 ``opening_frames()``, passes every received frame to ``on_message`` (which returns the
@@ -7,6 +7,12 @@ when the socket dies, and drains ``actions`` (markers to write, frames to send, 
 ack/refusal reports) after each call. Nothing here raises on wire input: whatever cannot be
 routed goes to ``(_conn<id>, _unrouted)`` and is counted.
 
+The rooms: ``routes.py`` names the connection's streams (``RouteTable``); one router per
+dialect (``route_at.py``, ``route_exchange.py``, behind ``routes.Router``) reads frames and
+picks a stream; this module is the subscription state machine (what was asked, what the venue
+acknowledged, retries of what it did not) and the link state (``Link``), and the one place
+that turns connection events into markers.
+
 Routing of product data uses the subscribe-channel name (``l2_data`` → ``level2``) and only
 products this connection asked for; any other product id goes to ``_unrouted``, so a hostile or
 confused server cannot create streams at will.
@@ -14,18 +20,14 @@ confused server cannot create streams at will.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import enum
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from logger.protocol.acks import (
-    classify_error,
-    is_rate_limited,
-    parse_at_ack,
-    parse_exchange_ack,
-)
+from logger.protocol.acks import classify_error, is_rate_limited
 from logger.protocol.actions import (
     Acknowledged,
     Action,
@@ -46,35 +48,18 @@ from logger.protocol.dialects import (
     split_opening_frames,
 )
 from logger.protocol.names import (
-    ERROR_CHANNEL,
     MULTI,
-    SUBSCRIPTIONS_CHANNEL,
-    UNROUTED,
     check_product_id,
-    conn_stream,
     is_valid_name,
     is_valid_product_id,
 )
 from logger.protocol.retry import Pair, RetryPolicy, RetryState, by_channel
-from logger.protocol.router import (
-    AT_PREFIX,
-    AT_PREFIX_LEN,
-    EX_HEAD,
-    EX_HEAD_LEN,
-    INT_MAX,
-    INT_MIN,
-    PRODUCT_KEY,
-    PRODUCT_KEY_LEN,
-    SEQ_KEY,
-    SEQ_KEY_LEN,
-    int_after,
-    only_product,
-    parse_slow,
-    product_needle,
-)
-from logger.protocol.sequence import SeqGap, SequenceTracker, TradeGap, TradeIdTracker
+from logger.protocol.route_at import AdvancedTradeRouter
+from logger.protocol.route_exchange import ExchangeRouter
+from logger.protocol.routes import Route, Router, RouteTable
 
-Route = tuple[str, str]
+__all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Route"]
+
 GapPolicy = Literal["resubscribe", "reconnect"]
 
 AT_RESUBSCRIBE_CHANNELS = ("level2", "market_trades")
@@ -82,34 +67,13 @@ AT_RESUBSCRIBE_CHANNELS = ("level2", "market_trades")
 snapshot, market_trades because its snapshot repeats recent trades that may have been lost.
 The other channels send full state in every message; the next one supersedes a lost one."""
 
-# Exchange message type codes.
-(_EX_PLAIN, _EX_MATCH, _EX_LAST_MATCH, _EX_HEARTBEAT, _EX_TICKER,
- _EX_SHARED, _EX_ACK, _EX_ERROR) = range(8)
-_EX_TYPES: Mapping[bytes, tuple[int, str]] = {
-    b"l2update": (_EX_PLAIN, "level2_batch"),
-    b"snapshot": (_EX_PLAIN, "level2_batch"),
-    b"match": (_EX_MATCH, "matches"),
-    b"last_match": (_EX_LAST_MATCH, "matches"),
-    b"ticker": (_EX_TICKER, "ticker"),
-    b"heartbeat": (_EX_HEARTBEAT, "heartbeat"),
-    b"auction": (_EX_PLAIN, "auctionfeed"),
-    b"status": (_EX_SHARED, "status"),
-    b"subscriptions": (_EX_ACK, SUBSCRIPTIONS_CHANNEL),
-    b"error": (_EX_ERROR, ERROR_CHANNEL),
-}
-_EX_INT_KEY: Mapping[int, bytes] = {
-    _EX_MATCH: b'"trade_id":',
-    _EX_LAST_MATCH: b'"trade_id":',
-    _EX_HEARTBEAT: b'"last_trade_id":',
-    _EX_TICKER: b'"trade_id":',
-}
-_EX_INT_FIELD: Mapping[int, str] = {
-    _EX_MATCH: "trade_id", _EX_LAST_MATCH: "trade_id", _EX_HEARTBEAT: "last_trade_id",
-    _EX_TICKER: "trade_id",
-}
 
-_Entry = tuple[Route, bytes]
-"""A routable product on one channel: its stream and its exact ``product_id`` needle."""
+class Link(enum.Enum):
+    """Whether a socket is open: between ``on_connect`` and ``on_disconnect`` (``OPEN``)
+    requests are in flight and ``poll`` times them; otherwise nothing is (``CLOSED``)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
 
 
 @dataclass(slots=True)
@@ -163,43 +127,42 @@ class FeedState:
         self.actions: list[Action] = []
         self.counters = FeedCounters()
         self.acknowledged: dict[str, frozenset[str]] = {}
+        self.link = Link.CLOSED
         self._at = dialect.name == ADVANCED_TRADE.name
-        self._conn = conn_stream(conn_id)
-        self._unrouted: Route = (self._conn, UNROUTED)
-        self._error_route: Route = (self._conn, ERROR_CHANNEL)
-        self._subs_route: Route = (self._conn, SUBSCRIPTIONS_CHANNEL)
-        self._shared: dict[str, Route] = {}
-        self._multi: dict[str, Route] = {}
-        self._multi_name = multi_name  # ``_multi``, or ``_multi-w<i>`` in worker i
-        self._known: dict[str, dict[bytes, _Entry]] = {}
+        self.table = RouteTable(conn_id, multi_name, self.counters,
+                                (ch for ch in dialect.channels
+                                 if ch not in dialect.shared_channels))
         self._requested: dict[str, tuple[str, ...]] = {}
         self._reported_missing: set[tuple[str, str]] = set()
         self._pending = 0
         self._waiting_since: float | None = None  # poll's time when frames went pending
         self._retry = RetryState(retry)
         self._resubscribing = False
-        self._seq = SequenceTracker()
-        self._late_expected = 0
-        self._trades = TradeIdTracker()
-        self._ticker_trade: dict[bytes, int] = {}
-        for channel in dialect.channels:
-            if channel not in dialect.shared_channels:
-                self._known[channel] = {}
-        self._ex_plain: dict[bytes, dict[bytes, _Entry]] = {
-            kind: self._known[channel] for kind, (code, channel) in _EX_TYPES.items()
-            if code == _EX_PLAIN and channel in self._known}
-        """Exchange types routed by product alone (no checks): type → that channel's routes."""
-        self._at_wire: dict[bytes, tuple[str, bool, dict[bytes, _Entry]]] = {}
-        if self._at:
-            for wire, channel in dialect.wire_channels.items():
-                shared = channel in dialect.shared_channels or channel == SUBSCRIPTIONS_CHANNEL
-                self._at_wire[wire.encode()] = (channel, shared, self._known.get(channel, {}))
+        self.router: Router = (AdvancedTradeRouter(self, self.table) if self._at
+                               else ExchangeRouter(self, self.table))
         self._set_requested(self._normalise(products_by_channel))
-        self.on_message: Callable[[bytes], Route] = (
-            self._at_router() if self._at else self._ex_router())
+        self.on_message: Callable[[bytes], Route] = self.router.on_message
         """``on_message(raw)``: the (product, channel) stream for ``raw``; side effects go to
-        ``actions``. A closure over this connection's state (see ``_at_router``), not a
-        method: the hot path then reads locals instead of attributes and globals."""
+        ``actions``. The router's closure, not a method: the hot path then reads locals
+        instead of attributes and globals."""
+
+    def recover(self, reason: str) -> None:
+        """Ask for fresh snapshots after a gap: resubscribe, or reconnect if that is already
+        under way (or the policy says so)."""
+        if self.gap_policy == "reconnect" or self._resubscribing:
+            self.counters.reconnects_requested += 1
+            self.actions.append(Reconnect(reason))
+            return
+        channels = {ch: self._requested[ch] for ch in AT_RESUBSCRIBE_CHANNELS
+                    if self._requested.get(ch)}
+        frames = (self.dialect.unsubscribe_frames(channels)
+                  + self.dialect.subscribe_frames(channels))
+        if not frames:
+            return
+        self._resubscribing = True
+        self._pending += len(frames)
+        self.counters.resubscribes += 1
+        self.actions.append(Send(tuple(frames), reason))
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -235,13 +198,7 @@ class FeedState:
             if channel in self.dialect.shared_channels:
                 continue
             for product in products:
-                self._add_known(channel, product)
-
-    def _add_known(self, channel: str, product: str) -> None:
-        known = self._known[channel]
-        key = product.encode()
-        if key not in known:
-            known[key] = ((product, channel), product_needle(key))
+                self.table.add(channel, product)
 
     @property
     def requested(self) -> Mapping[str, tuple[str, ...]]:
@@ -326,8 +283,7 @@ class FeedState:
         stamped at the first call after it and, when due and nothing else is in flight,
         subscribes again to exactly the pairs still missing (``RetrySubscribe``). Between
         ``on_disconnect`` and ``on_connect`` nothing is in flight: it does nothing."""
-        counters = self.counters
-        if counters.connects <= counters.disconnects:
+        if self.link is Link.CLOSED:
             return
         retry = self._retry
         if self._pending:
@@ -376,7 +332,7 @@ class FeedState:
                         " subscribes it again",
             })
             if not self._requested.get(channel):  # a channel without products
-                route = self._shared_route(channel)
+                route = self.table.shared(channel)
                 self.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, payload))
             else:
                 self.actions.extend(Marker(p, channel, MarkerKind.NOTE, payload)
@@ -392,14 +348,14 @@ class FeedState:
     def on_connect(self) -> None:
         """A (re)connection is open: sequence numbering and acks restart from scratch."""
         self.counters.connects += 1
+        self.link = Link.OPEN
         if self.counters.connects > 1:
-            self._mark_all(MarkerKind.RECONNECT, _dumps({
+            self.mark_all(MarkerKind.RECONNECT, _dumps({
                 "event": "reconnect", "conn": self.conn_id, "dialect": self.dialect.name,
                 "connection": self.counters.connects,
                 "note": "resubscribing; fresh snapshots follow the SUBSCRIBE markers",
             }))
-        self._seq.reset()
-        self._ticker_trade.clear()  # the first ticker after subscribing repeats the last trade
+        self.router.on_connect()
         self.acknowledged = {}
         self._pending = 0
         self._waiting_since = None
@@ -411,20 +367,16 @@ class FeedState:
         """The socket is gone: every stream of this connection may miss what follows — or,
         when ``clean`` (the recorder closed it on purpose: shutdown), nothing was missed and
         the streams get a STOP marker instead of a DISCONNECT (not a possible loss)."""
-        self.counters.disconnects += 1  # the socket is gone either way (poll() stops)
+        self.counters.disconnects += 1
+        self.link = Link.CLOSED  # the socket is gone either way (poll() stops)
         payload: dict[str, object] = {
             "event": "stop" if clean else "disconnect", "conn": self.conn_id,
             "dialect": self.dialect.name, "reason": reason,
         }
-        if self._at:
-            payload["last_sequence_num"] = self._seq.expected - 1
-        self._mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, _dumps(payload))
+        payload.update(self.router.disconnect_fields())
+        self.mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, _dumps(payload))
         self._retry.reset()  # the next connection subscribes everything again
-        for gap in self._trades.flush_owed():  # Exchange: heartbeat suspicions still in grace
-            self._trade_gap(gap, "heartbeat last_trade_id, unmatched at disconnect",
-                            "a heartbeat announced these trades and the socket closed before"
-                            " their matches came: they may be lost; fetch them from the REST"
-                            " trades endpoint")
+        self.router.after_disconnect()
 
     def streams(self) -> Iterator[Route]:
         """Every stream this connection feeds now, for markers that concern all of them.
@@ -436,474 +388,27 @@ class FeedState:
         dialect = self.dialect
         for channel in self._requested:
             if channel in dialect.shared_channels:
-                yield self._shared_route(channel)
-        yield self._subs_route
+                yield self.table.shared(channel)
+        yield self.table.subscriptions
         acked = self.acknowledged
-        for channel, known in self._known.items():
+        for channel, known in self.table.known.items():
             products = set(self._requested.get(channel, ())) | acked.get(channel, frozenset())
             if not products:
                 continue
             for product in sorted(products):
                 entry = known.get(product.encode())
                 if entry is not None:
-                    yield entry[0]
-            if self._at:
-                yield self._multi_route(channel)
+                    yield entry.route
+            if self.router.multi_streams:
+                yield self.table.multi(channel)
 
-    def _mark_all(self, kind: MarkerKind, payload: bytes) -> None:
+    def mark_all(self, kind: MarkerKind, payload: bytes) -> None:
+        """Queue a ``kind`` marker on every stream of this connection (``streams``)."""
         self.actions.extend(Marker(p, c, kind, payload) for p, c in self.streams())
 
-    # ------------------------------------------------------------------ routing
+    # ------------------------------------------------------------------ acks and errors
 
-    def _shared_route(self, channel: str) -> Route:
-        route = self._shared.get(channel)
-        if route is None:
-            route = self._shared[channel] = (self._conn, channel)
-        return route
-
-    def _multi_route(self, channel: str) -> Route:
-        route = self._multi.get(channel)
-        if route is None:
-            route = self._multi[channel] = (self._multi_name, channel)
-        return route
-
-    def _unroutable(self, *, malformed: bool = False, unknown: bool = False) -> Route:
-        counters = self.counters
-        counters.unrouted += 1
-        if malformed:
-            counters.malformed += 1
-        if unknown:
-            counters.unknown += 1
-        return self._unrouted
-
-    def _reject_product(self, pid: bytes) -> Route:
-        text = pid.decode("utf-8", "replace")
-        if is_valid_product_id(text):
-            self.counters.unexpected_product += 1
-        else:
-            self.counters.invalid_product += 1
-        return self._unroutable()
-
-    # -- Advanced Trade
-
-    def _at_router(self) -> Callable[[bytes], Route]:
-        """The Advanced Trade hot path: fast paths for frames in the venue's layout whose
-        ``sequence_num`` is the expected one, everything else through ``_at_full``.
-
-        Per ``l2_data`` frame (the bulk of the feed) it costs one C call per step and parses
-        no number: the prefix, the closing bytes, the expected ``"sequence_num":N,`` bytes
-        (``tracker.needle``) where they were in the previous frame (else one ``find`` of the
-        key), then one ``split`` on ``"product_id":"``, which yields the id and tells whether
-        it is the only one (and after the number) in a single pass: cheaper than the three
-        ``find`` calls it replaces. In the venue's layout ``sequence_num`` occurs once, before
-        ``events``, so the results are those of ``_at_full``; anything else (several product
-        ids, an unknown one, a gap) is decided by the same code as there. A property test also
-        feeds reordered keys, which take the full path.
-        """
-        counters = self.counters
-        tracker = self._seq
-        at_wire = self._at_wire
-        l2_wire = at_wire[b"l2_data"]
-        l2_known = l2_wire[2]  # the level2 routes, mutated in place by _add_known
-        full = self._at_full
-        after_seq = self._at_after_seq
-        l2_head = b'{"channel":"l2_data",'
-        l2_head_len = len(l2_head)
-        seq_key = SEQ_KEY
-        prefix, prefix_len = AT_PREFIX, AT_PREFIX_LEN
-        pkey = PRODUCT_KEY
-        at = l2_head_len  # where the l2_data sequence key was last time (timestamps keep size)
-
-        def on_at(raw: bytes) -> Route:
-            nonlocal at
-            counters.messages += 1
-            if raw.startswith(l2_head):
-                if raw[-1] == 125 and raw[-2] == 93:  # ends with ]} (cheaper than endswith)
-                    needle = tracker.needle
-                    if not raw.startswith(needle, at):
-                        i = raw.find(seq_key, l2_head_len)
-                        if i < 0 or not raw.startswith(needle, i):
-                            return full(raw)
-                        at = i
-                    e = tracker.expected + 1
-                    tracker.expected = e
-                    tracker.needle = b'"sequence_num":%d,' % e if e < 1 << 63 else b"\x00"
-                    k = at + len(needle)
-                    if len(raw) > 16384:  # a snapshot: scan it without copying (after_seq)
-                        return after_seq(raw, k - 1, l2_wire)
-                    parts = raw.split(pkey)  # one C pass: the id, and whether it is alone
-                    if len(parts) == 2 and len(parts[0]) >= k:
-                        rest = parts[1]
-                        entry = l2_known.get(rest.partition(b'"')[0])
-                        if entry is not None:
-                            return entry[0]
-                    return after_seq(raw, k - 1, l2_wire)
-            elif raw.startswith(prefix) and raw[-1] == 125 and raw[-2] == 93:
-                j = raw.find(b'"', prefix_len)
-                wire = at_wire.get(raw[prefix_len:j])
-                if wire is not None:
-                    i = raw.find(seq_key, j)
-                    needle = tracker.needle
-                    if i >= 0 and raw.startswith(needle, i):
-                        e = tracker.expected + 1
-                        tracker.expected = e
-                        tracker.needle = b'"sequence_num":%d,' % e if e < 1 << 63 else b"\x00"
-                        k = i + len(needle)
-                        if not wire[1] and len(raw) <= 16384:  # ticker, trades, candles
-                            parts = raw.split(pkey)
-                            if len(parts) == 2 and len(parts[0]) >= k:
-                                rest = parts[1]
-                                entry = wire[2].get(rest.partition(b'"')[0])
-                                if entry is not None:
-                                    return entry[0]
-                        return after_seq(raw, k - 1, wire)
-            return full(raw)
-
-        return on_at
-
-    def _at_after_seq(self, raw: bytes, k: int,
-                      wire: tuple[str, bool, dict[bytes, _Entry]]) -> Route:
-        """Route an in-layout frame whose sequence number ended at offset ``k``."""
-        if wire[1]:
-            route = self._shared_route(wire[0])
-            if wire[0] == SUBSCRIPTIONS_CHANNEL:
-                self._at_ack(raw)
-            return route
-        p = raw.find(PRODUCT_KEY, k)
-        if p < 0:
-            return self._shared_route(wire[0])
-        p += PRODUCT_KEY_LEN
-        q = raw.find(b'"', p)
-        entry = wire[2].get(raw[p:q])
-        if entry is not None and raw.find(PRODUCT_KEY, q) < 0:
-            return entry[0]
-        return self._at_product(raw, q, wire[0], raw[p:q], entry)
-
-    def _at_full(self, raw: bytes) -> Route:
-        """Every Advanced Trade frame the fast paths decline (any layout, any sequence)."""
-        # envelope prefix, channel, sequence_num, first product id.
-        if not (raw.startswith(AT_PREFIX) and raw.endswith(b"]}")):
-            return self._at_slow(raw)
-        j = raw.find(b'"', AT_PREFIX_LEN)
-        i = raw.find(SEQ_KEY, j)
-        if i < 0:
-            return self._at_slow(raw)
-        i += SEQ_KEY_LEN
-        k = raw.find(b",", i)
-        try:
-            seq = int(raw[i:k])
-        except ValueError:
-            return self._at_slow(raw)
-        if not 0 <= seq <= INT_MAX:
-            return self._at_slow(raw)
-        tracker = self._seq
-        late = False
-        if seq == tracker.expected:
-            tracker.set_expected(seq + 1)
-        else:
-            late = self._at_seq_anomaly(seq)
-        wire = self._at_wire.get(raw[AT_PREFIX_LEN:j])
-        if wire is None:
-            route = self._unroutable(unknown=True)
-        elif wire[1]:
-            route = self._shared_route(wire[0])
-            if wire[0] == SUBSCRIPTIONS_CHANNEL:
-                self._at_ack(raw)
-        else:
-            p = raw.find(PRODUCT_KEY, k)
-            if p < 0:
-                route = self._shared_route(wire[0])
-            else:
-                p += PRODUCT_KEY_LEN
-                q = raw.find(b'"', p)
-                entry = wire[2].get(raw[p:q])
-                if entry is not None and raw.find(PRODUCT_KEY, q) < 0:
-                    route = entry[0]
-                else:
-                    route = self._at_product(raw, q, wire[0], raw[p:q], entry)
-        if late:
-            self._note_late(route, seq)
-        return route
-
-    def _at_product(self, raw: bytes, end: int, channel: str, pid: bytes,
-                    entry: _Entry | None) -> Route:
-        """Several product ids in the frame, or an unknown one (the uncommon cases)."""
-        if not only_product(raw, end, entry[1] if entry is not None else product_needle(pid)):
-            return self._multi_route(channel)
-        if entry is not None:
-            return entry[0]
-        return self._reject_product(pid)
-
-    def _at_slow(self, raw: bytes) -> Route:
-        parsed = parse_slow(raw, "channel", "sequence_num")
-        if parsed is None:
-            return self._unroutable(malformed=True)
-        if parsed.channel is None:
-            if parsed.obj.get("type") == "error":
-                self._on_error(parsed.obj)
-                return self._error_route
-            return self._unroutable(unknown=True)
-        late = False
-        if parsed.seq is not None:
-            tracker = self._seq
-            if parsed.seq == tracker.expected:
-                tracker.set_expected(parsed.seq + 1)
-            else:
-                late = self._at_seq_anomaly(parsed.seq)
-        wire = self._at_wire.get(parsed.channel.encode())
-        if wire is None:
-            route = self._unroutable(unknown=True)
-        elif wire[1]:
-            route = self._shared_route(wire[0])
-            if wire[0] == SUBSCRIPTIONS_CHANNEL:
-                self._at_ack_obj(parsed.obj)
-        else:
-            route = self._products_route(wire[0], parsed.products)
-        if late and parsed.seq is not None:
-            self._note_late(route, parsed.seq)
-        return route
-
-    def _products_route(self, channel: str, products: Sequence[str]) -> Route:
-        if not products:
-            return self._shared_route(channel)
-        if len(products) > 1:
-            return self._multi_route(channel)
-        pid = products[0].encode()
-        known = self._known.get(channel)
-        entry = known.get(pid) if known is not None else None
-        return entry[0] if entry is not None else self._reject_product(pid)
-
-    def _at_seq_anomaly(self, seq: int) -> bool:
-        """Handle an out-of-line ``sequence_num``; True if the frame is late (not a gap)."""
-        expected = self._seq.expected
-        result = self._seq.observe(seq)
-        if result is False:
-            self.counters.late += 1
-            self._late_expected = expected
-            return True
-        if isinstance(result, SeqGap):
-            missing = result.last - result.first + 1
-            self.counters.gaps += 1
-            self.counters.missing += missing
-            self._mark_all(MarkerKind.GAP, _dumps({
-                "event": "gap", "conn": self.conn_id, "dialect": self.dialect.name,
-                "scope": "connection", "first_missing_sequence_num": result.first,
-                "last_missing_sequence_num": result.last, "missing_frames": missing,
-                "note": "the lost frames may belong to any channel and product of this"
-                        " connection",
-            }))
-            self._recover(f"sequence_num gap: {missing} frame(s) missing before {seq}")
-        return False
-
-    def _recover(self, reason: str) -> None:
-        """Ask for fresh snapshots: resubscribe, or reconnect if that is already under way."""
-        if self.gap_policy == "reconnect" or self._resubscribing:
-            self.counters.reconnects_requested += 1
-            self.actions.append(Reconnect(reason))
-            return
-        channels = {ch: self._requested[ch] for ch in AT_RESUBSCRIBE_CHANNELS
-                    if self._requested.get(ch)}
-        frames = (self.dialect.unsubscribe_frames(channels)
-                  + self.dialect.subscribe_frames(channels))
-        if not frames:
-            return
-        self._resubscribing = True
-        self._pending += len(frames)
-        self.counters.resubscribes += 1
-        self.actions.append(Send(tuple(frames), reason))
-
-    def _note_late(self, route: Route, seq: int) -> None:
-        self.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, _dumps({
-            "event": "late", "conn": self.conn_id, "sequence_num": seq,
-            "expected_sequence_num": self._late_expected,
-            "note": "frame arrived after a later one: duplicate or out of order",
-        })))
-
-    def _at_ack(self, raw: bytes) -> None:
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.counters.malformed += 1
-            return
-        if isinstance(obj, dict):
-            self._at_ack_obj(obj)
-
-    def _at_ack_obj(self, obj: dict[str, Any]) -> None:
-        self._apply_ack(parse_at_ack(obj, self.dialect.ack_aliases))
-
-    # -- Exchange
-
-    def _ex_router(self) -> Callable[[bytes], Route]:
-        """The Exchange hot path: ``l2update`` (≈ 97 % of the feed), ``snapshot`` and in-order
-        ``match`` frames in the venue's layout are routed here, everything else by ``_ex_full``.
-
-        ``{"type":"l2update","product_id":"`` puts the id at a fixed offset: one prefix check,
-        the closing byte, one ``find`` and one dict lookup. A ``match`` whose ``trade_id``
-        (the first key after the type) is the next one of its product only advances the
-        product's last trade id; a gap, a duplicate or a first trade goes the full way.
-        """
-        counters = self.counters
-        full = self._ex_full
-        l2_known = self._known.get("level2_batch", {})  # mutated in place, never replaced
-        match_known = self._known.get("matches", {})
-        last_trade = self._trades.last
-        l2_heads = (b'{"type":"l2update","product_id":"', b'{"type":"snapshot","product_id":"')
-        l2_head_len = len(l2_heads[0])
-        match_head = b'{"type":"match","trade_id":'
-        match_head_len = len(match_head)
-        pkey, pkey_len = PRODUCT_KEY, PRODUCT_KEY_LEN
-
-        def on_ex(raw: bytes) -> Route:
-            counters.messages += 1
-            if raw.startswith(l2_heads):
-                if raw[-1] == 125:  # ends with } (cheaper than endswith)
-                    entry = l2_known.get(raw[l2_head_len:raw.find(b'"', l2_head_len)])
-                    if entry is not None:
-                        return entry[0]
-            elif raw.startswith(match_head) and raw[-1] == 125:
-                k = raw.find(b",", match_head_len)
-                p = raw.find(pkey, k) + pkey_len
-                if p >= pkey_len:
-                    entry = match_known.get(raw[p:raw.find(b'"', p)])
-                    if entry is not None:
-                        route = entry[0]
-                        last = last_trade.get(route[0])
-                        if last is not None:
-                            try:
-                                trade_id = int(raw[match_head_len:k])
-                            except ValueError:
-                                return full(raw)
-                            if trade_id == last + 1 and trade_id <= INT_MAX:
-                                last_trade[route[0]] = trade_id
-                                return route
-            return full(raw)
-
-        return on_ex
-
-    def _ex_full(self, raw: bytes) -> Route:
-        """Every Exchange frame the fast paths decline (any type, any layout)."""
-        if not raw.startswith(EX_HEAD) or not raw.endswith(b"}"):
-            return self._ex_slow(raw)
-        j = raw.find(b'"', EX_HEAD_LEN)
-        kind = raw[EX_HEAD_LEN:j]
-        known = self._ex_plain.get(kind)
-        if known is not None:  # level2 and auctions: the bulk of the feed, nothing to check
-            p = raw.find(PRODUCT_KEY, j)
-            if p < 0:
-                return self._ex_slow(raw)
-            p += PRODUCT_KEY_LEN
-            pid = raw[p:raw.find(b'"', p)]
-            entry = known.get(pid)
-            return entry[0] if entry is not None else self._reject_product(pid)
-        spec = _EX_TYPES.get(kind)
-        if spec is None:
-            return self._unroutable(unknown=True)
-        code, channel = spec
-        if code >= _EX_SHARED:
-            if code == _EX_SHARED:
-                return self._shared_route(channel)
-            return self._ex_slow(raw)
-        p = raw.find(PRODUCT_KEY, j)
-        if p < 0:
-            return self._ex_slow(raw)
-        p += PRODUCT_KEY_LEN
-        pid = raw[p:raw.find(b'"', p)]
-        return self._ex_product(code, channel, pid, int_after(raw, _EX_INT_KEY[code], j))
-
-    def _ex_slow(self, raw: bytes) -> Route:
-        parsed = parse_slow(raw, "type", "sequence")
-        if parsed is None:
-            return self._unroutable(malformed=True)
-        spec = _EX_TYPES.get(parsed.channel.encode()) if parsed.channel is not None else None
-        if spec is None:
-            return self._unroutable(unknown=True)
-        code, channel = spec
-        obj = parsed.obj
-        if code == _EX_SHARED:
-            return self._shared_route(channel)
-        if code == _EX_ACK:
-            self._ex_ack(obj)
-            return self._subs_route
-        if code == _EX_ERROR:
-            self._on_error(obj)
-            return self._error_route
-        pid = obj.get("product_id")
-        if not isinstance(pid, str):
-            return self._unroutable(unknown=True)
-        field = _EX_INT_FIELD.get(code)
-        value = obj.get(field) if field is not None else None
-        if isinstance(value, str) and value.isdigit() and len(value) <= 19:
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or not (
-                INT_MIN <= value <= INT_MAX):
-            value = None
-        return self._ex_product(code, channel, pid.encode(), value)
-
-    def _ex_product(self, code: int, channel: str, pid: bytes, value: int | None) -> Route:
-        if code == _EX_TICKER:
-            channel = self._ticker_channel(pid, value)
-        known = self._known.get(channel)
-        entry = known.get(pid) if known is not None else None
-        if entry is None:
-            return self._reject_product(pid)
-        route = entry[0]
-        if value is not None:
-            if code in (_EX_MATCH, _EX_LAST_MATCH):
-                result = self._trades.on_trade(route[0], value,
-                                               baseline=code == _EX_LAST_MATCH)
-                if isinstance(result, TradeGap):
-                    self._trade_gap(result, "trade_id")
-                elif result is False:
-                    self.counters.late += 1
-                    self.actions.append(Marker(route[0], "matches", MarkerKind.NOTE, _dumps({
-                        "event": "late", "conn": self.conn_id, "trade_id": value,
-                        "note": "trade arrived after a later one: duplicate or out of order",
-                    })))
-            elif code == _EX_HEARTBEAT:
-                gap = self._trades.on_heartbeat(route[0], value)
-                if gap is not None:
-                    self._trade_gap(gap, "heartbeat last_trade_id")
-        return route
-
-    def _ticker_channel(self, pid: bytes, trade_id: int | None) -> str:
-        """Exchange sends ``ticker`` and ``ticker_batch`` with the same type and schema.
-
-        When a product has both, tell them apart by ``trade_id``: ``ticker`` is sent on every
-        match, so each one carries a new, higher trade id; a batch message repeats the latest
-        state, so its trade id is not above the highest one seen on this product. (Its
-        ``sequence`` is no help: the product's sequence moves on book events too.)
-        """
-        in_ticker = pid in self._known.get("ticker", {})
-        in_batch = pid in self._known.get("ticker_batch", {})
-        if not (in_ticker and in_batch):
-            return "ticker" if in_ticker else "ticker_batch"
-        if trade_id is None:
-            return "ticker"
-        last = self._ticker_trade.get(pid)
-        if last is not None and trade_id <= last:
-            return "ticker_batch"
-        self._ticker_trade[pid] = trade_id
-        return "ticker"
-
-    def _trade_gap(self, gap: TradeGap, detected_by: str,
-                   note: str = "missing trades can be fetched from the REST trades endpoint"
-                   ) -> None:
-        missing = gap.last - gap.first + 1
-        self.counters.gaps += 1
-        self.counters.missing += missing
-        self.actions.append(Marker(gap.product, "matches", MarkerKind.GAP, _dumps({
-            "event": "gap", "conn": self.conn_id, "dialect": self.dialect.name,
-            "scope": "product", "product": gap.product, "channel": "matches",
-            "first_missing_trade_id": gap.first, "last_missing_trade_id": gap.last,
-            "missing_trades": missing, "detected_by": detected_by, "note": note,
-        })))
-
-    def _ex_ack(self, obj: dict[str, Any]) -> None:
-        self._apply_ack(parse_exchange_ack(obj, self.dialect.ack_aliases))
-
-    # -- acks and errors (both dialects)
-
-    def _apply_ack(self, state: dict[str, frozenset[str]]) -> None:
+    def apply_ack(self, state: dict[str, frozenset[str]]) -> None:
         """Record the server's cumulative subscription state; report what changed."""
         self.counters.acks += 1
         if self._pending:
@@ -925,11 +430,11 @@ class FeedState:
                                       " channel has one"})
             if channel in dialect.shared_channels:
                 if channel in state and channel not in old:
-                    route = self._shared_route(channel)
+                    route = self.table.shared(channel)
                     self.actions.append(Marker(route[0], route[1], MarkerKind.SUBSCRIBE,
                                                payload))
                 continue
-            known = self._known[channel]
+            known = self.table.known[channel]
             for product in sorted(added):
                 if product.encode() in known:
                     self.actions.append(Marker(product, channel, MarkerKind.SUBSCRIBE, payload))
@@ -971,7 +476,9 @@ class FeedState:
         self._retry_settled(missing)
         self.actions.append(Settled(dict(self.acknowledged), missing))
 
-    def _on_error(self, obj: dict[str, Any]) -> None:
+    def error_frame(self, obj: dict[str, Any]) -> None:
+        """An error frame from the venue: report it; a refusal or a dropped frame answers a
+        pending request."""
         error, refused = classify_error(obj, self.dialect.level2_channel)
         self.counters.errors += 1
         self.actions.append(error)

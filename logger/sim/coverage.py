@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from logger.sim.ledger import FrameEntry, Ledger
-from storage.layout import iter_segments
-from storage.reader import SegmentReader
-from storage.records import RecordKind
+from storage import RecordKind, SegmentReader, iter_segments
 
 __all__ = ["Coverage", "StoredStream", "check_coverage", "read_streams"]
 

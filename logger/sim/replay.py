@@ -53,10 +53,7 @@ from logger.sim.limits import Limits
 from logger.sim.product import ProductState, build_product
 from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
 from logger.sim.subs import subs_view
-from storage import RecordKind
-from storage.archive import open_any
-from storage.format import CorruptSegment
-from storage.layout import SegmentRef, iter_segments
+from storage import CorruptSegment, RecordKind, SegmentRef, iter_segments, open_any
 from storage.source import is_remote, list_remote_segments
 
 _SHARED = {"heartbeats", "status", "heartbeat"}

@@ -2,8 +2,8 @@
 
 ``FeedState.on_message`` takes fast paths for the dominant frames in the venue's layout
 (AT ``l2_data`` and one-product frames with the expected ``sequence_num``; Exchange
-``l2update``/``snapshot`` and in-order ``match``) and hands everything else to ``_at_full`` /
-``_ex_full``, the general router. Here two feeds see the same frames, one through
+``l2update``/``snapshot`` and in-order ``match``) and hands everything else to the dialect
+router's ``full``, the general path. Here two feeds see the same frames, one through
 ``on_message`` and one through the full path only, and must return the same streams, queue
 the same actions and end with the same counters and sequence state.
 """
@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from test_protocol_frames import TS
 
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
+from logger.protocol.route_at import AdvancedTradeRouter
+from logger.protocol.route_exchange import ExchangeRouter
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 POOL = [*PRODUCTS, *PRODUCTS, *PRODUCTS, "SOL-USD", "../x", "_conn7", ""]
@@ -35,7 +37,9 @@ def _feed(dialect: Dialect) -> FeedState:
 
 
 def _full(fs: FeedState) -> Callable[[bytes], tuple[str, str]]:
-    full = fs._at_full if fs.dialect is ADVANCED_TRADE else fs._ex_full
+    router = fs.router
+    assert isinstance(router, AdvancedTradeRouter | ExchangeRouter)
+    full = router.full
 
     def route(raw: bytes) -> tuple[str, str]:
         fs.counters.messages += 1
@@ -50,9 +54,14 @@ def _same(fast: FeedState, slow: FeedState, frames: list[bytes]) -> None:
         assert fast.on_message(raw) == slow_route(raw), raw[:160]
         assert fast.drain() == slow.drain(), raw[:160]
     assert fast.counters == slow.counters
-    assert fast._seq.expected == slow._seq.expected
-    assert fast._seq.needle == slow._seq.needle
-    assert fast._trades.last == slow._trades.last
+    a, b = fast.router, slow.router
+    if isinstance(a, AdvancedTradeRouter):  # the connection's sequence state
+        assert isinstance(b, AdvancedTradeRouter)
+        assert a.seq.expected == b.seq.expected
+        assert a.seq.needle == b.seq.needle
+    else:  # each product's last trade id
+        assert isinstance(a, ExchangeRouter) and isinstance(b, ExchangeRouter)
+        assert a.trades.last == b.trades.last
 
 
 AT_CHANNELS = ["l2_data"] * 4 + ["ticker", "ticker_batch", "market_trades", "candles", "heartbeats",

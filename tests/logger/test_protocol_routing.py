@@ -226,7 +226,7 @@ def test_late_frame_gets_a_note_in_its_own_stream() -> None:
     assert fs.on_message(at_l2("ETH-USD", 1)) == ("ETH-USD", "level2")
     notes = [a for a in fs.drain() if isinstance(a, Marker)]
     assert len(notes) == 1 and notes[0].kind is MarkerKind.NOTE
-    assert notes[0][:2] == ("ETH-USD", "level2")
+    assert (notes[0].product, notes[0].channel) == ("ETH-USD", "level2")
     assert orjson.loads(notes[0].payload)["sequence_num"] == 1
     assert fs.counters.late == 1 and fs.counters.gaps == 0
 

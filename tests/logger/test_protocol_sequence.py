@@ -194,8 +194,8 @@ def test_feed_flags_exactly_the_injected_sequence_gaps(steps: list[int],
         product = data.draw(st.sampled_from(PRODUCTS))
         assert fs.on_message(at_l2(product, seq)) == (product, "level2")
         for action in fs.drain():
-            if isinstance(action, Marker) and action.kind is MarkerKind.GAP and action[:2] == (
-                    "BTC-USD", "level2"):
+            if isinstance(action, Marker) and action.kind is MarkerKind.GAP and (
+                    action.product, action.channel) == ("BTC-USD", "level2"):
                 p = orjson.loads(action.payload)
                 found.append((p["first_missing_sequence_num"], p["last_missing_sequence_num"]))
     assert found == injected

@@ -10,7 +10,6 @@ import pytest
 from segment_fixtures import DAY_NS, NOON_NS, read_all
 
 from storage import (
-    HEADER_SIZE,
     Engine,
     EngineConfig,
     InvalidStreamName,
@@ -18,6 +17,7 @@ from storage import (
     SegmentReader,
     iter_segments,
 )
+from storage.format import HEADER_SIZE
 
 
 def test_extend_append_commit_close_round_trip(config: EngineConfig) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from segment_fixtures import NOON_NS, read_all
 
-from storage import Engine, EngineConfig, make_backend
-from storage.backends import MmapBackend, WriteOp
+from storage import Engine, EngineConfig
+from storage.backends import MmapBackend, WriteOp, make_backend
 
 
 class FlakyBackend(MmapBackend):

@@ -23,6 +23,7 @@ from segment_fixtures import DAY_NS, NOON_NS, read_all
 from storage import Engine, EngineConfig, iter_segments
 from storage.backends.base import WriteOp
 from storage.backends.mmap_backend import MmapBackend
+from storage.engine import CommitPlan
 from storage.records import RecordKind
 from storage.segment import Segment
 
@@ -153,8 +154,7 @@ def _continue_after_crash(root: Path, backend: str) -> dict[str, bytes]:
     sizes: list[int] = []
     for k in range(3):  # the first write of the day takes the general path, then the fast one
         eng.extend_trusted(s, [NOON_NS + 10 + k], [b"c" * (5000 + k)])
-        ops: list[WriteOp] = []
-        sizes.append(eng._stage_fast(s, [], [], ops, []))
+        sizes.append(eng._stage_fast(s, CommitPlan()))
         for seg in s.segments.values():
             seg.discard()  # only probed: the commit below stages it for real
         eng.commit(now_ns=NOON_NS)

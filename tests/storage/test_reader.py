@@ -10,7 +10,6 @@ import pytest
 from segment_fixtures import NOON_NS
 
 from storage import (
-    HEADER_SIZE,
     CorruptSegment,
     Engine,
     EngineConfig,
@@ -18,7 +17,7 @@ from storage import (
     SegmentReader,
     iter_segments,
 )
-from storage.format import OFF_INDEX_COUNT
+from storage.format import HEADER_SIZE, OFF_INDEX_COUNT
 
 
 def _fill(root: Path, n_commits: int, per_commit: int, ts_step: int = 1000) -> list[int]:

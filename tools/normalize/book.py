@@ -18,7 +18,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from storage.records import RecordKind
+from storage import RecordKind
 
 Level = tuple[str, str]  # (price, size) exactly as the venue sent them
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from storage.bulk import RecordBatch
+from storage import RecordBatch
 from tools.normalize import datasets as D
 from tools.normalize import scan
 from tools.normalize.columns import schema_of

@@ -25,9 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from storage.layout import iter_segments
-from storage.reader import SegmentReader
-from storage.records import Record
+from storage import Record, SegmentReader, iter_segments
 from tools.normalize import datasets as D
 from tools.normalize.replay import DEFAULT_LOOKBACK_DAYS, day_start, run_days, warm_up
 from tools.normalize.rows import Options, ProductRows

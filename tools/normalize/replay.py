@@ -16,8 +16,7 @@ from pathlib import Path
 
 import orjson
 
-from storage.bulk import RecordBatch
-from storage.records import Record, RecordKind
+from storage import Record, RecordBatch, RecordKind
 from tools.normalize import datasets as D
 from tools.normalize.rows import ProductRows
 from tools.normalize.source import (

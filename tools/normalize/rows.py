@@ -17,8 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from storage.bulk import RecordBatch
-from storage.records import Record, RecordKind
+from storage import Record, RecordBatch, RecordKind
 from tools.normalize import columnar
 from tools.normalize import datasets as D
 from tools.normalize.book import BookTracker, Level

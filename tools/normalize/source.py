@@ -16,13 +16,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from storage import bulk
-from storage.archive import open_any
-from storage.bulk import RecordBatch
-from storage.damage import Damage
-from storage.format import CorruptSegment
-from storage.layout import SegmentRef, iter_segments
-from storage.records import Record
+from storage import (
+    CorruptSegment,
+    Damage,
+    Record,
+    RecordBatch,
+    SegmentRef,
+    iter_segments,
+    open_any,
+    record_batches,
+)
 
 MULTI = "_multi"
 T = TypeVar("T")
@@ -84,7 +87,7 @@ def stream_batches(root: Path, product: str, channel: str, day: dt.date,
                    ) -> Iterator[tuple[RecordBatch | None, str | None]]:
     """`stream_records` by whole batches: (batch, None) for each, (None, why) after a
     damaged stretch. For readers that treat many records at once (the columnar export)."""
-    return _with_damage(root, product, channel, day, bulk.batches)
+    return _with_damage(root, product, channel, day, record_batches)
 
 
 def _with_damage(root: Path, product: str, channel: str, day: dt.date,
