@@ -647,8 +647,11 @@ def run_recorder(tmp: Path, frames: Path, kind: str, tag: str, *, rate: float = 
         # files would slow the venue), and a /metrics scrape costs the daemon's
         fine = (lambda: False) if rate else s.pipe.poll
         if kind == "naive":
-            res = observe(p.pid, lambda: (_dir_bytes(out) >= size, _dir_bytes(out)),
-                          fine, 0.0, mem, poll)
+            def stored() -> tuple[bool, int]:
+                n = _dir_bytes(out)
+                return n >= size, n
+
+            res = observe(p.pid, stored, fine, 0.0, mem, poll)
         else:
             state = {"recv": 0}
 
