@@ -1,32 +1,50 @@
-"""Ingest benchmark: the daemon at full speed against the simulator, and a naive recorder.
+"""Ingest benchmark: the daemon against the naive recorder, measured the same way from outside.
 
-Both recorders run in their own process against the simulator (``tools/simulate serve``, its
-own process, ``--rate 0`` = as fast as the client drains, ledger on) with 400 products × the
-dialect's default channels, sharded the same way (``logger.shard``: on Advanced Trade level2 on
-ceil(400/30) = 14 connections, the other channels on one more). Printed:
+Every recorder is served the same pre-encoded Advanced Trade frames (400 products by default,
+``bench/firehose.py``: encoded once, every run replays them) by a venue process pinned to
+CPU 0 that answers pings; the recorder runs pinned to CPU 1 (the daemon with
+``ingest.workers = N``: its processes may use both CPUs). The same outside clock for all:
+from the venue's first data frame (its ``time.monotonic()``, the same clock system-wide) to
+the moment the benchmark sees the last byte stored — the naive recorder's files reach the
+size of everything sent; the daemon's ``/metrics`` shows every message received and its
+committed-records counter has stopped growing. CPU is the recorder's process tree (user +
+sys from /proc) over the same window. Loss is checked by content: the sha256 of every stored
+payload (the daemon's segments, the naive recorder's lines) against the venue's per-connection
+ledger of what it sent.
 
-- messages/s stored, verified against the simulator's ledger (every frame once, sha256);
-- CPU time per message of the recorder process (user + sys from /proc);
-- syscalls per message of the daemon's storage thread (``strace -c`` attached to the
-  ``cbl-storage`` thread for a window of the run), when strace can attach;
-- peak RSS (VmHWM) and startup time to "all acknowledged";
-- the naive recorder (websockets + json.loads + one unbuffered file write per message, the
-  seed's "before"), measured the same way in the same run, and the ratios.
+Printed:
 
-    .venv/bin/python bench/ingest.py [--seconds 30] [--quick] [--dialect advanced_trade]
+1) capacity (the venue sends as fast as the recorder drains), ``--rounds`` interleaved rounds
+   of naive, daemon (1 process), daemon (``--workers``): msg/s, µs CPU per message, how busy
+   the recorder was (on this shared machine a pinned recorder does not always get its whole
+   core: compare µs per message, the figure neighbours disturb least), peak RSS (VmHWM) and
+   sampled peaks split into anon / mapped (file, shmem = mmap'd segments on tmpfs), loss,
+   pings answered, CPU per thread, and the ratios to the same round's naive run;
+2) fixed rate (``--rate`` msg/s for ``--rate-seconds``, each connection pacing its share):
+   % of a core, µs CPU per message and the steady RSS at the end, for naive and daemon.
+
+The capacity runs set the daemon's ``storage.commit_interval_s`` to 0.1 s (``--commit-interval``)
+so that the end of the run is the work and not the 5 s commit timer; the fixed-rate runs use
+the defaults. ``connections.messages_per_second`` is raised to 100 (this venue has no inbound
+limit), which only shortens the subscribing phase before the clock starts.
+
+    .venv/bin/python bench/ingest.py            # ~7 min: 3 rounds of 600 000 frames + 2 × 30 s
+    .venv/bin/python bench/ingest.py --quick    # ~1 min smoke run
+      [--messages N] [--rounds N] [--workers N] [--rate MSG_S] [--rate-seconds S]
+      [--simulator]  # also the older run against tools/simulate (each recorder on its own clock)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +57,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ws_client import handshake_response  # noqa: E402  (bench/ is not a package)
 
 
 @dataclass
@@ -58,8 +75,14 @@ class Run:
     rss_split: str = ""
 
 
+_TREE: dict[int, list[int]] = {}
+
+
 def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the daemon's worker processes, if any)."""
+    """``pid`` and its descendants (the daemon's worker processes, if any); cached in
+    ``_TREE`` while a run is observed, so a poll costs no walk of /proc."""
+    if pid in _TREE:
+        return _TREE[pid]
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -372,233 +395,6 @@ def _naive_run(p: subprocess.Popen[bytes], timeout: float, sent: int, cpu_key: s
     return Run("naive", res["messages"], res["active_s"], res[cpu_key], res["rss_mb"], note)
 
 
-# ----------------------------------------------------------------------------- firehose venue
-_SEQ = re.compile(rb'"sequence_num":\d+')
-
-
-def _ws_frame(payload: bytes, opcode: int = 1) -> bytes:
-    import struct
-
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
-def _read_client_frame(sock: socket.socket, buf: bytearray) -> bytes | None:
-    import struct
-
-    def need(k: int) -> bool:
-        while len(buf) < k:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return False
-            buf.extend(chunk)
-        return True
-
-    if not need(2):
-        return None
-    n, off = buf[1] & 0x7F, 2
-    if n == 126:
-        if not need(4):
-            return None
-        n, off = struct.unpack("!H", bytes(buf[2:4]))[0], 4
-    elif n == 127:
-        if not need(10):
-            return None
-        n, off = struct.unpack("!Q", bytes(buf[2:10]))[0], 10
-    if not need(off + 4 + n):
-        return None
-    mask = bytes(buf[off:off + 4])
-    data = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[off + 4:off + 4 + n]))
-    del buf[:off + 4 + n]
-    return data
-
-
-def _firehose(conn_pipe: Any, products: int, messages: int, ledger_dir: str,
-              cpu: int | None) -> None:
-    """A venue that costs (almost) nothing per frame: everything pre-generated, then sendall.
-
-    Real Advanced Trade frames from the project's generator; each connection gets the frames of
-    the products it subscribed to, renumbered with its own sequence_num, after the acks. The
-    streaming starts on every connection at once, when no new connection has come for 2.5 s
-    and every connection has finished subscribing (so any sharding, one process or several
-    workers, is served the same way); later connections are refused.
-    """
-    import threading
-
-    from logger.sim.generator import MarketModel
-
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-    model = MarketModel(5, products, "advanced_trade")
-    ids = list(model.products)
-    frames = [(p, c, raw) for p, c, raw in model.day_of_messages(messages)
-              if not p.startswith("_")]
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(64)
-    conn_pipe.send(srv.getsockname()[1])
-    rest = json.dumps({"products": [{"product_id": p, "status": "online"} for p in ids],
-                       "num_products": len(ids)}).encode()
-    served = 0
-    threads: list[threading.Thread] = []
-    go = threading.Event()
-    ready = threading.Semaphore(0)  # one release per connection done subscribing
-
-    def serve(sock: socket.socket, req: bytes, n: int) -> None:
-        sock.sendall(handshake_response(req))
-        buf = bytearray()
-        subs: dict[str, list[str]] = {}
-        # the daemon paces subscribe frames at 8/s over all sockets, keepalive ones last: a
-        # connection has subscribed when it has been quiet for 6 s (or sent all 7 channels)
-        sock.settimeout(6.0)
-        parts: list[bytes] = []
-        shas: list[str] = []
-        seq = 0
-        while len(subs) < 7:
-            try:
-                data = _read_client_frame(sock, buf)
-            except TimeoutError:
-                break
-            if data is None:
-                return
-            msg = json.loads(data)
-            subs[msg["channel"]] = msg.get("product_ids") or [msg["channel"]]
-            ack = (b'{"channel":"subscriptions","timestamp":"2026-01-02T00:00:00Z",'
-                   b'"sequence_num":%d,"events":[{"subscriptions":%s}]}'
-                   % (seq, json.dumps(subs).encode()))
-            seq += 1
-            shas.append(hashlib.sha256(ack).hexdigest())
-            sock.sendall(_ws_frame(ack))
-        mine = {(p, c) for c, ps in subs.items() for p in ps}  # level2 apart (logger.shard)
-        for p, c, raw in frames:
-            if (p, c) in mine:
-                raw = _SEQ.sub(b'"sequence_num":%d' % seq, raw, count=1)
-                seq += 1
-                parts.append(_ws_frame(raw))
-                shas.append(hashlib.sha256(raw).hexdigest())
-        sock.settimeout(None)
-        blob = b"".join(parts)
-        ready.release()
-        go.wait()  # every connection streams at once: the recorder is the bottleneck
-        sock.sendall(blob)
-        sock.sendall(_ws_frame(b"\x03\xe8", 8))
-        Path(ledger_dir, f"conn{n}.sha").write_text("\n".join(shas) + "\n")
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(65536):
-                pass
-        except OSError:
-            pass
-        sock.close()
-
-    srv.settimeout(2.5)
-    while True:
-        try:
-            c, _ = srv.accept()
-        except TimeoutError:
-            if served:
-                break
-            continue
-        c.settimeout(None)
-        req = b""
-        while b"\r\n\r\n" not in req:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            req += chunk
-        if b"upgrade: websocket" not in req.lower():
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(rest) + rest)
-            c.close()
-            continue
-        t = threading.Thread(target=serve, args=(c, req, served), daemon=True)
-        t.start()
-        threads.append(t)
-        served += 1
-    srv.close()  # later (re)connects are refused: the session is over
-    for _ in threads:
-        ready.acquire()
-    go.set()
-    for t in threads:
-        t.join()
-    conn_pipe.send("done")
-
-
-def start_firehose(tmp: Path, products: int, messages: int, tag: str, cpu: int | None = None
-                   ) -> tuple[Any, Any, dict[str, str], Path]:
-    import multiprocessing as mp
-
-    ledger = tmp / f"firehose-ledger-{tag}"
-    ledger.mkdir()
-    parent, child = mp.Pipe()
-    proc = mp.Process(target=_firehose, args=(child, products, messages, str(ledger), cpu),
-                      daemon=True)
-    proc.start()
-    port = parent.recv()
-    urls = {"ws_url": f"ws://127.0.0.1:{port}", "rest_url": f"http://127.0.0.1:{port}/products"}
-    return proc, parent, urls, ledger
-
-
-def firehose_shas(ledger: Path) -> Counter[str]:
-    c: Counter[str] = Counter()
-    for f in ledger.glob("conn*.sha"):
-        c.update(line for line in f.read_text().splitlines() if line)
-    return c
-
-
-def run_daemon_firehose(tmp: Path, products: int, messages: int, *, workers: int = 1,
-                        pin: bool = False) -> Run:
-    """The daemon against the firehose; ``pin``: the daemon on CPU 1, the venue on CPU 0
-    (the "one core" figure); ``workers``: ``ingest.workers``."""
-    tag = f"daemon-w{workers}{'-pinned' if pin else ''}"
-    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, tag, 0 if pin else None)
-    root = tmp / f"{tag}-data"
-    log_path = tmp / f"{tag}.log"
-    cmd = [sys.executable, "-m", "logger", "run", "--ws-url", urls["ws_url"], "--rest-url",
-           urls["rest_url"], "--data-dir", str(root), "--metrics-port", "0",
-           "--set", "log.format=text", "--set", "venue.product_refresh_s=0",
-           "--set", f"ingest.workers={workers}"]
-    with log_path.open("wb") as logf:
-        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)),
-                             preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if pin else None)
-        startup = _wait_log(log_path, r"event=all_acknowledged .*\bseconds=([0-9.]+)", 120)
-        startup_data = _wait_log(log_path, r"event=all_acknowledged .*\bdata_seconds=([0-9.]+)", 1)
-        # the venue streams only once every connection has subscribed and gone quiet: what
-        # the daemon spent until now (imports, discovery, subscribing) is not per message
-        cpu0, threads0 = _cpu_s(d.pid), _thread_cpu(d.pid)
-        pipe.recv()  # every connection's frames are written
-        proc.join(30)
-        time.sleep(2.0)
-        cpu, threads, rss, split = _measure_and_stop(d, log_path)
-        cpu -= cpu0
-        threads = {k: v - threads0.get(k, 0.0) for k, v in threads.items()}
-    got, first, last = stored_shas(root)
-    name = "daemon" + (f" ×{workers} workers" if workers > 1 else "") + (
-        " (1 core)" if pin else "")
-    return Run(name, sum(got.values()), (last - first) / 1e9, cpu, rss,
-               verify(firehose_shas(ledger), got), startup, startup_data, threads=threads,
-               rss_split=split)
-
-
-def run_naive_firehose(tmp: Path, products: int, messages: int) -> Run:
-    proc, pipe, urls, ledger = start_firehose(tmp, products, messages, "naive")
-    out = tmp / "naive-firehose-out"
-    out.mkdir()
-    p = subprocess.Popen([sys.executable, "-c", NAIVE, urls["ws_url"], urls["rest_url"],
-                          str(out), str(REPO), "advanced_trade"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, cwd=REPO)
-    pipe.recv()
-    proc.join(30)
-    return _naive_run(p, 120, sum(firehose_shas(ledger).values()), "cpu_streaming_s")
-
-
 def report(title: str, naive: Run, *daemons: Run) -> None:
     print(title)
     for r in (naive, *daemons):
@@ -635,43 +431,374 @@ def report(title: str, naive: Run, *daemons: Run) -> None:
                   " message")
 
 
+# ----------------------------------------------------------------------------- honest runs
+VENUE_CPU, RECORDER_CPU = 0, 1
+
+
+@dataclass
+class Result:
+    """One recorder run against the firehose venue, everything observed from outside."""
+    name: str
+    messages: int
+    seconds: float  # venue's first data frame → last byte stored/committed (outside clock)
+    cpu_s: float  # recorder tree, user + sys, over the same window
+    hwm_mb: float  # VmHWM summed over the tree
+    peak: dict[str, float]  # sampled peaks: anon, file, shmem, total (MB)
+    end: dict[str, float]  # resident memory at the end of the run (steady)
+    loss: str
+    pings: int
+    stream_s: float  # venue's first → last data frame sent
+    threads: dict[str, float] | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def us(self) -> float:
+        return self.cpu_s / max(1, self.messages) * 1e6
+
+
+class Memory:
+    """Resident memory of a process tree split by backing, sampled from /proc: ``anon``
+    (heap, buffers), ``file`` (mapped files: the interpreter's libraries, and segment pages on
+    a disk filesystem), ``shmem`` (mapped segment pages on tmpfs). Peaks per kind."""
+
+    KEYS = ("RssAnon", "RssFile", "RssShmem")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = {"anon": 0.0, "file": 0.0, "shmem": 0.0, "total": 0.0}
+        self.last = dict(self.peak)
+        self.hwm = 0.0
+
+    def sample(self) -> None:
+        """Read while the recorder runs (the naive one exits when the venue closes)."""
+        self.hwm = max(self.hwm, _hwm_mb(self.pid))
+        sums = dict.fromkeys(self.KEYS, 0)
+        for p in _tree(self.pid):
+            for k, v in _status_kb(p, *self.KEYS).items():
+                sums[k] += v
+        now = {k[3:].lower(): v / 1024 for k, v in sums.items()}
+        now["total"] = sum(now.values())
+        if not now["total"]:
+            return  # the recorder has exited: keep its last figures
+        self.last = now
+        for k, v in now.items():
+            self.peak[k] = max(self.peak[k], v)
+
+
+def _metrics(port: int) -> tuple[int, int]:
+    """(messages received, records committed) summed over every series (and worker)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        body = r.read().decode()
+    recv = sum(float(m) for m in re.findall(r"^cbl_messages_total(?:\{[^}]*\})? (\S+)", body, re.M))
+    comm = sum(float(m) for m in re.findall(r"^cbl_committed_records_total(?:\{[^}]*\})? (\S+)",
+                                            body, re.M))
+    return int(recv), int(comm)
+
+
+def _dir_bytes(out: Path) -> int:
+    total = 0
+    for f in os.scandir(out):
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size
+    return total
+
+
+@dataclass
+class Session:
+    proc: Any
+    pipe: Any
+    urls: dict[str, str]
+    ledger: Path
+
+    def expected(self) -> tuple[Counter[str], int]:
+        """(sha256 of every payload sent, bytes a line-per-message writer stores)."""
+        c: Counter[str] = Counter()
+        size = 0
+        for f in self.ledger.glob("conn*.sha"):
+            lines = f.read_text().splitlines()
+            size += int(lines[0])
+            c.update(line for line in lines[1:] if line)
+        return c, size
+
+    def recv(self, timeout: float) -> Any:
+        if not self.pipe.poll(timeout):
+            raise SystemExit("the venue did not answer in time")
+        return self.pipe.recv()
+
+
+def start_venue(tmp: Path, frames: Path, tag: str, rate: float = 0.0,
+                seconds: float = 0.0) -> Session:
+    import multiprocessing as mp
+
+    import firehose
+
+    ledger = tmp / f"ledger-{tag}"
+    ledger.mkdir()
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=firehose.run, args=(child, str(frames), str(ledger), VENUE_CPU,
+                                                 rate, seconds), daemon=True)
+    proc.start()
+    port = parent.recv()
+    urls = {"ws_url": f"ws://127.0.0.1:{port}", "rest_url": f"http://127.0.0.1:{port}/products"}
+    return Session(proc, parent, urls, ledger)
+
+
+def _pin_recorder() -> None:
+    os.sched_setaffinity(0, {RECORDER_CPU})
+
+
+def _both_cpus() -> None:
+    """Workers: every process of the daemon may run on either CPU (the bench itself is
+    pinned to the venue's, which a child would inherit)."""
+    os.sched_setaffinity(0, {VENUE_CPU, RECORDER_CPU})
+
+
+def launch_naive(tmp: Path, s: Session, tag: str) -> tuple[subprocess.Popen[bytes], Path]:
+    out = tmp / f"{tag}-out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", NAIVE, s.urls["ws_url"], s.urls["rest_url"],
+                          str(out), str(REPO), "advanced_trade"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, cwd=REPO, preexec_fn=_pin_recorder)
+    return p, out
+
+
+def launch_daemon(tmp: Path, s: Session, tag: str, workers: int, settings: list[str]
+                  ) -> tuple[subprocess.Popen[bytes], Path, int]:
+    root = tmp / f"{tag}-data"
+    log_path = tmp / f"{tag}.log"
+    cmd = [sys.executable, "-m", "logger", "run", "--ws-url", s.urls["ws_url"], "--rest-url",
+           s.urls["rest_url"], "--data-dir", str(root), "--metrics-port", "0",
+           "--set", "log.format=text", "--set", "venue.product_refresh_s=0",
+           "--set", "connections.opens_per_second=100",
+           "--set", "connections.messages_per_second=100",
+           "--set", f"ingest.workers={workers}"]
+    for kv in settings:
+        cmd += ["--set", kv]
+    with log_path.open("wb") as logf:
+        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)),
+                             preexec_fn=_pin_recorder if workers == 1 else _both_cpus)
+    port = _wait_log(log_path, r"event=metrics_listening .*port=([0-9]+)", 60)
+    if port is None:
+        d.kill()
+        raise SystemExit(f"daemon did not serve /metrics; see {log_path}")
+    return d, root, int(port)
+
+
+def observe(pid: int, done: Any, fine: Any, stable_s: float, mem: Memory, poll: float
+            ) -> tuple[float, float, dict[str, float]]:
+    """Poll from outside until ``done()`` says the last byte is stored: returns the time it
+    was first seen (monotonic), and the recorder's CPU and per-thread CPU then.
+
+    ``done()`` returns (finished, value); the end is the first poll that saw the final value,
+    once it has held for ``stable_s`` (0 for the naive recorder, whose end is exact: its
+    files reach the expected size). Polls every ``poll`` s, every 10 ms once ``fine()``;
+    memory is sampled at every poll, the last one at the end (the steady figure)."""
+    last_val, since, cpu, threads = None, 0.0, 0.0, {}
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        finished, val = done()
+        now = time.monotonic()
+        if val != last_val:
+            last_val, since = val, now
+            cpu, threads = _cpu_s(pid), _thread_cpu(pid)
+        mem.sample()
+        if finished and now - since >= stable_s:
+            return since, cpu, threads
+        time.sleep(0.01 if fine() else poll)
+    raise SystemExit("the recorder did not store everything within 10 minutes")
+
+
+def naive_files_shas(out: Path) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for f in out.iterdir():
+        for line in f.read_bytes().split(b"\n")[:-1]:
+            c[hashlib.sha256(line).hexdigest()] += 1
+    return c
+
+
+def run_recorder(tmp: Path, frames: Path, kind: str, tag: str, *, rate: float = 0.0,
+                 seconds: float = 0.0, workers: int = 1, settings: list[str] | None = None
+                 ) -> Result:
+    """One run: venue up, recorder subscribes, go, observe the end from outside, verify."""
+    s = start_venue(tmp, frames, tag, rate, seconds)
+    if kind == "naive":
+        p, out = launch_naive(tmp, s, tag)
+    else:
+        p, out, port = launch_daemon(tmp, s, tag, workers, settings or [])
+    try:
+        msg = s.recv(300)
+        assert msg[0] == "ready", msg
+        sent, size = s.expected()
+        total = sum(sent.values())
+        _TREE[p.pid] = _tree(p.pid)  # the workers exist by now: no /proc walk per poll
+        mem = Memory(p.pid)
+        cpu0, threads0 = _cpu_s(p.pid), _thread_cpu(p.pid)
+        s.pipe.send("go")
+        _, t0 = s.recv(60)
+        poll = 1.0 if rate else 0.2
+        # fine polling (10 ms) only once the venue has sent everything: a poll costs the
+        # observer's CPU, which is the venue's (a 10 ms scan of the naive recorder's ~2 000
+        # files would slow the venue), and a /metrics scrape costs the daemon's
+        fine = (lambda: False) if rate else s.pipe.poll
+        if kind == "naive":
+            def stored() -> tuple[bool, int]:
+                n = _dir_bytes(out)
+                return n >= size, n
+
+            res = observe(p.pid, stored, fine, 0.0, mem, poll)
+        else:
+            state = {"recv": 0}
+
+            def done() -> tuple[bool, int]:
+                state["recv"], comm = _metrics(port)
+                return state["recv"] >= total, comm
+
+            res = observe(p.pid, done, fine, 0.6 if not rate else 6.0, mem, poll)
+        t_end, cpu, threads = res
+        _, t_last, pings = s.recv(60)
+    finally:
+        _TREE.pop(p.pid, None)
+        if kind == "naive":
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        else:
+            p.send_signal(signal.SIGTERM)
+            if p.wait(120) != 0:
+                raise SystemExit(f"daemon exited {p.returncode}; see {tmp / (tag + '.log')}")
+        s.proc.join(30)
+    got = naive_files_shas(out) if kind == "naive" else stored_shas(out)[0]
+    name = kind if kind == "naive" else (
+        f"daemon ×{workers} workers" if workers > 1 else "daemon 1 process")
+    return Result(name, total, t_end - t0, cpu - cpu0, mem.hwm, mem.peak, mem.last,
+                  verify(sent, got), pings, t_last - t0,
+                  {k: v - threads0.get(k, 0.0) for k, v in threads.items()})
+
+
+def _mem(d: dict[str, float]) -> str:
+    return (f"anon {d['anon']:.0f} + mapped {d['file'] + d['shmem']:.0f} "
+            f"(file {d['file']:.0f}, shmem {d['shmem']:.0f}) MB")
+
+
+def print_capacity(rnd: int, runs: list[Result]) -> None:
+    naive = runs[0]
+    print(f"  round {rnd}:")
+    for r in runs:
+        print(f"    {r.name:<20} {r.rate:>9,.0f} msg/s  {r.us:6.2f} µs CPU/msg  "
+              f"{r.messages:,} msgs in {r.seconds:.2f} s (venue sent in {r.stream_s:.2f} s; "
+              f"recorder busy {r.cpu_s / r.seconds * 100:.0f} % of a core)  "
+              f"[{r.loss}; {r.pings} pings answered]")
+        print(f"      peak RSS {r.hwm_mb:.0f} MB (VmHWM); sampled peak {_mem(r.peak)}")
+        if r.threads and r.name != "naive":
+            per = ", ".join(f"{k} {v / max(1, r.messages) * 1e6:.2f}"
+                            for k, v in sorted(r.threads.items(), key=lambda kv: -kv[1])
+                            if v > 0.02)
+            print(f"      CPU µs/msg by thread: {per}")
+        if r is not naive and naive.rate:
+            print(f"      ratio to naive: {r.rate / naive.rate:.2f}× msg/s, "
+                  f"{naive.us / r.us:.2f}× less CPU per message (= msg per CPU-second: "
+                  f"{1e6 / r.us:,.0f} vs {1e6 / naive.us:,.0f})")
+
+
+def print_fixed(rate: float, runs: list[Result]) -> None:
+    for r in runs:
+        print(f"    {r.name:<20} {r.cpu_s / r.stream_s * 100:5.1f} % of a core  "
+              f"{r.us:6.2f} µs CPU/msg  {r.messages:,} msgs over {r.stream_s:.1f} s  "
+              f"[{r.loss}; {r.pings} pings answered]")
+        print(f"      RSS at the end (steady) {_mem(r.end)}; peak {r.hwm_mb:.0f} MB (VmHWM)")
+        if r.threads and r.name != "naive":
+            per = ", ".join(f"{k} {v / r.stream_s * 100:.1f} %"
+                            for k, v in sorted(r.threads.items(), key=lambda kv: -kv[1])
+                            if v > 0.02)
+            print(f"      CPU by thread: {per}")
+
+
+def honest(a: argparse.Namespace, tmp: Path) -> None:
+    import firehose
+
+    frames = tmp / "frames.marshal"
+    t = time.monotonic()
+    firehose.write_frames(frames, a.products, a.messages)
+    print(f"frames: {a.messages:,} generator frames (advanced_trade, {a.products} products) "
+          f"encoded once in {time.monotonic() - t:.0f} s; every run is served the same bytes")
+    print(f"venue pinned to CPU {VENUE_CPU}; naive and daemon (1 process) pinned to CPU "
+          f"{RECORDER_CPU}; with workers every process of the daemon may run on both CPUs "
+          "(one shared with the venue); data on "
+          f"{'tmpfs' if str(tmp).startswith('/dev/shm') else 'disk'}")
+    cap = [f"storage.commit_interval_s={a.commit_interval}"]
+    if a.messages and a.rounds:
+        print(f"1) capacity: {a.rounds} interleaved rounds; clock = venue's first data frame → "
+              "last byte stored, seen from outside (naive: its files reach the sent size; "
+              "daemon: /metrics received = sent and committed records stop growing); daemon "
+              f"with storage.commit_interval_s={a.commit_interval} so the tail is the work, "
+              "not the 5 s timer")
+        for rnd in range(1, a.rounds + 1):
+            runs = [run_recorder(tmp, frames, "naive", f"naive-{rnd}"),
+                    run_recorder(tmp, frames, "daemon", f"d1-{rnd}", settings=cap)]
+            if a.workers > 1:
+                runs.append(run_recorder(tmp, frames, "daemon", f"dw-{rnd}",
+                                         workers=a.workers, settings=cap))
+            print_capacity(rnd, runs)
+            sys.stdout.flush()
+    if a.rate:
+        n = int(a.rate * a.rate_seconds)
+        firehose.write_frames(frames, a.products, n)
+        print(f"2) fixed rate: {a.rate:,.0f} msg/s for {a.rate_seconds:.0f} s ({n:,} frames, "
+              f"{a.products} products), default storage settings; % of a core = recorder CPU"
+              " / venue's streaming time")
+        print_fixed(a.rate, [
+            run_recorder(tmp, frames, "naive", "naive-rate", rate=a.rate,
+                         seconds=a.rate_seconds),
+            run_recorder(tmp, frames, "daemon", "d1-rate", rate=a.rate,
+                         seconds=a.rate_seconds)])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--products", type=int, default=400)
+    ap.add_argument("--messages", type=int, default=600_000,
+                    help="frames per capacity run (0 = skip the capacity runs)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved capacity rounds")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="ingest.workers for the third recorder of each round (1 = skip it)")
+    ap.add_argument("--commit-interval", type=float, default=0.1,
+                    help="the daemon's storage.commit_interval_s in the capacity runs")
+    ap.add_argument("--rate", type=float, default=20_000.0,
+                    help="msg/s of the fixed-rate runs (0 = skip them)")
+    ap.add_argument("--rate-seconds", type=float, default=30.0)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 100 products, 60 000 frames, 1 round, 5 000 msg/s for 5 s")
+    ap.add_argument("--simulator", action="store_true",
+                    help="also the older run against tools/simulate (--seconds, --dialect)")
+    ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--dialect", default="advanced_trade",
                     choices=("advanced_trade", "exchange"))
-    ap.add_argument("--firehose-messages", type=int, default=1_000_000,
-                    help="frames pre-generated for the capacity runs (0 = skip them)")
-    ap.add_argument("--workers", type=int, default=2,
-                    help="ingest.workers for the extra capacity run (1 = skip it)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 5 s, 100 products")
     ap.add_argument("--no-strace", action="store_true")
     a = ap.parse_args()
     if a.quick:
-        a.seconds, a.products, a.firehose_messages = 5.0, 100, 40_000
+        a.products, a.messages, a.rounds, a.rate, a.rate_seconds, a.seconds = (
+            100, 60_000, 1, 5_000.0, 5.0, 5.0)
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs two CPUs: the venue on one, the recorder on the other")
+    os.sched_setaffinity(0, {VENUE_CPU})  # this observer stays off the recorder's CPU
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     tmp = Path(tempfile.mkdtemp(prefix="cbl-bench-", dir=base))
     try:
-        naive = run_naive(tmp, a.dialect, a.products, a.seconds)
-        daemon = run_daemon(tmp, a.dialect, a.products, a.seconds, not a.no_strace)
-        report(f"1) simulator: {a.products} products × {a.dialect} default channels, "
-               f"{a.seconds:.0f} s, tools/simulate --rate 0 (as fast as drained) in its own "
-               f"process, data on {'tmpfs' if base else 'disk'}, {os.cpu_count()} CPUs shared",
-               naive, daemon)
-        if a.firehose_messages:
-            n = a.firehose_messages
-            fn = run_naive_firehose(tmp, a.products, n)
-            runs = [run_daemon_firehose(tmp, a.products, n)]
-            if len(os.sched_getaffinity(0)) >= 2:
-                runs.append(run_daemon_firehose(tmp, a.products, n, pin=True))
-            if a.workers > 1:
-                runs.append(run_daemon_firehose(tmp, a.products, n, workers=a.workers))
-            report(f"2) capacity: {n:,} generator frames (advanced_trade, {a.products} "
-                   "products) pre-encoded by a venue process that only sendall()s, so the "
-                   "recorder is the bottleneck; (1 core) = daemon pinned to CPU 1, venue to "
-                   "CPU 0", fn, *runs)
+        honest(a, tmp)
+        if a.simulator:
+            naive = run_naive(tmp, a.dialect, a.products, a.seconds)
+            daemon = run_daemon(tmp, a.dialect, a.products, a.seconds, not a.no_strace)
+            report(f"3) simulator: {a.products} products × {a.dialect} default channels, "
+                   f"{a.seconds:.0f} s, tools/simulate --rate 0 in its own process (both "
+                   "recorders on their own clock: the span of what they stored)", naive, daemon)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

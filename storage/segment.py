@@ -84,12 +84,16 @@ class ExtentPolicy:
 
 #: How far ahead of the write position pages are prefilled when ``populate`` is on. Kept
 #: small because the kernel maps a whole page-cache folio on a write fault (Linux 6.x large
-#: folios): a prefilled window ends up resident in the mapping at its first touch.
-POPULATE_WINDOW = 256 << 10
+#: folios): a prefilled window ends up resident in the mapping at its first touch. 64 KiB:
+#: with ~650 busy streams (400 products) each KiB here is ~0.65 MB of the daemon's RSS, and
+#: 64 KiB against 256 KiB made no difference to the engine's CPU per stream-commit within
+#: the noise of ``bench/storage.py --ingest`` (docs/STORAGE_BENCH.md, Mapped memory).
+POPULATE_WINDOW = 64 << 10
 
 #: Committed bytes a segment keeps mapped in the process before they are unmapped
-#: (madvise(MADV_DONTNEED)); see ``Segment.apply``.
-UNMAP_STEP = 256 << 10
+#: (madvise(MADV_DONTNEED)); see ``Segment.apply``. 64 KiB for the same reason: one madvise
+#: per 64 KiB of a stream's data (~2 000/s at 140 MB/s) costs less than the noise.
+UNMAP_STEP = 64 << 10
 _ZEROS = memoryview(bytes(POPULATE_WINDOW + 2 * mmap.PAGESIZE))
 
 
