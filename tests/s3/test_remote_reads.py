@@ -114,9 +114,7 @@ def test_replay_serves_a_remote_root(tmp_path: Path, bucket: str,
     root, _, url = shipped(tmp_path, bucket, capfd, days=1)
 
     async def received(where: Path) -> list[bytes]:
-        # exact mode: the stored bytes, no per-session acks, so both runs compare byte for byte
-        srv = ReplayServer(ReplayConfig(root=where, venue=False, speed=None, ledger=False,
-                                        linger_s=0.1))
+        srv = ReplayServer(ReplayConfig(root=where, speed=None, ledger=False, linger_s=0.1))
         await srv.start()
         try:
             async with client(srv.ws_url) as ws:
