@@ -36,7 +36,7 @@ from tools.console_cli import (
     ToolError,
     format_bytes,
     progress,
-    run_tool,
+    run_parsed,
 )
 from tools.select_cli import describe, find_segments
 
@@ -326,12 +326,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-
-    def body() -> int:
-        return run(parser.parse_args(argv))
-
-    return run_tool("cbl-compact", body)
+    return run_parsed("cbl-compact", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,13 @@ def run_tool(prog: str, body: Callable[[], int]) -> int:
         return EXIT_PROBLEMS
 
 
+def run_parsed(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+               argv: list[str] | None) -> int:
+    """A one-command tool's ``main``: parse ``argv`` (None: the process's) and run it under
+    :func:`run_tool`, so an argument error is one line and exit 2 like any other failure."""
+    return run_tool(prog, lambda: run(parser.parse_args(argv)))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"

@@ -28,7 +28,7 @@ from tools.console_cli import (
     EXIT_USAGE,
     ArgumentParser,
     ToolError,
-    run_tool,
+    run_parsed,
 )
 from tools.merge_core import DEFAULT_WINDOW_NS, StreamReport, merge_stream
 from tools.merge_holes import Coverage, resolve, scan
@@ -288,12 +288,7 @@ def _summary(reports: list[StreamReport], wall: float, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-
-    def body() -> int:
-        return run(parser.parse_args(argv))
-
-    return run_tool("cbl-merge", body)
+    return run_parsed("cbl-merge", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

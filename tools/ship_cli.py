@@ -29,7 +29,7 @@ from tools.console_cli import (
     ToolError,
     format_bytes,
     progress,
-    run_tool,
+    run_parsed,
 )
 from tools.select_cli import describe, find_segments
 from tools.ship_core import Action, LocalArchive, decide, object_key, retention_due
@@ -276,12 +276,7 @@ def _size(ref: SegmentRef) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-
-    def body() -> int:
-        return run(parser.parse_args(argv))
-
-    return run_tool("cbl-ship", body)
+    return run_parsed("cbl-ship", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
