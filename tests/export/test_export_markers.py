@@ -183,6 +183,33 @@ def test_live_segments_are_read_and_their_day_is_exported_again(tmp_path: Path,
         eng.close()
 
 
+def test_a_pre_created_empty_next_day_is_not_a_day_of_data(tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """In the last minutes of a day the engine pre-creates tomorrow's segments: an export run
+    then must not export (and mark done) an empty tomorrow."""
+    import datetime as dt
+
+    from storage import Engine, EngineConfig, iter_segments
+
+    late = int(dt.datetime(2026, 1, 5, 23, 55, tzinfo=dt.UTC).timestamp()) * 10**9
+    eng = Engine(EngineConfig(root=tmp_path / "data", backend="pwrite"))
+    try:
+        s = eng.stream(P, "matches")
+        eng.append(s, late, _match(1))
+        eng.commit(now_ns=late)
+        days = {r.day for r in iter_segments(tmp_path / "data", P, "matches")}
+        assert days == {dt.date(2026, 1, 5), dt.date(2026, 1, 6)}  # tomorrow pre-created
+        out = tmp_path / "out"
+        capfd.readouterr()
+        assert export_main([str(tmp_path / "data"), "-o", str(out), "-d", "trades"]) == 0
+        assert "1 product-days exported, 0 already done" in capfd.readouterr()[1]
+        assert [p.name for p in out.glob("dataset=trades/date=*")] == ["date=2026-01-05"]
+        assert not list((out / "_export").rglob("2026-01-06.json"))
+    finally:
+        eng.close()
+
+
 def _at_l2(seq: int, events: list[tuple[str, str, list[tuple[str, str, str]]]]) -> bytes:
     return json.dumps({"channel": "l2_data", "timestamp": "2026-01-02T00:00:01.5Z",
                        "sequence_num": seq, "events": [

@@ -54,10 +54,32 @@ def _one_per_segment(refs: Iterable[SegmentRef]) -> list[SegmentRef]:
 
 
 def stream_days(root: Path, product: str, channel: str) -> list[dt.date]:
+    """Days of a stream that may hold records. The recorder pre-creates the next day's
+    segments in the last minutes of a day: such an empty file is not a day of data (it
+    would be exported, and marked done, before a single record of that day exists)."""
     try:
-        return sorted({r.day for r in iter_segments(root, product, channel)})
+        return sorted({r.day for r in iter_segments(root, product, channel)
+                       if not _empty_live(r)})
     except (ValueError, OSError):
         return []
+
+
+def _empty_live(ref: SegmentRef) -> bool:
+    """True only for a readable, undamaged live segment with no record at all; anything
+    unreadable counts as holding data, so it is read and its damage reported."""
+    if ref.archived:
+        return False
+    try:
+        reader = open_any(ref.path)
+    except (OSError, ValueError):
+        return False
+    try:
+        first = next(iter(reader.records()), None)
+        return first is None and not reader.damage
+    except (OSError, ValueError, CorruptSegment):
+        return False
+    finally:
+        reader.close()
 
 
 def product_days(root: Path, product: str, channels: Iterable[str]) -> list[dt.date]:
