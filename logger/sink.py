@@ -204,7 +204,12 @@ class Sink:
         self._closed = False
 
     def start(self) -> None:
+        """Start the storage thread and wait until its engine is open (before any frame is
+        received): from then on every new stream is in the live journal the moment its first
+        record is buffered. An engine that cannot be opened surfaces as before: the thread
+        is dead (``writer_error``) and ``close`` raises."""
         self._writer.start()
+        self._writer.wait_ready()
 
     # -- hot path -------------------------------------------------------------------------
     def add(self, key: StreamKey, ts_ns: int, raw: bytes, fallback: StreamKey) -> None:
@@ -245,6 +250,7 @@ class Sink:
             return fb
         b = StreamBuf(key[0], key[1])
         self.streams[key] = b
+        self._writer.declare(key)
         return b
 
     def mark(self, key: StreamKey, kind: RecordKind, ts_ns: int, payload: bytes) -> None:
@@ -416,11 +422,32 @@ class StorageWriter(threading.Thread):
         self._handles: dict[StreamKey, Stream] = {}
         self.error: BaseException | None = None
         self.engine: Engine | None = None
+        self._ready = threading.Event()  # the engine is open (or the thread failed)
+        self._early: list[StreamKey] = []  # declared before the engine was open
+        self._early_lock = threading.Lock()
+
+    def declare(self, key: StreamKey) -> None:
+        """Name a new stream in the engine's live journal now (called from the loop thread
+        once per stream): its records wait in memory until the next commit, and a crash
+        meanwhile must still leave a RESTART marker for it at the next start."""
+        engine = self.engine
+        if engine is None:
+            with self._early_lock:
+                engine = self.engine
+                if engine is None:
+                    self._early.append(key)
+                    return
+        engine.declare(*key)
+
+    def wait_ready(self) -> None:
+        """Block until the engine is open or the thread has failed (``error``)."""
+        while not self._ready.wait(0.5) and self.is_alive():
+            pass
 
     def run(self) -> None:
         _name_os_thread(b"cbl-storage")
         try:
-            engine = self.engine = self._factory()
+            engine = self._open()
             while True:
                 batch = self._queue.get(timeout=1.0)
                 if batch is None:
@@ -446,6 +473,18 @@ class StorageWriter(threading.Thread):
         except BaseException as e:  # the daemon notices and exits non-zero
             self.error = e
             log.exception("event=storage_thread_failed")
+        finally:
+            self._ready.set()  # after ``error``: wait_ready sees the failure
+
+    def _open(self) -> Engine:
+        engine = self._factory()
+        with self._early_lock:
+            self.engine = engine
+            early, self._early = self._early, []
+        for key in early:
+            engine.declare(*key)
+        self._ready.set()
+        return engine
 
     def _close(self, engine: Engine) -> None:
         """Retry failing commits up to ``retry_s``, then close: what is still pending is

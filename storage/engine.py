@@ -51,6 +51,7 @@ from storage.rootlock import LOCK_NAME, RootLock, check_lock_name
 from storage.segment import ExtentPolicy, Segment, read_segment_header
 from storage.unclean import (
     Carried,
+    LiveJournal,
     LossEntry,
     ReservedFile,
     last_committed_ts,
@@ -385,7 +386,7 @@ class Engine:
         self._last_errno: int | None = None
         self._consumed: list[Path] = []  # earlier runs' journals/ledgers, removed once marked
         self._marking: list[Stream] = []  # streams holding those markers
-        self._live: ReservedFile | None = None
+        self._live: LiveJournal | None = None
         self._retired: list[Segment] = []  # full segments committed, sealed after the commit
         self._loss: ReservedFile | None = None
         self._loss_kept = False  # the loss ledger holds what this close could not write
@@ -429,7 +430,7 @@ class Engine:
                 kept = own_loss.with_name(f"{own_loss.name}.prev-{now_ns}")
                 os.replace(own_loss, kept)
                 self._consumed[self._consumed.index(own_loss)] = kept
-        self._live = ReservedFile(self.root / live_name(self.config.lock_name))
+        self._live = LiveJournal(self.root / live_name(self.config.lock_name))
         self._loss = ReservedFile(own_loss)
         for product, channel in sorted(restart):
             s = self.stream(product, channel)
@@ -460,13 +461,20 @@ class Engine:
 
     def _journal(self, s: Stream) -> None:
         """One line per stream and run in the live journal (not per record or commit)."""
+        if self._live is not None:
+            self._live.declare(s.product, s.channel)
+
+    def declare(self, product: str, channel: str) -> None:
+        """Name a stream in this run's live journal before any of its records reach the
+        engine. The one engine method that may be called from any thread: a writer that
+        buffers records elsewhere first (the logger's receive path) declares each stream when
+        it sees it, so a crash before that stream's first commit is still marked RESTART at
+        the next start. InvalidStreamName if either name is unsafe; idempotent."""
+        validate_name(product, "product")
+        validate_name(channel, "channel")
         live = self._live
-        if live is None:
-            return
-        try:
-            live.append(f"{s.product}\t{s.channel}\n".encode())
-        except OSError as e:  # its unsealed segment still names it after a crash
-            log.error("cannot add %s/%s to %s: %s", s.product, s.channel, live.path, e)
+        if live is not None:
+            live.declare(product, channel)
 
     def _finish_unclean(self) -> None:
         """The markers of earlier runs are committed: their journals and ledgers go."""

@@ -6,8 +6,11 @@ Two small files per engine, next to its lock (``.lock`` → ``.live`` and ``.los
 that writing them later needs no new disk block (a full disk is exactly when they matter):
 
 - the **live journal** lists every stream the engine was handed in this run, one
-  ``product<TAB>channel`` line each, written once per stream when its handle is created. A
-  clean close removes it after sealing everything, so finding one at open means the run that
+  ``product<TAB>channel`` line each, written once per stream when its handle is created or
+  when its writer first *declares* it (``Engine.declare``, from any thread: the logger does so
+  the moment a stream's first frame is received, before it could be lost in memory, so a
+  crash in a stream's first commit window is marked too). A clean close removes it after
+  sealing everything, so finding one at open means the run that
   wrote it ended without closing its streams (crash, ``kill -9``, power loss): each of them gets
   a ``RESTART`` marker at the time of its last committed record.
 - the **loss ledger** is written (and fsynced) only by a close that could not commit
@@ -28,6 +31,7 @@ import json
 import logging
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from storage.recovery import recover_buffer
 from storage.rootlock import LOCK_NAME
 
 __all__ = [
-    "Carried", "LossEntry",
+    "Carried", "LiveJournal", "LossEntry",
     "ReservedFile",
     "StreamKey",
     "last_committed_ts",
@@ -116,6 +120,37 @@ class ReservedFile:
             self.fd = -1
         if remove:
             self.path.unlink(missing_ok=True)
+
+
+class LiveJournal:
+    """The live journal: each stream once, from whichever thread first names it (the engine's
+    owner, or the logger's receive path declaring a stream before its first commit). The lock
+    is taken once per new stream, never per record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = ReservedFile(path)
+        self._lock = threading.Lock()
+        self._named: set[StreamKey] = set()
+
+    def declare(self, product: str, channel: str) -> None:
+        """Add the stream (names already validated) unless it is there. A write error is
+        logged, not raised: the stream's unsealed segment still names it after a crash."""
+        key = (product, channel)
+        if key in self._named:
+            return
+        with self._lock:
+            if key in self._named or self._file.fd < 0:
+                return
+            self._named.add(key)
+            try:
+                self._file.append(f"{product}\t{channel}\n".encode())
+            except OSError as e:
+                log.error("cannot add %s/%s to %s: %s", product, channel, self.path, e)
+
+    def close(self, remove: bool) -> None:
+        with self._lock:
+            self._file.close(remove)
 
 
 def _lines(path: Path) -> list[bytes]:

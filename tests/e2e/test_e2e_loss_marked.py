@@ -80,6 +80,39 @@ def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> No
     _inspect("verify", "--strict", str(data_root))  # no damage, no "time goes back" warning
 
 
+def test_kill_9_before_the_first_commit_is_marked_at_restart(tmp_path: Path,
+                                                             data_root: Path) -> None:
+    """Nothing was committed yet when the daemon dies (a long commit window): every stream
+    that had received frames must still get its RESTART marker at the next start, since the
+    receive path names each stream in the live journal the moment its first frame arrives."""
+    sim = start_sim(tmp_path, dialect="advanced_trade", products=20, rate=3000, duration=60)
+    window = ("storage.commit_interval_s=600", "storage.commit_records=10000000")
+    d = start_daemon(sim, data_root, dialect="advanced_trade", sets=window)
+    try:
+        d.wait_for("event=all_acknowledged", 30)
+        time.sleep(2.0)
+        assert sum(map(_header_records, data_root.rglob("*.seg"))) == 0  # nothing committed
+        d.proc.kill()
+        assert d.proc.wait(10) == -9
+        d = start_daemon(sim, data_root, dialect="advanced_trade")
+        d.wait_for("event=all_acknowledged", 30)
+        d.wait_for("marking an unclean end of the previous run", 5)
+        time.sleep(2.0)
+        assert d.terminate() == 0, d.log()
+    finally:
+        stop_all(d, sim)
+    cov = check_coverage(sim.ledger, data_root)
+    assert cov.missing > 1000, "the kill lost little: the test did not test"
+    assert cov.covered == cov.missing, f"uncovered: {len(cov.uncovered)} {cov.uncovered[:3]}"
+    restarts = _markers(data_root, RecordKind.RESTART)
+    assert len(restarts) >= 20 and all(m["from_ts_ns"] is None for m in restarts)
+
+
+def _header_records(path: Path) -> int:
+    from storage.format import HEADER_SIZE, decode_header
+    return decode_header(path.read_bytes()[:HEADER_SIZE]).record_count
+
+
 def _mount_tmpfs(path: Path, size: str) -> str | None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         return "needs root and mount(8) to mount a small tmpfs"
