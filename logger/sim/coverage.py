@@ -127,24 +127,26 @@ def check_coverage(ledger: Path, root: Path) -> Coverage:
     placed.sort()
     losses = {key: s.loss_positions() for key, s in streams.items()}
     for f in missing:
-        routed = placed.route(f)
-        if routed is None:  # nothing of its kind was ever stored: no place to check
-            cov.missing += 1
-            cov.uncovered.append(f)
-            continue
-        key = routed
-        is_, poss = placed.by_conn.get((f.conn, key), ([], []))
-        j = bisect_left(is_, f.i)
         cov.missing += 1
-        lo = poss[j - 1] if j else placed.last_before(key, f.conn)
-        hi = poss[j] if j < len(is_) else placed.first_after(key, f.conn, lo,
-                                                             len(streams[key].kinds))
-        marks = losses[key]
-        if bisect_right(marks, hi) > bisect_left(marks, lo + 1):
+        if any(_covered_in(placed, streams, losses, f, key) for key in placed.routes(f)):
             cov.covered += 1
-        else:
+        else:  # no marker where it belongs, or nothing of its kind stored: nowhere to check
             cov.uncovered.append(f)
     return cov
+
+
+def _covered_in(placed: _Placed, streams: dict[tuple[str, str], StoredStream],
+                losses: dict[tuple[str, str], list[int]], f: FrameEntry,
+                key: tuple[str, str]) -> bool:
+    """A loss marker lies in ``key`` between the frame's neighbours of its connection (or,
+    without any, of the connections before and after it)."""
+    is_, poss = placed.by_conn.get((f.conn, key), ([], []))
+    j = bisect_left(is_, f.i)
+    lo = poss[j - 1] if j else placed.last_before(key, f.conn)
+    hi = poss[j] if j < len(is_) else placed.first_after(key, f.conn, lo,
+                                                         len(streams[key].kinds))
+    marks = losses[key]
+    return bisect_right(marks, hi) > bisect_left(marks, lo + 1)
 
 
 _KNOWN = frozenset(k.value for k in RecordKind)
@@ -158,7 +160,7 @@ class _Placed:
         self.by_conn: dict[tuple[int, tuple[str, str]], tuple[list[int], list[int]]] = {}
         self.by_stream: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
         self._route: dict[tuple[int, str, tuple[str, ...]], tuple[str, str]] = {}
-        self._route_any: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
+        self._route_any: dict[tuple[str, tuple[str, ...]], dict[tuple[str, str], None]] = {}
         self._memo: dict[tuple[object, ...], int] = {}
 
     def add(self, f: FrameEntry, key: tuple[str, str], pos: int) -> None:
@@ -168,7 +170,7 @@ class _Placed:
         self.by_stream[key].append((pos, f.conn))
         products = tuple(f.products)
         self._route[(f.conn, f.channel, products)] = key
-        self._route_any[(f.channel, products)] = key
+        self._route_any.setdefault((f.channel, products), {})[key] = None
 
     def sort(self) -> None:
         """Each connection's frames in a stream by ``i`` (placed in two passes)."""
@@ -180,10 +182,17 @@ class _Placed:
         """The stream this connection's frames of that channel and products went to."""
         return self._route.get((f.conn, f.channel, tuple(f.products)))
 
-    def route(self, f: FrameEntry) -> tuple[str, str] | None:
-        products = tuple(f.products)
-        return (self._route.get((f.conn, f.channel, products))
-                or self._route_any.get((f.channel, products)))
+    def routes(self, f: FrameEntry) -> list[tuple[str, str]]:
+        """Where the frame belongs: its connection's stream for its channel and products;
+        when none of that connection's such frames was stored, every stream that holds such
+        frames of other connections only (a per-connection stream such as
+        ``_conn<id>/subscriptions`` whose frames were all lost cannot be told apart from
+        its siblings by the ledger, so each is a place where the frame may belong)."""
+        own = self.own_route(f)
+        if own is not None:
+            return [own]
+        keys = self._route_any.get((f.channel, tuple(f.products)), {})
+        return [k for k in keys if (f.conn, k) not in self.by_conn]
 
     def last_before(self, key: tuple[str, str], conn: int) -> int:
         """The last position of a frame of an earlier connection in the stream, or -1."""

@@ -1,6 +1,7 @@
 """A short seeded slice of ``bench/chaos.py`` (the full run is ``make chaos``): the simulator and
 the daemon under kill -9 (one in the first commit window), disconnect storms, sequence gaps, a
-ping flood, a trickling REST endpoint and a full tmpfs (when it can be mounted), then every ledger frame that is not stored lies inside a marker of its stream."""
+ping flood, a trickling REST endpoint and a full tmpfs (when it can be mounted), then every
+ledger frame that is not stored lies inside a marker of its stream."""
 
 from __future__ import annotations
 

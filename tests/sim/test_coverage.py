@@ -79,3 +79,25 @@ def test_identical_frames_of_two_connections_are_not_taken_from_each_other(
     cov = check_coverage(ledger, root)
     assert (cov.stored, cov.missing, cov.covered) == (5, 1, 0)
     assert [(f.conn, f.i) for f in cov.uncovered] == [(0, 1)]
+
+
+def test_a_connection_whose_frames_were_all_lost_is_checked_in_every_stream_it_may_own(
+    tmp_path: Path,
+) -> None:
+    """Per-connection streams (``_conn<id>/subscriptions``): connections 0 and 1 feed streams
+    PA and PB, the next run's 2 and 3 feed PB and PA. Connection 1 lost every frame, so the
+    ledger cannot say which sibling was its own: covered when one of them has a loss marker
+    where its frames would be, uncovered when none has."""
+    sent = {0: [b"a0", b"b0"], 1: [b"a1", b"b1"], 2: [b"a2"], 3: [b"a3"]}
+    drop = json.dumps({"reason": "lost_at_shutdown"}).encode()
+    ledger, root = _setup(tmp_path / "1", sent, {
+        "PA": [(D, b"a0"), (D, b"b0"), (D, b"a3")], "PB": [(RecordKind.DROPPED, drop), (D, b"a2")]})
+    cov = check_coverage(ledger, root)
+    assert (cov.stored, cov.missing, cov.covered) == (4, 2, 2)
+    ledger, root = _setup(tmp_path / "2", sent, {
+        "PA": [(D, b"a0"), (D, b"b0"), (D, b"a3")], "PB": [(D, b"a2"), (RecordKind.DROPPED, drop)]})
+    cov = check_coverage(ledger, root)
+    assert (cov.missing, cov.covered) == (2, 0)  # the marker came after the hole
+    ledger, root = _setup(tmp_path / "3", sent, {
+        "PA": [(D, b"a0"), (D, b"b0"), (D, b"a3"), (RecordKind.GAP, drop)], "PB": [(D, b"a2")]})
+    assert check_coverage(ledger, root).covered == 0  # a sibling's later gap is not its place
