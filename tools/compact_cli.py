@@ -33,6 +33,7 @@ from tools.console_cli import (
     EXIT_PROBLEMS,
     EXIT_USAGE,
     ArgumentParser,
+    Progress,
     ToolError,
     format_bytes,
     progress,
@@ -271,10 +272,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"cbl-compact: skipped {line}", file=sys.stderr)
     for line in work.failed:
         print(f"cbl-compact: FAILED {line}", file=sys.stderr)
-    results: list[CompactResult] = []
-    failures = len(work.failed)
-    salvaged = 0  # damaged sources archived from their readable records (exit 1 too)
-    skipped = len(work.skipped)
+    tally = _Tally(failures=len(work.failed), skipped=len(work.skipped),
+                   dry_run=args.dry_run)
     started = time.perf_counter()
     total = sum(size for _, size in work.todo)
     with progress(total, "compacting", quiet=args.quiet or args.dry_run) as bar, \
@@ -289,40 +288,52 @@ def run(args: argparse.Namespace) -> int:
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
                 for fut in done:
-                    path, size = futures[fut]
-                    try:
-                        res = fut.result()
-                    except NotEligible as exc:
-                        skipped += 1
-                        print(f"cbl-compact: skipped {exc}", file=sys.stderr)
-                        bar.advance(f"skipped {_stream_name(path)}", size)
-                        continue
-                    except (CompactError, OSError, ValueError) as exc:
-                        failures += 1
-                        print(f"cbl-compact: FAILED {describe(path, exc)}", file=sys.stderr)
-                        bar.advance(f"failed {_stream_name(path)}", size)
-                        continue
-                    results.append(res)
-                    salvaged += _salvaged(res)
-                    if args.dry_run:
-                        print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
-                              f"{res.records} records)")
-                    else:
-                        bar.advance(f"{res.action} {_stream_name(path)} {res.ratio:.1f}x",
-                                    size)
+                    tally.take(fut, *futures[fut], bar)
         except KeyboardInterrupt:
             # files already being compacted finish (each is safe to stop, but finishing is
             # quicker than redoing); the rest are not started
             for fut in futures:
                 fut.cancel()
             raise
-    if salvaged:
-        print(f"cbl-compact: {salvaged} damaged file(s) salvaged (originals in "
+    if tally.salvaged:
+        print(f"cbl-compact: {tally.salvaged} damaged file(s) salvaged (originals in "
               f"{QUARANTINE_DIR}/)", file=sys.stderr)
-    print("cbl-compact: " + _summary(results, failures, skipped,
+    print("cbl-compact: " + _summary(tally.results, tally.failures, tally.skipped,
                                      time.perf_counter() - started, args.dry_run)
           + _not_due(work.not_due, today), file=sys.stderr)
-    return EXIT_PROBLEMS if failures or salvaged else EXIT_OK
+    return EXIT_PROBLEMS if tally.failures or tally.salvaged else EXIT_OK
+
+
+@dataclass
+class _Tally:
+    """Each finished file's outcome, said as it comes and counted for the summary."""
+
+    failures: int
+    skipped: int
+    dry_run: bool
+    salvaged: int = 0  # damaged sources archived from their readable records (exit 1 too)
+    results: list[CompactResult] = field(default_factory=list)
+
+    def take(self, fut: Future[CompactResult], path: Path, size: int, bar: Progress) -> None:
+        try:
+            res = fut.result()
+        except NotEligible as exc:
+            self.skipped += 1
+            print(f"cbl-compact: skipped {exc}", file=sys.stderr)
+            bar.advance(f"skipped {_stream_name(path)}", size)
+            return
+        except (CompactError, OSError, ValueError) as exc:
+            self.failures += 1
+            print(f"cbl-compact: FAILED {describe(path, exc)}", file=sys.stderr)
+            bar.advance(f"failed {_stream_name(path)}", size)
+            return
+        self.results.append(res)
+        self.salvaged += _salvaged(res)
+        if self.dry_run:
+            print(f"would compact {path} ({format_bytes(res.bytes_in)}, "
+                  f"{res.records} records)")
+        else:
+            bar.advance(f"{res.action} {_stream_name(path)} {res.ratio:.1f}x", size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -252,7 +252,13 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=ArgumentParser, title="commands",
                                 description="run 'cbl-inspect COMMAND --help' for its manual")
+    for add in (_add_ls, _add_cat, _add_tail, _add_verify, _add_stats):
+        add(sub, fmt)
+    _add_book_commands(sub, fmt)
+    return parser
 
+
+def _add_ls(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("ls", help="what is recorded: streams, days, segments, records, "
                                   "markers (gaps, disconnects, drops), sizes",
                        formatter_class=fmt, description=_LS, epilog=_LS_EPILOG)
@@ -264,6 +270,8 @@ def build_parser() -> ArgumentParser:
                         "every kind) and one per structural gap")
     p.set_defaults(func=cmd_ls)
 
+
+def _add_cat(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("cat", help="print records (raw, jsonl or table); --markers-only "
                                    "lists every gap",
                        formatter_class=fmt, description=_CAT, epilog=_CAT_EPILOG)
@@ -292,6 +300,8 @@ def build_parser() -> ArgumentParser:
                         "--markers-only skip)")
     p.set_defaults(func=cmd_cat)
 
+
+def _add_tail(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("tail", help="the last records of a stream; -f follows it while the "
                                     "recorder writes",
                        formatter_class=fmt, description=_TAIL, epilog=_TAIL_EPILOG)
@@ -309,6 +319,8 @@ def build_parser() -> ArgumentParser:
                    help="seconds between checks for new data with -f (default 0.2)")
     p.set_defaults(func=cmd_tail)
 
+
+def _add_verify(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("verify", help="check headers, CRCs, seek tables and counts; exit 1 "
                                       "on damage",
                        formatter_class=fmt, description=_VERIFY, epilog=_VERIFY_EPILOG)
@@ -320,6 +332,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     p.set_defaults(func=cmd_verify)
 
+
+def _add_stats(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("stats", help="per stream: message types, rate, sizes, markers, "
                                      "trade-id gaps",
                        formatter_class=fmt, description=_STATS, epilog=_STATS_EPILOG)
@@ -328,9 +342,6 @@ def build_parser() -> ArgumentParser:
     _add_filters(p)
     p.add_argument("--json", action="store_true", help="one JSON object per stream")
     p.set_defaults(func=cmd_stats)
-    _add_book_commands(sub, fmt)
-    return parser
-
 
 def _day(text: str) -> dt.date:
     try:

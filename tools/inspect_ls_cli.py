@@ -146,10 +146,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         raise no_match(args.root, args.product, args.channel)
     out = sys.stdout
     _print_provenance(args, out)
-    errors = len(links)
-    total_records = total_data = total_disk = 0
-    total_markers = NO_MARKERS
-    unknown_markers = 0
+    totals = _Totals(errors=len(links))
     if not args.json:
         print(f"{'STREAM':<28} {'DAY':<10} {'SEG':>4} {'STATE':<8} {'RECORDS':>10} "
               f"{'GAP':>5} {'DISC':>5} {'DROP':>5} {'RST':>4} "
@@ -158,40 +155,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         group = list(group_iter)
         for ref in group:
             row = _row(ref)
-            if row.error:
-                errors += 1
-                print(f"cbl-inspect: {describe(ref.path, ToolError(row.error))}", file=sys.stderr)
-            elif row.marker_error:
-                errors += 1
-                print(f"cbl-inspect: {row.marker_error}", file=sys.stderr)
-            if row.markers is None:
-                unknown_markers += 1
-            else:
-                total_markers = total_markers.plus(row.markers)
-            total_records += row.records
-            total_data += row.data_bytes
-            total_disk += row.disk_bytes
-            if args.json:
-                out.write(orjson.dumps({
-                    "path": display(ref.path), "product": product, "channel": channel,
-                    "day": ref.day.isoformat() if ref.day != dt.date.min else None,
-                    "number": ref.number, "state": row.state, "records": row.records,
-                    "data_bytes": row.data_bytes, "disk_bytes": row.disk_bytes,
-                    "first": format_time(row.first_ns) if row.records else None,
-                    "last": format_time(row.last_ns) if row.records else None,
-                    "markers": None if row.markers is None else row.markers.as_dict(),
-                    "error": row.error or row.marker_error}).decode() + "\n")
-                continue
-            first = format_time(row.first_ns) if row.records else "-"
-            last = format_time(row.last_ns) if row.records else "-"
-            day = ref.day.isoformat() if ref.day != dt.date.min else "?"
-            stream = row.stream if product == "?" and row.stream else f"{product}/{channel}"
-            m = row.markers
-            print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} {row.records:>10} "
-                  f"{_count(m, 'gap'):>5} {_count(m, 'disconnect'):>5} {_count(m, 'dropped'):>5} "
-                  f"{_count(m, 'restart'):>4} "
-                  f"{row.data_bytes:>10} {row.disk_bytes:>10}  {first:<30} {last:<30}",
-                  file=out)
+            totals.add(ref, row)
+            _print_row(args.json, out, ref, row)
         if product != "?":
             for gap in stream_gaps(group):
                 if args.json:
@@ -200,11 +165,64 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 else:
                     print(f"  gap: {product}/{channel} {gap}", file=out)
     if not args.json:
-        unknown = f"; '?' = not known for {unknown_markers} file(s)" if unknown_markers else ""
-        print(f"{len(refs)} files, {total_records} records, {total_data} data bytes, "
-              f"{total_disk} bytes on disk; {_marker_totals(total_markers)}{unknown}", file=out)
-        print(_possible_loss(total_markers, args.root), file=out)
-    return EXIT_PROBLEMS if errors else EXIT_OK
+        unknown = (f"; '?' = not known for {totals.unknown_markers} file(s)"
+                   if totals.unknown_markers else "")
+        print(f"{len(refs)} files, {totals.records} records, {totals.data} data bytes, "
+              f"{totals.disk} bytes on disk; {_marker_totals(totals.markers)}{unknown}",
+              file=out)
+        print(_possible_loss(totals.markers, args.root), file=out)
+    return EXIT_PROBLEMS if totals.errors else EXIT_OK
+
+
+@dataclass
+class _Totals:
+    """What the summary lines add up; read errors are said on stderr as they are met."""
+
+    errors: int = 0
+    records: int = 0
+    data: int = 0
+    disk: int = 0
+    markers: MarkerCounts = NO_MARKERS
+    unknown_markers: int = 0
+
+    def add(self, ref: SegmentRef, row: Row) -> None:
+        if row.error:
+            self.errors += 1
+            print(f"cbl-inspect: {describe(ref.path, ToolError(row.error))}", file=sys.stderr)
+        elif row.marker_error:
+            self.errors += 1
+            print(f"cbl-inspect: {row.marker_error}", file=sys.stderr)
+        if row.markers is None:
+            self.unknown_markers += 1
+        else:
+            self.markers = self.markers.plus(row.markers)
+        self.records += row.records
+        self.data += row.data_bytes
+        self.disk += row.disk_bytes
+
+
+def _print_row(as_json: bool, out: TextIO, ref: SegmentRef, row: Row) -> None:
+    product, channel = ref.product, ref.channel
+    if as_json:
+        out.write(orjson.dumps({
+            "path": display(ref.path), "product": product, "channel": channel,
+            "day": ref.day.isoformat() if ref.day != dt.date.min else None,
+            "number": ref.number, "state": row.state, "records": row.records,
+            "data_bytes": row.data_bytes, "disk_bytes": row.disk_bytes,
+            "first": format_time(row.first_ns) if row.records else None,
+            "last": format_time(row.last_ns) if row.records else None,
+            "markers": None if row.markers is None else row.markers.as_dict(),
+            "error": row.error or row.marker_error}).decode() + "\n")
+        return
+    first = format_time(row.first_ns) if row.records else "-"
+    last = format_time(row.last_ns) if row.records else "-"
+    day = ref.day.isoformat() if ref.day != dt.date.min else "?"
+    stream = row.stream if product == "?" and row.stream else f"{product}/{channel}"
+    m = row.markers
+    print(f"{stream:<28} {day:<10} {ref.number:>4} {row.state:<8} {row.records:>10} "
+          f"{_count(m, 'gap'):>5} {_count(m, 'disconnect'):>5} {_count(m, 'dropped'):>5} "
+          f"{_count(m, 'restart'):>4} "
+          f"{row.data_bytes:>10} {row.disk_bytes:>10}  {first:<30} {last:<30}", file=out)
 
 
 def _print_provenance(args: argparse.Namespace, out: TextIO) -> None:
