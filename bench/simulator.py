@@ -1,7 +1,7 @@
 """The simulator's own send rate on loopback, so every ingest figure can show it was not the
 bottleneck.
 
-The venue (`tools.venue.Simulator`, rate 0 = as fast as the client drains, Advanced Trade,
+The venue (`tools.venue.server.Simulator`, rate 0 = as fast as the client drains, Advanced Trade,
 level2 + market_trades + ticker on 30 products) runs in its own process. Clients, in this
 process, each for ``--seconds``:
 
