@@ -41,9 +41,9 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev $(BIN)/promtool
 	$(BIN)/python -m pytest $(ARGS)
 
-## demo: local Coinbase simulator + daemon for ~20 s into ./demo-data (never ./data), then `inspect ls`
+## demo: local test venue (tools/simulate) + daemon for ~20 s into ./demo-data (never ./data), then `inspect ls`
 demo: $(VENV)/.installed
-	$(BIN)/python -m logger demo $(ARGS)
+	$(BIN)/python -m tools.demo_cli $(ARGS)
 
 ## bench: every benchmark in bench/, each printing ratios against a same-run baseline
 bench: $(VENV)/.installed-dev

@@ -5,12 +5,12 @@ the no-silent-loss check.
 
 The schedule mixes faults of several kinds (``FAULTS``): the venue's own faults set up when it
 starts (disconnect storms, sequence gaps, ping floods, a trickling REST endpoint:
-``logger/sim/faults.py`` spec items over the
+``tools/venue/faults.py`` spec items over the
 connection ids a run will use) and timed actions on the daemon and its disk (``kill -9`` and a
 restart, SIGTERM and a restart, a full disk on a real small tmpfs that is freed again). At the
 end the daemon is stopped, the venue writes its ledger, and every ledger frame that is not
 stored must lie in its stream where a marker says data may be missing
-(``logger.sim.coverage``). Printed: frames sent, stored, missing, missing inside markers (must
+(``tools.venue.coverage``). Printed: frames sent, stored, missing, missing inside markers (must
 be 100 %), kills, full-disk episodes, peak RSS against the documented bound (docs/RUNTIME.md,
 Memory bound), the longest SIGTERM-to-exit; the last line is the same as JSON. Exit status 0
 when every missing frame is covered, 1 otherwise.
@@ -38,9 +38,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from logger.sim.coverage import check_coverage  # noqa: E402
 from storage.archive_verify import verify_file  # noqa: E402
 from storage.layout import iter_segments  # noqa: E402
+from tools.venue.coverage import check_coverage  # noqa: E402
 
 MIB = 1 << 20
 #: documented bounds of the storage side (docs/RUNTIME.md, Memory bound), payload bytes
@@ -274,7 +274,7 @@ def _mount_tmpfs(path: Path, size: str) -> str | None:
 def _start_sim(tmp: Path, args: argparse.Namespace, items: list[str]) -> tuple[
         subprocess.Popen[bytes], dict[str, str], Path]:
     ledger = tmp / "ledger.jsonl"
-    cmd = [sys.executable, "-m", "logger.sim", "serve", "--products", str(args.products),
+    cmd = [sys.executable, "-m", "tools.venue", "serve", "--products", str(args.products),
            "--rate", str(args.rate), "--seed", str(args.seed), "--ledger", str(ledger)]
     if items:
         cmd += ["--faults", ",".join(items)]

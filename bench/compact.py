@@ -36,7 +36,6 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from logger.sim.generator import MarketModel
 from storage.archive import plan_frames, write_archive
 from storage.compact import compact_segment
 from storage.format import (
@@ -47,6 +46,7 @@ from storage.format import (
     scan_batches,
 )
 from storage.layout import segment_path
+from tools.venue.generator import MarketModel
 
 DAY_NS = 1_795_132_800_000_000_000  # 2026-11-20T00:00:00Z
 COMMIT_NS = 5_000_000_000

@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd
 
-from logger.sim.generator import DEFAULT_START_NS, MarketModel
 from storage import Engine, EngineConfig
 from tools.normalize.book import BookTracker
 from tools.normalize.export import export_product, plan
 from tools.normalize.rows import Options, ProductRows
 from tools.normalize.source import product_days, products, stream_records
+from tools.venue.generator import DEFAULT_START_NS, MarketModel
 
 STEP_NS = 100_000
 

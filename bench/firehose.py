@@ -50,7 +50,7 @@ _SEQ = re.compile(rb'"sequence_num":\d+')
 
 def write_frames(path: Path, products: int, messages: int) -> None:
     """Encode the frames once (the generator costs ~18 µs a frame): every run replays these."""
-    from logger.sim.generator import MarketModel
+    from tools.venue.generator import MarketModel
 
     model = MarketModel(5, products, "advanced_trade")
     frames = [(p, c, raw) for p, c, raw in model.day_of_messages(messages)

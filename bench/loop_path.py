@@ -41,7 +41,7 @@ CHANNELS = ("heartbeats", "candles", "status", "ticker", "ticker_batch", "level2
 
 
 def build(frames: int) -> tuple[bytes, int, list[str]]:
-    from logger.sim.generator import MarketModel
+    from tools.venue.generator import MarketModel
 
     model = MarketModel(11, PRODUCTS, "advanced_trade")
     raws = [raw for _p, _c, raw in model.day_of_messages(frames)]

@@ -38,9 +38,9 @@ from logger.connection import _TEXT, Connection, _Listener
 from logger.metrics import ChannelCount, ConnStats
 from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedCounters, FeedState
 from logger.ratelimit import SlidingWindowLimiter
-from logger.sim.generator import MarketModel
 from logger.sink import Sink
 from storage.engine import Engine, EngineConfig
+from tools.venue.generator import MarketModel
 
 Route = tuple[str, str]
 

@@ -109,7 +109,7 @@ def mixes(quick: bool) -> list[tuple[str, Dialect, list[str], list[bytes]]]:
     out: list[tuple[str, Dialect, list[str], list[bytes]]] = []
     n = 5_000 if quick else 30_000
     try:
-        from logger.sim.generator import MarketModel
+        from tools.venue.generator import MarketModel
     except ImportError:  # the generator is another team's module; the snapshots still run
         MarketModel = None  # type: ignore[assignment,misc]
     for dialect in (ADVANCED_TRADE, EXCHANGE):

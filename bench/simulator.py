@@ -1,7 +1,7 @@
 """The simulator's own send rate on loopback, so every ingest figure can show it was not the
 bottleneck.
 
-The venue (`logger.sim.Simulator`, rate 0 = as fast as the client drains, Advanced Trade,
+The venue (`tools.venue.server.Simulator`, rate 0 = as fast as the client drains, Advanced Trade,
 level2 + market_trades + ticker on 30 products) runs in its own process. Clients, in this
 process, each for ``--seconds``:
 
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from logger.sim.generator import MarketModel, default_products
-from logger.sim.limits import Limits
-from logger.sim.server import SimConfig, Simulator
+from tools.venue.generator import MarketModel, default_products
+from tools.venue.limits import Limits
+from tools.venue.server import SimConfig, Simulator
 
 
 @dataclass

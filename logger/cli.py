@@ -1,4 +1,4 @@
-"""Command line: ``python -m logger run`` (the daemon) and ``python -m logger demo``.
+"""Command line: ``python -m logger run`` (the daemon).
 
 ``run`` with ``ingest.workers`` > 1 runs the supervisor, which starts its worker processes as
 ``python -m logger worker`` (an internal subcommand configured over its stdin).
@@ -44,14 +44,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="any config key, e.g. --set storage.commit_records=5000")
     sub.add_parser("worker", help="internal: one worker process of a daemon running with "
                    "ingest.workers > 1 (started by the daemon itself)")
-    d = sub.add_parser("demo", help="local simulator + daemon for a few seconds into "
-                       "./demo-data (never ./data, where `make run` records the real venue)")
-    d.add_argument("--seconds", type=float, default=20.0)
-    d.add_argument("--data-dir", default="demo-data")
-    d.add_argument("--products", type=int, default=40)
-    d.add_argument("--dialect", choices=("advanced_trade", "exchange"),
-                   default="advanced_trade")
-    d.add_argument("--rate", type=float, default=2000.0, help="simulator events per second")
     return ap
 
 
@@ -84,11 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         from logger.worker import main as worker_main
 
         return worker_main()
-    if args.cmd == "demo":
-        from logger.demo import run_demo
-
-        return run_demo(seconds=args.seconds, data_dir=args.data_dir, products=args.products,
-                        dialect=args.dialect, rate=args.rate)
     try:
         cfg = load_config(args.config, overrides_from(args))
     except ConfigError as e:

@@ -2,7 +2,8 @@
 
 docs/ARCHITECTURE.md draws the map; these tests hold the code to it: storage imports neither
 logger nor tools, the protocol core stays pure (no I/O, no storage), callers outside storage use
-storage's public API only, and tools reach logger only through the simulator's entry point.
+storage's public API only, the test venue (`tools/venue`) is no part of ingest and shares no
+code with the recorder it tests, and tools reach logger only through the demo's entry point.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ IO_MODULES = frozenset({
 })
 #: storage's public API (`storage`) and its one documented sub-API (remote objects)
 STORAGE_API = ("storage", "storage.source")
-#: the one door from tools/ into logger/: the simulator's command line
-SIM_ENTRY = "logger.sim.cli"
+#: the test and demo venue (a local Coinbase): a tools package, never imported by ingest
+VENUE = "tools/venue"
+#: the one door from tools/ into logger/: the demo, which runs the venue and the daemon together
+DEMO_ENTRY = Path("tools/demo_cli.py")
 
 
 def _modules(path: Path, package: str) -> Iterator[tuple[str, list[str]]]:
@@ -123,9 +126,24 @@ def test_the_socket_shell_uses_no_storage_type() -> None:
     assert bad == []
 
 
-def test_tools_reach_logger_only_through_the_simulator_entry_point() -> None:
+def test_logger_never_imports_the_venue() -> None:
+    """The daemon never needs the venue: it is a test and demo stand-in for Coinbase."""
+    bad = [f"{path}: {module}" for path, module, _ in _imports_of("logger")
+           if module == "tools.venue" or module.startswith("tools.venue.")]
+    assert bad == []
+
+
+def test_the_venue_imports_nothing_of_the_recorder() -> None:
+    """The venue is the yardstick the recorder is measured against, so it shares none of its
+    code, not even the stream-naming rule (`tools.venue.streams` states it again)."""
+    bad = [f"{path}: {module}" for path, module, _ in _imports_of(VENUE)
+           if module.split(".")[0] == "logger"]
+    assert bad == []
+
+
+def test_tools_reach_logger_only_through_the_demo_entry_point() -> None:
     bad = [f"{path}: {module}" for path, module, _ in _imports_of("tools")
-           if module.split(".")[0] == "logger" and module != SIM_ENTRY]
+           if module.split(".")[0] == "logger" and path != DEMO_ENTRY]
     assert bad == []
 
 

@@ -1,14 +1,14 @@
-"""Console script ``cbl-simulate`` / ``tools/simulate``: the simulator's command line.
+"""Console script ``cbl-simulate`` / ``tools/simulate``: the venue's command line.
 
-The implementation lives in `logger.sim.cli` so ``python -m logger.sim`` works without
-``tools`` (the daemon package never imports ``tools``).
+The implementation lives in `tools.venue.cli`, next to the venue it starts, so
+``python -m tools.venue`` is the same program.
 """
 
 from __future__ import annotations
 
 import sys
 
-from logger.sim.cli import main
+from tools.venue.cli import main
 
 __all__ = ["main"]
 

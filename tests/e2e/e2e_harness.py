@@ -21,10 +21,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logger.sim.ledger import FrameEntry, Ledger
 from storage.layout import iter_segments
 from storage.reader import SegmentReader
 from storage.records import RecordKind
+from tools.venue.ledger import FrameEntry, Ledger
 
 REPO = Path(__file__).resolve().parents[2]
 

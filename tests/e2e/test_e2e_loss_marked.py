@@ -2,7 +2,7 @@
 
 The simulator runs with a ledger; the daemon is a real process. After each scenario every
 ledger frame that is not stored lies in its stream where a marker says data may be missing
-(``logger.sim.coverage``): RESTART markers written at the next start after the kill, DROPPED
+(``tools.venue.coverage``): RESTART markers written at the next start after the kill, DROPPED
 markers for what the full disk and the failed shutdown lost.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from e2e_harness import REPO, start_daemon, start_sim, stop_all
 
-from logger.sim.coverage import check_coverage, read_streams
 from storage.records import RecordKind
+from tools.venue.coverage import check_coverage, read_streams
 
 pytestmark = pytest.mark.slow
 

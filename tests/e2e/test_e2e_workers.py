@@ -33,8 +33,8 @@ from e2e_harness import (
     stop_all,
 )
 
-from logger.sim.ledger import FrameEntry
 from storage.records import RecordKind
+from tools.venue.ledger import FrameEntry
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
 
-from logger.sim.generator import DEFAULT_START_NS, MarketModel
 from storage import Engine, EngineConfig, RecordKind
+from tools.venue.generator import DEFAULT_START_NS, MarketModel
 
 STEP_NS = 500_000  # 2 000 frames per second of receive time
 

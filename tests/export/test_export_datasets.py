@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import pytest
 from exportdata import generated_root, naive_book, top
 
-from logger.sim.generator import DEFAULT_START_NS
 from tools.compact_cli import main as compact_main
 from tools.export_cli import main as export_main
 from tools.inspect_cli import main as inspect_main
 from tools.normalize import api
+from tools.venue.generator import DEFAULT_START_NS
 
 DIALECTS = ("advanced_trade", "exchange")
 N = 12_000

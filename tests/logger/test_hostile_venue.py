@@ -295,7 +295,7 @@ def test_simulator_ping_flood_drops_and_reconnects_the_real_connection(tmp_path:
     """The simulator's ``ping_flood`` fault (no pong read while it lasts) against the
     project's connection: dropped at its write limit, DISCONNECT named, reconnected, and the
     data before and after stored."""
-    from logger.sim.server import SimConfig, Simulator
+    from tools.venue.server import SimConfig, Simulator
 
     async def go() -> tuple[Connection, Simulator]:
         sim = Simulator(SimConfig(dialect="advanced_trade", products=2, rate_msgs_per_s=2000,

@@ -14,10 +14,10 @@ from logger.pool import Pool
 from logger.products import fetch_products
 from logger.protocol import ADVANCED_TRADE
 from logger.shard import plan_connections
-from logger.sim.server import SimConfig, Simulator
-from logger.sim.session import Session
 from logger.sink import Sink
 from storage import Engine, EngineConfig
+from tools.venue.server import SimConfig, Simulator
+from tools.venue.session import Session
 
 CHANNELS = ("heartbeats", "ticker", "level2")
 

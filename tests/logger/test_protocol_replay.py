@@ -34,7 +34,7 @@ def full_feed(dialect: Dialect, products: list[str]) -> FeedState:
 
 @pytest.mark.parametrize("dialect", [ADVANCED_TRADE, EXCHANGE], ids=lambda d: d.name)
 def test_router_agrees_with_the_simulator_on_every_frame(dialect: Dialect) -> None:
-    generator = pytest.importorskip("logger.sim.generator")
+    generator = pytest.importorskip("tools.venue.generator")
     model = generator.MarketModel(11, 30, dialect.name)
     fs = full_feed(dialect, list(model.products))
     count = 0

@@ -15,7 +15,7 @@ from logger.protocol import ADVANCED_TRADE, FeedState
 from logger.protocol.dialects import split_opening_frames
 from logger.ratelimit import DataPhase, SlidingWindowLimiter, plan_startup
 from logger.shard import plan_connections
-from logger.sim.generator import default_products
+from tools.venue.generator import default_products
 
 
 def test_fourteen_opens_start_as_eight_then_six() -> None:

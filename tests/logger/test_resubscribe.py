@@ -38,11 +38,11 @@ from logger.protocol import (
 from logger.protocol.actions import RetrySubscribe, SubscribeGivenUp, SubscribeRecovered
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import SlidingWindowLimiter
-from logger.sim.limits import Limits
-from logger.sim.server import SimConfig, Simulator
 from logger.sink import Sink, SinkStats
 from storage import Engine, EngineConfig
 from storage.records import RecordKind
+from tools.venue.limits import Limits
+from tools.venue.server import SimConfig, Simulator
 
 
 class AtFeed:

@@ -11,10 +11,10 @@ import pytest
 from archives import make_archive, make_root, rel
 from simhelpers import client, read_until_closed
 
-from logger.sim.replay import ReplayConfig, ReplayServer
 from storage.archive import ArchiveReader
 from tools.inspect_cli import main as inspect
 from tools.ship_cli import main as ship
+from tools.venue.replay import ReplayConfig, ReplayServer
 
 
 def run(capfd: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

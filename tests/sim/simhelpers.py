@@ -12,8 +12,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from logger.sim.ledger import Ledger
-from logger.sim.server import SimConfig, Simulator
+from tools.venue.ledger import Ledger
+from tools.venue.server import SimConfig, Simulator
 
 
 @asynccontextmanager

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from simhelpers import at_sub, client, close_draining, read_n, read_until_closed
 
-from logger.sim.ledger import Ledger
 from storage import Engine, EngineConfig
+from tools.venue.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "simulate"
@@ -107,6 +107,6 @@ def test_replay_cli_serves_a_recorded_root(tmp_path: Path, exact: bool) -> None:
 
 def test_python_dash_m_entry_point_runs() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "logger.sim", "serve", "--duration", "0.2"],
+    r = subprocess.run([sys.executable, "-m", "tools.venue", "serve", "--duration", "0.2"],
                        capture_output=True, cwd=ROOT, env=env, timeout=30)
     assert r.returncode == 0 and b"ws_url" in r.stdout

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from logger.sim.coverage import check_coverage
-from logger.sim.ledger import Ledger
 from storage import Engine, EngineConfig, RecordKind
+from tools.venue.coverage import check_coverage
+from tools.venue.ledger import Ledger
 
 NOON = 1_795_521_600_000_000_000
 

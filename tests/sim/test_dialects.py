@@ -10,9 +10,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logger.sim import dialect_at, dialect_exchange
-from logger.sim.generator import default_products
-from logger.sim.limits import TOO_MANY_L2, Limits
+from tools.venue import dialect_at, dialect_exchange
+from tools.venue.generator import default_products
+from tools.venue.limits import TOO_MANY_L2, Limits
 
 IDS = default_products(45)
 KNOWN = set(IDS)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logger.sim.generator import MarketModel, default_products
 from storage.layout import validate_name
+from tools.venue.generator import MarketModel, default_products
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "coinbase"
 

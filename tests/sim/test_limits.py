@@ -23,8 +23,8 @@ from simhelpers import (
 )
 from websockets.exceptions import InvalidStatus
 
-from logger.sim.generator import default_products
-from logger.sim.limits import Limits
+from tools.venue.generator import default_products
+from tools.venue.limits import Limits
 
 
 def test_31st_level2_product_is_refused_with_the_real_error_text() -> None:

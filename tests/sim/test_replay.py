@@ -13,11 +13,11 @@ import orjson
 import pytest
 from simhelpers import client, read_until_closed
 
-from logger.sim.generator import MarketModel
-from logger.sim.replay import ReplayConfig, ReplayServer, parse_speed
 from storage import Engine, EngineConfig, RecordKind
 from storage.compact import compact_segment
 from storage.layout import iter_segments
+from tools.venue.generator import MarketModel
+from tools.venue.replay import ReplayConfig, ReplayServer, parse_speed
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "coinbase"
 T0 = 1_767_312_000 * 10**9 + 3600 * 10**9  # 2026-01-02T01:00Z, a past UTC day

@@ -15,10 +15,10 @@ from simhelpers import venue
 
 from logger.config import load_config
 from logger.daemon import Daemon
-from logger.sim.replay import ReplayConfig, ReplayServer
 from storage import RecordKind
 from storage.layout import iter_segments
 from storage.reader import SegmentReader
+from tools.venue.replay import ReplayConfig, ReplayServer
 
 Streams = dict[tuple[str, str], list[tuple[int, bytes]]]
 

@@ -219,7 +219,7 @@ def test_tape_mode_keeps_sequence_contiguous_across_cycles() -> None:
 
 
 def test_bad_configurations_are_refused() -> None:
-    from logger.sim.server import SimConfig, Simulator
+    from tools.venue.server import SimConfig, Simulator
 
     with pytest.raises(ValueError, match="loopback"):
         Simulator(SimConfig(host="0.0.0.0"))

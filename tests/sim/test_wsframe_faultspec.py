@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logger.sim import wsframe
-from logger.sim.faults import (
+from tools.venue import wsframe
+from tools.venue.faults import (
     FaultSchedule,
     FaultSpec,
     FaultSpecError,
@@ -20,8 +20,8 @@ from logger.sim.faults import (
     parse_faults,
     rest_faults,
 )
-from logger.sim.ledger import Ledger, digest
-from logger.sim.limits import OpenRateLimiter
+from tools.venue.ledger import Ledger, digest
+from tools.venue.limits import OpenRateLimiter
 
 
 def _client_frame(op: int, payload: bytes, fin: bool = True) -> bytes:

@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from logger.sim.generator import MarketModel
 from storage.engine import Engine, EngineConfig
 from storage.records import RecordKind
 from tools.compact_cli import main as compact_main
 from tools.inspect_cli import main as inspect_main
+from tools.venue.generator import MarketModel
 
 DAY1_END_NS = int(dt.datetime(2026, 11, 21, tzinfo=dt.UTC).timestamp()) * 1_000_000_000
 

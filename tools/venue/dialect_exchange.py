@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from logger.sim.frames_exchange import ALIASES, AUTH_ONLY, CHANNELS, ExchangeFrames
-from logger.sim.limits import Limits
-from logger.sim.product import ProductState
-from logger.sim.subs import Subs, SubscribeOutcome
+from tools.venue.frames_exchange import ALIASES, AUTH_ONLY, CHANNELS, ExchangeFrames
+from tools.venue.limits import Limits
+from tools.venue.product import ProductState
+from tools.venue.subs import Subs, SubscribeOutcome
 
 REST_PATH = "/products"
 AUTH_REASON = ("level2, level3, and full channels now require authentication. "

@@ -1,14 +1,20 @@
-"""``python -m logger demo``: the whole system on one machine in ~20 s, no internet needed.
+"""``make demo`` / ``tools/demo``: the whole system on one machine in ~20 s, no internet needed.
 
-Starts the local Coinbase simulator in its own process (``tools/simulate serve``, reading its
-one JSON line for the URLs), runs the real daemon against it into ``./demo-data`` — never
-``./data``, where ``make run`` records the real venue: simulated prices must not sit next to real
-ones — stops both cleanly, then shows what was recorded (``tools/inspect ls`` when present,
-else a short per-stream summary read with the storage reader).
+Starts the test venue in its own process (``tools/simulate serve``, reading its one JSON line
+for the URLs), runs the real daemon against it into ``./demo-data`` — never ``./data``, where
+``make run`` records the real venue: simulated prices must not sit next to real ones — stops
+both cleanly, then shows what was recorded (``tools/inspect ls`` when present, else a short
+per-stream summary read with the storage reader).
+
+It lives with the tools, not in ``logger``, because it is the one program that puts the venue
+and the recorder together: the daemon never needs the venue, and ``logger`` never imports
+``tools``. It is also the one door from ``tools`` into ``logger`` (tests/test_layout.py): the
+venue itself imports nothing of the recorder.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -25,6 +31,7 @@ from urllib.parse import urlsplit
 from logger.config import load_config
 from logger.daemon import Daemon, configure_logging
 from logger.provenance import DataDirError, read_meta
+from tools.console_cli import ArgumentParser, run_parsed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,3 +132,27 @@ def run_demo(*, seconds: float, data_dir: str, products: int, dialect: str, rate
     with contextlib.suppress(Exception):
         time.sleep(0)
     return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = ArgumentParser(prog="tools/demo",
+                        description="Local test venue + daemon for a few seconds into "
+                        "./demo-data (never ./data, where `make run` records the real venue), "
+                        "then what was recorded.")
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--data-dir", default="demo-data")
+    ap.add_argument("--products", type=int, default=40)
+    ap.add_argument("--dialect", choices=("advanced_trade", "exchange"),
+                    default="advanced_trade")
+    ap.add_argument("--rate", type=float, default=2000.0, help="venue events per second")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parsed("demo", _parser(), lambda a: run_demo(
+        seconds=a.seconds, data_dir=a.data_dir, products=a.products, dialect=a.dialect,
+        rate=a.rate), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,13 +17,13 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Protocol
 
-from logger.sim import dialect_at, dialect_exchange, wsframe
-from logger.sim.events import Event
-from logger.sim.faults import FaultSchedule, FaultSpec, fault_frame, frame_faults
-from logger.sim.ledger import Ledger
-from logger.sim.limits import CONNECTING_TOO_FAST, Limits
-from logger.sim.product import ProductState, Stamp
-from logger.sim.subs import Subs
+from tools.venue import dialect_at, dialect_exchange, wsframe
+from tools.venue.events import Event
+from tools.venue.faults import FaultSchedule, FaultSpec, fault_frame, frame_faults
+from tools.venue.ledger import Ledger
+from tools.venue.limits import CONNECTING_TOO_FAST, Limits
+from tools.venue.product import ProductState, Stamp
+from tools.venue.subs import Subs
 
 _text_header = wsframe.text_header
 #: text-frame headers for payload lengths up to 8 KiB (most frames), built once (hot path)

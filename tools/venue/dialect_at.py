@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
-from logger.sim.frames_at import CHANNELS, ATFrames
-from logger.sim.limits import TOO_MANY_L2, Limits
-from logger.sim.product import ProductState
-from logger.sim.subs import Subs, SubscribeOutcome
+from tools.venue.frames_at import CHANNELS, ATFrames
+from tools.venue.limits import TOO_MANY_L2, Limits
+from tools.venue.product import ProductState
+from tools.venue.subs import Subs, SubscribeOutcome
 
 REST_PATH = "/api/v3/brokerage/market/products"
 _NO_PRODUCTS = ("heartbeats", "status")

@@ -20,10 +20,11 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
-from logger.sim.events import Event, Trade
-from logger.sim.frames_at import ATFrames
-from logger.sim.frames_exchange import ExchangeFrames
-from logger.sim.product import ProductState, build_product, default_products
+from tools.venue.events import Event, Trade
+from tools.venue.frames_at import ATFrames
+from tools.venue.frames_exchange import ExchangeFrames
+from tools.venue.product import ProductState, build_product, default_products
+from tools.venue.streams import MULTI, conn_stream
 
 __all__ = ["DEFAULT_START_NS", "MarketModel", "default_products", "stream_of"]
 
@@ -63,8 +64,8 @@ def stream_of(ev: Event, conn_id: int = 0) -> tuple[str, str]:
     if len(products) == 1 and ev[0] not in SHARED_CHANNELS:
         return products[0], ev[0]
     if len(products) > 1 and ev[0] not in SHARED_CHANNELS:
-        return "_multi", ev[0]
-    return f"_conn{conn_id}", ev[0]
+        return MULTI, ev[0]
+    return conn_stream(conn_id), ev[0]
 
 
 class MarketModel:

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
-from logger.sim.events import Event, Trade
-from logger.sim.product import ProductState, Stamp
+from tools.venue.events import Event, Trade
+from tools.venue.product import ProductState, Stamp
 
 DIALECT = "advanced_trade"
 #: subscribe-channel name → channel name on the wire

@@ -2,7 +2,7 @@
 
 Field order follows the real 2021 capture and the 2026 samples. Exchange frames carry their
 per-product ``sequence`` in the body, so each frame is complete when encoded and is shared by
-every subscriber (``tail`` is empty; see `logger.sim.events`).
+every subscriber (``tail`` is empty; see `tools.venue.events`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
-from logger.sim.events import Event, Trade
-from logger.sim.frames_at import _incr
-from logger.sim.product import ProductState, Stamp
+from tools.venue.events import Event, Trade
+from tools.venue.frames_at import _incr
+from tools.venue.product import ProductState, Stamp
 
 DIALECT = "exchange"
 #: public channels and the name the venue uses in its `subscriptions` ack

@@ -1,7 +1,7 @@
 """The no-silent-loss check: every frame the venue sent that is not stored must lie where a
 marker in its stream says something may be missing.
 
-The ledger (``logger.sim.ledger``) lists each frame a venue connection handed to its socket, in
+The ledger (``tools.venue.ledger``) lists each frame a venue connection handed to its socket, in
 order (``conn``, ``i``) with its sha256; storage holds, per stream, records in file order. A
 frame that is not stored is placed in its stream between its connection's nearest stored
 frames before and after it (by ``i``); when there is none before, the place starts at the last
@@ -24,8 +24,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from logger.sim.ledger import FrameEntry, Ledger
 from storage import RecordKind, SegmentReader, iter_segments
+from tools.venue.ledger import FrameEntry, Ledger
 
 __all__ = ["Coverage", "StoredStream", "check_coverage", "read_streams"]
 

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from logger.sim.ledger import FAULT_KINDS
-from logger.sim.wsframe import OP_BINARY, OP_TEXT
+from tools.venue.ledger import FAULT_KINDS
+from tools.venue.wsframe import OP_BINARY, OP_TEXT
 
 MALFORMED = ("bad_json", "truncated", "binary")
 HOSTILE = {"dotdot": "../x", "long": "X" * 300 + "-USD", "nonascii": "BTC-ÜSD€"}

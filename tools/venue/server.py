@@ -20,14 +20,14 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from logger.sim import dialect_at, dialect_exchange
-from logger.sim.events import Event
-from logger.sim.faults import FaultSchedule, FaultSpec, parse_faults, rest_faults
-from logger.sim.generator import Dialect, MarketModel
-from logger.sim.ledger import Ledger
-from logger.sim.limits import Limits, OpenRateLimiter, refusal_for
-from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
-from logger.sim.subs import subs_view
+from tools.venue import dialect_at, dialect_exchange
+from tools.venue.events import Event
+from tools.venue.faults import FaultSchedule, FaultSpec, parse_faults, rest_faults
+from tools.venue.generator import Dialect, MarketModel
+from tools.venue.ledger import Ledger
+from tools.venue.limits import Limits, OpenRateLimiter, refusal_for
+from tools.venue.session import Inbox, Session, VenueProtocol, rest_path, rest_products
+from tools.venue.subs import subs_view
 
 _SHARED = frozenset({"heartbeats", "status"})
 

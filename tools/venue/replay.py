@@ -44,17 +44,17 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from logger.protocol.names import is_multi_stream
-from logger.sim import dialect_at, dialect_exchange
-from logger.sim.frames_at import ATFrames
-from logger.sim.frames_exchange import ExchangeFrames
-from logger.sim.ledger import Ledger
-from logger.sim.limits import Limits
-from logger.sim.product import ProductState, build_product
-from logger.sim.session import Inbox, Session, VenueProtocol, rest_path, rest_products
-from logger.sim.subs import subs_view
 from storage import CorruptSegment, RecordKind, SegmentRef, iter_segments, open_any
 from storage.source import is_remote, list_remote_segments
+from tools.venue import dialect_at, dialect_exchange
+from tools.venue.frames_at import ATFrames
+from tools.venue.frames_exchange import ExchangeFrames
+from tools.venue.ledger import Ledger
+from tools.venue.limits import Limits
+from tools.venue.product import ProductState, build_product
+from tools.venue.session import Inbox, Session, VenueProtocol, rest_path, rest_products
+from tools.venue.streams import is_conn_stream, is_multi_stream, is_shared_stream
+from tools.venue.subs import subs_view
 
 _SHARED = {"heartbeats", "status", "heartbeat"}
 _DATA = int(RecordKind.DATA)
@@ -117,7 +117,7 @@ def _send(s: Session, key: tuple[str, str], payload: bytes, renumber: bool) -> N
     """Queue one recorded payload; with ``renumber``, under this connection's own
     ``sequence_num`` (the session numbers it, as the venue does)."""
     product, channel = key
-    products = () if product.startswith("_") else (product,)
+    products = () if is_shared_stream(product) else (product,)
     parts = _split_sequence_num(payload) if renumber else None
     if parts is not None:
         s.send_event((channel, channel, products, parts[0], parts[1], None))
@@ -177,7 +177,7 @@ class ReplayServer:
             raise ValueError(f"no recorded segments under {config.root}"
                              f"{f' for {day}' if day else ''}"
                              f"{f' for {config.products}' if config.products else ''}")
-        self.products = sorted({p for p, _ in self.streams if not p.startswith("_")})
+        self.products = sorted({p for p, _ in self.streams if not is_shared_stream(p)})
         self._handle = (dialect_at.handle if self.dialect == "advanced_trade"
                         else dialect_exchange.handle)
         self._frames: ATFrames | ExchangeFrames = (
@@ -196,7 +196,7 @@ class ReplayServer:
         should get one connection's worth, as from the venue."""
         out: dict[str, tuple[str, str]] = {}
         for p, c in sorted(self.streams):
-            if c in _SHARED and p.startswith("_conn") and c not in out:
+            if c in _SHARED and is_conn_stream(p) and c not in out:
                 out[c] = (p, c)
         return out
 
@@ -208,7 +208,7 @@ class ReplayServer:
         refs = (list_remote_segments(root, day=day) if is_remote(root)
                 else iter_segments(root, day=day))  # an s3:// root: its archives, ranged reads
         for ref in refs:
-            if (products is not None and not ref.product.startswith("_")
+            if (products is not None and not is_shared_stream(ref.product)
                     and ref.product not in products):
                 continue
             key = (ref.product, ref.channel, ref.day, ref.number)
@@ -302,7 +302,7 @@ class ReplayServer:
                 want.add(self._shared[ch])
                 continue
             for p, c in self.streams:
-                if c == ch and (is_multi_stream(p) or (ch in _SHARED and p.startswith("_conn"))):
+                if c == ch and (is_multi_stream(p) or (ch in _SHARED and is_conn_stream(p))):
                     want.add((p, c))
         return want
 

@@ -1,4 +1,4 @@
-"""`make demo` (python -m logger demo): records into ./demo-data, never ./data, and again into
+"""`make demo` (tools/demo): records into ./demo-data, never ./data, and again into
 the same folder on a later run (a new simulator port), but never into a real venue's root."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _demo(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "logger", "demo", "--seconds", "1.5", "--products", "3",
+        [sys.executable, "-m", "tools.demo_cli", "--seconds", "1.5", "--products", "3",
          "--rate", "200", *extra],
         cwd=cwd, capture_output=True, text=True, timeout=120,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},

@@ -1,7 +1,7 @@
 """``tools/simulate``: run the simulated venue (``serve``) or replay recorded data (``replay``).
 
 Both print ONE JSON line on stdout once listening — ``{"ws_url": ..., "rest_url": ...,
-"port": ...}`` — so a parent process (``python -m logger demo``, tests) can read the address,
+"port": ...}`` — so a parent process (``tools/demo``, tests) can read the address,
 then run until ``--duration`` elapses or SIGTERM/SIGINT arrives, write the ledger and exit 0.
 Diagnostics go to stderr.
 """
@@ -20,9 +20,9 @@ from typing import NoReturn
 
 import orjson
 
-from logger.sim.faults import FaultSpecError, parse_faults
-from logger.sim.limits import Limits
-from logger.sim.server import SimConfig, Simulator
+from tools.venue.faults import FaultSpecError, parse_faults
+from tools.venue.limits import Limits
+from tools.venue.server import SimConfig, Simulator
 
 
 class _Parser(argparse.ArgumentParser):
@@ -166,7 +166,7 @@ async def _serve(a: argparse.Namespace) -> int:
 
 
 async def _replay(a: argparse.Namespace) -> int:
-    from logger.sim.replay import ReplayConfig, ReplayServer, parse_speed
+    from tools.venue.replay import ReplayConfig, ReplayServer, parse_speed
 
     products = [p for p in (a.products or "").split(",") if p] or None
     srv = ReplayServer(ReplayConfig(root=a.root, day=a.day, products=products,
