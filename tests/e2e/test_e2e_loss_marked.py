@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import REPO, start_daemon, start_sim, stop_all
+from e2e_harness import REPO, Sim, start_daemon, start_sim, stop_all
 
 from storage.records import RecordKind
 from tools.venue.coverage import check_coverage, read_streams
@@ -44,12 +44,18 @@ def _markers(root: Path, kind: RecordKind) -> list[dict[str, object]]:
     return out
 
 
-def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> None:
+def _kill_and_restart(tmp_path: Path, data_root: Path, *, kill_after_s: float,
+                      sets: tuple[str, ...] = (), nothing_committed: bool = False) -> Sim:
+    """Record, ``kill -9`` the daemon ``kill_after_s`` after every subscription is
+    acknowledged, start it again on the same root (it must mark the unclean end), stop it
+    cleanly; the simulator, stopped, with its ledger."""
     sim = start_sim(tmp_path, dialect="advanced_trade", products=20, rate=3000, duration=60)
-    d = start_daemon(sim, data_root, dialect="advanced_trade")
+    d = start_daemon(sim, data_root, dialect="advanced_trade", sets=sets)
     try:
         d.wait_for("event=all_acknowledged", 30)
-        time.sleep(3.5)  # mid commit window (5 s): records received and not committed
+        time.sleep(kill_after_s)
+        if nothing_committed:
+            assert sum(map(_header_records, data_root.rglob("*.seg"))) == 0
         d.proc.kill()
         assert d.proc.wait(10) == -9
         time.sleep(1.0)  # the venue keeps sending into the dead socket meanwhile
@@ -60,6 +66,11 @@ def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> No
         assert d.terminate() == 0, d.log()
     finally:
         stop_all(d, sim)
+    return sim
+
+
+def test_kill_9_hole_is_marked_at_restart(tmp_path: Path, data_root: Path) -> None:
+    sim = _kill_and_restart(tmp_path, data_root, kill_after_s=3.5)  # mid commit window (5 s)
     cov = check_coverage(sim.ledger, data_root)
     assert cov.missing > 0, "the kill lost nothing: the test did not test"
     assert cov.covered == cov.missing, f"uncovered: {cov.uncovered[:5]}"
@@ -85,22 +96,9 @@ def test_kill_9_before_the_first_commit_is_marked_at_restart(tmp_path: Path,
     """Nothing was committed yet when the daemon dies (a long commit window): every stream
     that had received frames must still get its RESTART marker at the next start, since the
     receive path names each stream in the live journal the moment its first frame arrives."""
-    sim = start_sim(tmp_path, dialect="advanced_trade", products=20, rate=3000, duration=60)
     window = ("storage.commit_interval_s=600", "storage.commit_records=10000000")
-    d = start_daemon(sim, data_root, dialect="advanced_trade", sets=window)
-    try:
-        d.wait_for("event=all_acknowledged", 30)
-        time.sleep(2.0)
-        assert sum(map(_header_records, data_root.rglob("*.seg"))) == 0  # nothing committed
-        d.proc.kill()
-        assert d.proc.wait(10) == -9
-        d = start_daemon(sim, data_root, dialect="advanced_trade")
-        d.wait_for("event=all_acknowledged", 30)
-        d.wait_for("marking an unclean end of the previous run", 5)
-        time.sleep(2.0)
-        assert d.terminate() == 0, d.log()
-    finally:
-        stop_all(d, sim)
+    sim = _kill_and_restart(tmp_path, data_root, kill_after_s=2.0, sets=window,
+                            nothing_committed=True)
     cov = check_coverage(sim.ledger, data_root)
     assert cov.missing > 1000, "the kill lost little: the test did not test"
     assert cov.covered == cov.missing, f"uncovered: {len(cov.uncovered)} {cov.uncovered[:3]}"
