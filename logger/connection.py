@@ -7,11 +7,12 @@ module: nothing else imports picows.
 
 The hot path (``_Listener.on_ws_frame``) does, per text frame: one ``time.time_ns()``, one
 ``bytes`` copy of the payload (the object storage keeps), ``FeedState.on_message`` for the
-route, one dict lookup by the route's channel and two slot-int increments (messages and bytes
-per connection and channel, read by metrics at scrape time), two list appends and two int
-increments in the sink. Everything else — actions (markers, resubscribe, reconnect), the
-watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The watchdog
-compares message counts between ticks instead of stamping each message with a clock.
+route, and the sink's receive step (``Sink.receiver``: one dict lookup by the route, two list
+appends, two slot-int increments of this connection's counters of the channel, read by
+metrics at scrape time, and two int increments). The sink is the one owner of buffering: no
+buffer or storage type is touched here. Everything else — actions (markers, resubscribe,
+reconnect), the watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The
+watchdog compares message counts between ticks instead of stamping each message with a clock.
 
 Nothing a venue does makes a connection hold more than a bounded amount of memory or wait
 without a deadline (docs/RUNTIME.md, Memory a venue can make one connection use): frames and
@@ -45,7 +46,7 @@ from picows import (
     ws_connect,
 )
 
-from logger.metrics import ChannelCount, ConnStats
+from logger.metrics import ConnStats
 from logger.pacing import Pacer
 from logger.protocol import (
     UNROUTED,
@@ -69,7 +70,7 @@ from logger.protocol.actions import (
 from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter
-from logger.sink import Sink, StreamBuf, marker_payload
+from logger.sink import Sink, marker_payload
 
 log = logging.getLogger("logger.connection")
 
@@ -174,10 +175,10 @@ class _Listener(WSListener):
         self._feed = feed
         self._sink = conn.sink
         self._stats = conn.stats
-        # route → (the sink's buffer of that stream, this connection's count of its channel):
-        # one dict lookup per frame instead of a call into the sink plus a channel lookup
-        self._slots: dict[tuple[str, str], tuple[StreamBuf, ChannelCount]] = {}
         self._unrouted = conn.unrouted_key
+        # the sink's receive step for this connection: buffers the message in its stream and
+        # counts it on this connection's per-channel counters (``Sink.receiver``)
+        self._receive = conn.sink.receiver(self._unrouted, conn.stats.channel)
         self._frag: bytearray | None = None
         self._frag_text = True
         self._max = conn.settings.max_frame_bytes
@@ -196,28 +197,9 @@ class _Listener(WSListener):
                 route = self._route_failed(raw)
             if self._feed.actions:  # markers this frame revealed (a GAP) go before it
                 self.conn.run_actions(ts)
-            try:
-                buf, count = self._slots[route]
-            except KeyError:
-                buf, count = self._slot(route)
-            n = len(raw)
-            buf.ts.append(ts)  # Sink.add, inlined: this runs for every frame
-            buf.payloads.append(raw)
-            count.messages += 1  # per (connection, channel), read at scrape time
-            count.bytes += n
-            sink = self._sink
-            sink.pending = pending = sink.pending + 1
-            sink.pending_bytes = nbytes = sink.pending_bytes + n
-            if pending >= sink.flush_at or nbytes >= sink.max_pending_bytes:
-                sink.flush()
+            self._receive(route, ts, raw)
             return
         self._rare_frame(transport, frame, mt, ts)
-
-    def _slot(self, route: tuple[str, str]) -> tuple[StreamBuf, ChannelCount]:
-        """First frame of a stream on this connection (rare): look both objects up once."""
-        slot = self._slots[route] = (self._sink.buffer(route, self._unrouted),
-                                     self._stats.channel(route[1]))
-        return slot
 
     def _route_failed(self, raw: bytes) -> tuple[str, str]:
         self._stats.route_errors += 1
@@ -289,19 +271,11 @@ class _Listener(WSListener):
             route = self._route_failed(raw)
         if self._feed.actions:
             self.conn.run_actions(ts)
-        self._count(route[1], raw)
-        self._sink.add(route, ts, raw, self._unrouted)
+        self._receive(route, ts, raw)
 
     def _store_unrouted(self, raw: bytes, ts: int) -> None:
         self._stats.raw_frames += 1
-        self._count(self._unrouted[1], raw)
-        self._sink.add(self._unrouted, ts, raw, self._unrouted)
-
-    def _count(self, channel: str, raw: bytes) -> None:
-        """The hot path's per-channel count, for the rare paths."""
-        c = self._stats.channel(channel)
-        c.messages += 1
-        c.bytes += len(raw)
+        self._receive(self._unrouted, ts, raw)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.conn.on_disconnected()
