@@ -70,7 +70,7 @@ from logger.protocol.actions import (
 from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter
-from logger.sink import Sink, marker_payload
+from logger.sink import Sink
 
 log = logging.getLogger("logger.connection")
 
@@ -598,7 +598,3 @@ class Connection:
                     self.conn_id, scope, a.product if scope == "product" else "*",
                     a.channel if scope == "product" else "*",
                     info.get("missing_frames", info.get("missing_trades")))
-
-    def note(self, key: tuple[str, str], **fields: object) -> None:
-        """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""
-        self.sink.mark_event(key, MarkerKind.NOTE, time.time_ns(), marker_payload(**fields))

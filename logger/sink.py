@@ -33,7 +33,6 @@ into DROPPED markers (``storage.unclean``); ``Sink.close`` returns that count (t
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import threading
 import time
@@ -42,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from logger.protocol.actions import MarkerKind
+from logger.protocol.actions import MarkerKind, marker_payload
 from storage import Engine, InvalidStreamName, RecordKind, Stream, validate_name
 
 log = logging.getLogger("logger.sink")
@@ -195,11 +194,6 @@ class BoundedBatchQueue:
     @property
     def nbytes(self) -> int:
         return self._bytes
-
-
-def marker_payload(**fields: object) -> bytes:
-    """Markers carry a small JSON object (documented in docs/RUNTIME.md)."""
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
 
 
 class Sink:
@@ -356,10 +350,10 @@ class Sink:
             seen.add(id(b))
             if b.dropped:
                 # the DROPPED marker leads the stream's first batch after the loss
-                payload = marker_payload(
-                    reason="storage_queue_full", records=b.dropped,
-                    first_ts_ns=b.drop_first_ns, last_ts_ns=b.drop_last_ns,
-                )
+                payload = marker_payload({
+                    "reason": "storage_queue_full", "records": b.dropped,
+                    "first_ts_ns": b.drop_first_ns, "last_ts_ns": b.drop_last_ns,
+                })
                 chunks.append(StreamChunk(  # at the time of the first dropped record
                     b.product, b.channel, [b.drop_first_ns, *b.ts], [payload, *b.payloads],
                     [(0, int(RecordKind.DROPPED)), *((p + 1, k) for p, k in b.marks)],
@@ -624,9 +618,9 @@ class StorageWriter(threading.Thread):
         """One DROPPED marker per stream that lost records while commits were failing, at the
         time of the first of them (after everything the engine kept, which came before)."""
         for (product, channel), (n, lo, hi) in self._backlog_drops.items():
-            engine.append(self._stream(engine, product, channel), lo, marker_payload(
-                reason="storage_commit_failing", records=n, first_ts_ns=lo, last_ts_ns=hi,
-                errno=self._drop_errno), RecordKind.DROPPED)
+            engine.append(self._stream(engine, product, channel), lo, marker_payload({
+                "reason": "storage_commit_failing", "records": n, "first_ts_ns": lo,
+                "last_ts_ns": hi, "errno": self._drop_errno}), RecordKind.DROPPED)
         if self._backlog_drops:
             log.warning("event=drop_markers streams=%d records=%d reason=storage_commit_failing",
                         len(self._backlog_drops),

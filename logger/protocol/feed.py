@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
 from logger.protocol.acks import classify_error, is_rate_limited
 from logger.protocol.actions import (
     Acknowledged,
@@ -40,6 +38,7 @@ from logger.protocol.actions import (
     Settled,
     SubscribeGivenUp,
     SubscribeRecovered,
+    marker_payload,
 )
 from logger.protocol.dialects import (
     ADVANCED_TRADE,
@@ -103,9 +102,6 @@ class FeedCounters:
     connects: int = 0
     disconnects: int = 0
 
-
-def _dumps(obj: Mapping[str, object]) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 class FeedState:
@@ -324,7 +320,7 @@ class FeedState:
             attempts = max(outcome.attempts[(channel, p)] for p in products)
             self.counters.subscribe_given_up += len(products)
             self.actions.append(SubscribeGivenUp(channel, tuple(products), attempts))
-            payload = _dumps({
+            payload = marker_payload({
                 "event": "subscribe_given_up", "conn": self.conn_id, "channel": channel,
                 "retries": attempts,
                 "note": "the venue never acknowledged this subscription on this connection:"
@@ -350,7 +346,7 @@ class FeedState:
         self.counters.connects += 1
         self.link = Link.OPEN
         if self.counters.connects > 1:
-            self.mark_all(MarkerKind.RECONNECT, _dumps({
+            self.mark_all(MarkerKind.RECONNECT, marker_payload({
                 "event": "reconnect", "conn": self.conn_id, "dialect": self.dialect.name,
                 "connection": self.counters.connects,
                 "note": "resubscribing; fresh snapshots follow the SUBSCRIBE markers",
@@ -374,7 +370,7 @@ class FeedState:
             "dialect": self.dialect.name, "reason": reason,
         }
         payload.update(self.router.disconnect_fields())
-        self.mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, _dumps(payload))
+        self.mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, marker_payload(payload))
         self._retry.reset()  # the next connection subscribes everything again
         self.router.after_disconnect()
 
@@ -425,9 +421,10 @@ class FeedState:
                                              tuple(sorted(removed))))
             if channel not in dialect.channels or not is_valid_name(channel):
                 continue
-            payload = _dumps({"event": "subscribed", "conn": self.conn_id, "channel": channel,
-                              "note": "acknowledged by the server; a snapshot follows where the"
-                                      " channel has one"})
+            payload = marker_payload({
+                "event": "subscribed", "conn": self.conn_id, "channel": channel,
+                "note": "acknowledged by the server; a snapshot follows where the channel has"
+                        " one"})
             if channel in dialect.shared_channels:
                 if channel in state and channel not in old:
                     route = self.table.shared(channel)
@@ -443,8 +440,8 @@ class FeedState:
                 else:
                     self.counters.invalid_product += 1
             if removed:
-                gone = _dumps({"event": "unsubscribed", "conn": self.conn_id,
-                               "channel": channel})
+                gone = marker_payload({"event": "unsubscribed", "conn": self.conn_id,
+                                       "channel": channel})
                 self.actions.extend(Marker(p, channel, MarkerKind.NOTE, gone)
                                     for p in sorted(removed) if p.encode() in known)
         self.acknowledged = state

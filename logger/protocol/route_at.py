@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logger.protocol.acks import parse_at_ack
-from logger.protocol.actions import Marker, MarkerKind
+from logger.protocol.actions import Marker, MarkerKind, marker_payload
 from logger.protocol.names import SUBSCRIPTIONS_CHANNEL
 from logger.protocol.router import (
     AT_PREFIX,
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 _SNAPSHOT_BYTES = 16384
 """Frames above this are scanned without copying (``_after_seq``) rather than split."""
 
-
-def _dumps(obj: dict[str, object]) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 class AdvancedTradeRouter:
@@ -262,7 +259,7 @@ class AdvancedTradeRouter:
             missing = result.last - result.first + 1
             feed.counters.gaps += 1
             feed.counters.missing += missing
-            feed.mark_all(MarkerKind.GAP, _dumps({
+            feed.mark_all(MarkerKind.GAP, marker_payload({
                 "event": "gap", "conn": feed.conn_id, "dialect": feed.dialect.name,
                 "scope": "connection", "first_missing_sequence_num": result.first,
                 "last_missing_sequence_num": result.last, "missing_frames": missing,
@@ -273,7 +270,7 @@ class AdvancedTradeRouter:
         return False
 
     def _note_late(self, route: Route, seq: int) -> None:
-        self._feed.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, _dumps({
+        self._feed.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, marker_payload({
             "event": "late", "conn": self._feed.conn_id, "sequence_num": seq,
             "expected_sequence_num": self._late_expected,
             "note": "frame arrived after a later one: duplicate or out of order",
