@@ -81,6 +81,9 @@ _CLOSE = WSMsgType.CLOSE
 _PING = WSMsgType.PING
 _time_ns = time.time_ns
 
+_RETRY = RetryPolicy()
+"""The subscribe-retry defaults are the protocol core's (one owner)."""
+
 
 @dataclass(frozen=True)
 class ConnSettings:
@@ -91,13 +94,13 @@ class ConnSettings:
     buffer more than this per connection (picows closes with 1009 above it)."""
     watchdog_s: float = 30.0
     """No message for this long (heartbeats arrive every second) → reconnect."""
-    ack_timeout_s: float = 10.0
+    ack_timeout_s: float = _RETRY.ack_timeout_s
     """Subscriptions not acknowledged by then are settled as refused/missing."""
-    subscribe_retries: int = 5
+    subscribe_retries: int = _RETRY.attempts
     """Times each unacknowledged (channel, product) is subscribed again; 0 = never."""
-    retry_base_s: float = 2.0
+    retry_base_s: float = _RETRY.base_s
     """Wait before the first subscribe retry round; doubles per round up to ``retry_max_s``."""
-    retry_max_s: float = 60.0
+    retry_max_s: float = _RETRY.max_s
     """Longest wait between subscribe retry rounds."""
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
@@ -113,6 +116,12 @@ class ConnSettings:
     floods pings and does not read the pongs is dropped past it (bounded memory)."""
     close_timeout_s: float = 2.0
     """A graceful close not finished by then is aborted (a peer that does not read)."""
+
+    def retry_policy(self) -> RetryPolicy:
+        """The protocol core's subscribe-retry policy from these settings: the ``retry`` of
+        the connection's ``FeedState``, which is fixed when the feed is built."""
+        return RetryPolicy(self.subscribe_retries, self.retry_base_s, self.retry_max_s,
+                           self.ack_timeout_s)
 
 
 _SENDABLE_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -304,9 +313,10 @@ class Connection:
         self.pacer = Pacer(conn_id, limiter, message_limiter, self.stopping,
                            lambda: self.transport)
         self.settings = settings or ConnSettings()
-        s = self.settings
-        feed.retry_policy = RetryPolicy(s.subscribe_retries, s.retry_base_s, s.retry_max_s,
-                                        s.ack_timeout_s)
+        if feed.retry_policy != self.settings.retry_policy():
+            raise ValueError(f"conn {conn_id}: the feed's {feed.retry_policy} is not the"
+                             f" settings' {self.settings.retry_policy()} (build the FeedState"
+                             " with retry=settings.retry_policy())")
         self.stats = ConnStats(conn_id, feed.counters)
         self.unrouted_key = (conn_stream(conn_id), UNROUTED)
         self.transport: WSTransport | None = None

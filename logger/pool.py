@@ -132,7 +132,8 @@ class Pool:
         self._next_id += 1
         feed = FeedState(self.dialect, conn_id, shard,
                          gap_policy="reconnect" if self.gap_policy == "reconnect"
-                         else "resubscribe", multi_name=self._multi_name)
+                         else "resubscribe", multi_name=self._multi_name,
+                         retry=self.settings.retry_policy())
         conn = Connection(conn_id, self.url, feed, self.sink, self.open_limiter,
                           self.settings, on_settled=self._settled,
                           message_limiter=self.message_limiter)

@@ -57,7 +57,8 @@ from logger.protocol.route_at import AdvancedTradeRouter
 from logger.protocol.route_exchange import ExchangeRouter
 from logger.protocol.routes import Route, Router, RouteTable
 
-__all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Route"]
+__all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Phase",
+           "Route", "RouterFactory", "router_for"]
 
 GapPolicy = Literal["resubscribe", "reconnect"]
 
@@ -73,6 +74,29 @@ class Link(enum.Enum):
 
     CLOSED = "closed"
     OPEN = "open"
+
+
+class Phase(enum.Enum):
+    """Where this connection's subscribe requests stand: the subscription state machine.
+
+    ``SETTLED``: nothing in flight (every frame answered: acked, refused, dropped by the
+    venue's rate limit, or timed out; also a fresh socket before its opening frames);
+    ``WAITING``: subscribe/unsubscribe frames sent and not all answered (the ack timeout
+    runs); ``RESUBSCRIBING``: fresh snapshots asked for after a gap and not answered yet, so a
+    second gap reconnects instead of asking again. A settle ends both."""
+
+    SETTLED = "settled"
+    WAITING = "waiting"
+    RESUBSCRIBING = "resubscribing"
+
+
+RouterFactory = Callable[["FeedState", RouteTable], Router]
+"""Builds the router of one connection from its ``FeedState`` and ``RouteTable``."""
+
+
+def router_for(dialect: Dialect) -> RouterFactory:
+    """The dialect's router (``route_at``, ``route_exchange``): the routing entry of a feed."""
+    return AdvancedTradeRouter if dialect.name == ADVANCED_TRADE.name else ExchangeRouter
 
 
 @dataclass(slots=True)
@@ -116,7 +140,11 @@ class FeedState:
         gap_policy: GapPolicy = "resubscribe",
         multi_name: str = MULTI,
         retry: RetryPolicy | None = None,
+        router: RouterFactory | None = None,
     ) -> None:
+        """``retry``: the shell's subscribe-retry and ack-timeout settings (the default
+        ``RetryPolicy()`` otherwise). ``router``: the routing entry, the dialect's router
+        (``router_for``) unless given (a test wraps the real one to make it fail)."""
         self.dialect = dialect
         self.conn_id = conn_id
         self.gap_policy: GapPolicy = gap_policy
@@ -131,21 +159,24 @@ class FeedState:
         self._requested: dict[str, tuple[str, ...]] = {}
         self._reported_missing: set[tuple[str, str]] = set()
         self._pending = 0
+        self.phase = Phase.SETTLED
         self._waiting_since: float | None = None  # poll's time when frames went pending
         self._retry = RetryState(retry)
-        self._resubscribing = False
-        self.router: Router = (AdvancedTradeRouter(self, self.table) if self._at
-                               else ExchangeRouter(self, self.table))
+        self.router: Router = (router or router_for(dialect))(self, self.table)
         self._set_requested(self._normalise(products_by_channel))
-        self.on_message: Callable[[bytes], Route] = self.router.on_message
+
+    @property
+    def on_message(self) -> Callable[[bytes], Route]:
         """``on_message(raw)``: the (product, channel) stream for ``raw``; side effects go to
-        ``actions``. The router's closure, not a method: the hot path then reads locals
-        instead of attributes and globals."""
+        ``actions``. The router's per-frame function (one replaceable callable per dialect, a
+        closure: the hot path reads locals instead of attributes and globals); the shell
+        fetches it once per socket."""
+        return self.router.on_message
 
     def recover(self, reason: str) -> None:
         """Ask for fresh snapshots after a gap: resubscribe, or reconnect if that is already
         under way (or the policy says so)."""
-        if self.gap_policy == "reconnect" or self._resubscribing:
+        if self.gap_policy == "reconnect" or self.phase is Phase.RESUBSCRIBING:
             self.counters.reconnects_requested += 1
             self.actions.append(Reconnect(reason))
             return
@@ -155,8 +186,8 @@ class FeedState:
                   + self.dialect.subscribe_frames(channels))
         if not frames:
             return
-        self._resubscribing = True
-        self._pending += len(frames)
+        self._sent(frames)
+        self.phase = Phase.RESUBSCRIBING
         self.counters.resubscribes += 1
         self.actions.append(Send(tuple(frames), reason))
 
@@ -217,8 +248,14 @@ class FeedState:
         ``dialects.split_opening_frames`` says why)."""
         data, keepalive = split_opening_frames(self.dialect, self._requested)
         frames = data + keepalive
-        self._pending += len(frames)
+        self._sent(frames)
         return frames
+
+    def _sent(self, frames: list[bytes]) -> None:
+        """``frames`` go out now: each owes an answer (an ack, or an error that answers it)."""
+        self._pending += len(frames)
+        if frames and self.phase is Phase.SETTLED:
+            self.phase = Phase.WAITING
 
     def update_subscriptions(self, products_by_channel: ProductsByChannel) -> list[bytes]:
         """Frames moving this connection to a new product set (periodic product refresh).
@@ -247,7 +284,7 @@ class FeedState:
                                   if p in new.get(c, ())}
         self._retry.forget(lambda pair: pair[1] in new.get(pair[0], ())
                            or (pair[0] in new and not new[pair[0]]))
-        self._pending += len(frames)
+        self._sent(frames)
         return frames
 
     def ack_timeout(self) -> None:
@@ -260,12 +297,8 @@ class FeedState:
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """Fixed at construction (``retry``): the shell's settings."""
         return self._retry.policy
-
-    @retry_policy.setter
-    def retry_policy(self, policy: RetryPolicy) -> None:
-        """The shell's settings (``connections.subscribe_retries``, ack timeout)."""
-        self._retry.policy = policy
 
     @property
     def next_retry_at(self) -> float | None:
@@ -299,7 +332,7 @@ class FeedState:
         todo = {ch: tuple(ps) if requested.get(ch) else ()
                 for ch, ps in by_channel(pairs).items()}
         frames = self.dialect.subscribe_frames(todo)
-        self._pending += len(frames)
+        self._sent(frames)
         self._waiting_since = now
         self.counters.subscribe_retries += 1
         self.actions.append(RetrySubscribe(
@@ -356,7 +389,7 @@ class FeedState:
         self._pending = 0
         self._waiting_since = None
         self._retry.reset()  # the opening frames subscribe everything again
-        self._resubscribing = False
+        self.phase = Phase.SETTLED
         self._reported_missing = set()
 
     def on_disconnect(self, reason: str, *, clean: bool = False) -> None:
@@ -462,7 +495,7 @@ class FeedState:
         return missing
 
     def _settle(self, reason: str) -> None:
-        self._resubscribing = False
+        self.phase = Phase.SETTLED
         missing = self._missing()
         for channel, products in missing.items():
             for product in sorted(products):
