@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ from picows import (
 )
 
 from logger.metrics import ConnStats
-from logger.pacing import Pacer
+from logger.pacing import Backoff, Pacer
 from logger.protocol import (
     UNROUTED,
     Acknowledged,
@@ -326,7 +325,8 @@ class Connection:
         self._closed = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._attempt = 0
+        s = self.settings
+        self.backoff = Backoff(s.backoff_initial_s, s.backoff_max_s, s.backoff_jitter)
         self._watchers: set[asyncio.Task[None]] = set()
         self.settled = asyncio.Event()
         self.pings = 0
@@ -468,7 +468,7 @@ class Connection:
                     t.disconnect(graceful=False)
                 await self._closed.wait()
         if time.monotonic() - opened >= s.backoff_reset_s:
-            self._attempt = 0
+            self.backoff.reset()
 
     def _set_rcvbuf(self, transport: WSTransport) -> None:
         """Large kernel receive buffer: bursts wait in the kernel, not at the venue."""
@@ -520,15 +520,8 @@ class Connection:
         if t is not None and not t.is_disconnected:
             t.disconnect(graceful=False)
 
-    def next_backoff(self) -> float:
-        """Exponential backoff (doubling, capped) with ± ``backoff_jitter`` random spread."""
-        s = self.settings
-        d = min(s.backoff_max_s, s.backoff_initial_s * (2 ** min(self._attempt, 30)))
-        self._attempt += 1
-        return float(max(0.0, d * (1.0 + random.uniform(-s.backoff_jitter, s.backoff_jitter))))
-
     async def _backoff(self) -> None:
-        await self.pacer.sleep_until(time.monotonic() + self.next_backoff())
+        await self.pacer.sleep_until(time.monotonic() + self.backoff.next())
 
     # ------------------------------------------------------------------ feed actions
     def run_actions(self, ts_ns: int = 0) -> None:
