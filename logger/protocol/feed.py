@@ -9,9 +9,11 @@ routed goes to ``(_conn<id>, _unrouted)`` and is counted.
 
 The rooms: ``routes.py`` names the connection's streams (``RouteTable``); one router per
 dialect (``route_at.py``, ``route_exchange.py``, behind ``routes.Router``) reads frames and
-picks a stream; this module is the subscription state machine (what was asked, what the venue
-acknowledged, retries of what it did not) and the link state (``Link``), and the one place
-that turns connection events into markers.
+picks a stream (``router_for``; a feed takes another through its ``router`` argument, the
+seam tests use); this module is the subscription state machine (``Phase``: what was asked,
+what the venue acknowledged, retries of what it did not, with the ``RetryPolicy`` fixed when
+the feed is built) and the link state (``Link``), and the one place that turns connection
+events into markers.
 
 Routing of product data uses the subscribe-channel name (``l2_data`` → ``level2``) and only
 products this connection asked for; any other product id goes to ``_unrouted``, so a hostile or
@@ -58,7 +60,7 @@ from logger.protocol.route_exchange import ExchangeRouter
 from logger.protocol.routes import Route, Router, RouteTable
 
 __all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Phase",
-           "Route", "RouterFactory", "router_for"]
+           "Route", "RouterFactory", "normalise_plan", "router_for"]
 
 GapPolicy = Literal["resubscribe", "reconnect"]
 
@@ -128,6 +130,35 @@ class FeedCounters:
 
 
 
+def normalise_plan(dialect: Dialect, products_by_channel: ProductsByChannel,
+                   ) -> dict[str, tuple[str, ...]]:
+    """What one connection asks for: channels and product ids validated (a ValueError names
+    the first bad one, or a level2 list over the venue's cap), the keepalive channel added if
+    it is missing (with every product where the dialect's keepalive takes products)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for channel, products in products_by_channel.items():
+        if channel not in dialect.channels:
+            raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
+        out[channel] = tuple(dict.fromkeys(check_product_id(p) for p in products))
+    cap = dialect.level2_cap
+    l2 = out.get(dialect.level2_channel, ())
+    if cap is not None and len(l2) > cap:
+        raise ValueError(
+            f"{dialect.name}: {len(l2)} {dialect.level2_channel} products on one connection,"
+            f" the venue allows at most {cap}"
+        )
+    keepalive = dialect.keepalive_channel
+    shared_keepalive = keepalive in dialect.shared_channels
+    if keepalive not in out or (not shared_keepalive and not out[keepalive]):
+        if shared_keepalive:
+            out[keepalive] = ()
+        else:
+            every = (p for ch, ps in out.items() if ch not in dialect.shared_channels
+                     for p in ps)
+            out[keepalive] = tuple(dict.fromkeys(every))
+    return out
+
+
 class FeedState:
     """Protocol state of one WebSocket connection of either dialect (see module docstring)."""
 
@@ -163,7 +194,7 @@ class FeedState:
         self._waiting_since: float | None = None  # poll's time when frames went pending
         self._retry = RetryState(retry)
         self.router: Router = (router or router_for(dialect))(self, self.table)
-        self._set_requested(self._normalise(products_by_channel))
+        self._set_requested(normalise_plan(self.dialect, products_by_channel))
 
     @property
     def on_message(self) -> Callable[[bytes], Route]:
@@ -192,32 +223,6 @@ class FeedState:
         self.actions.append(Send(tuple(frames), reason))
 
     # ------------------------------------------------------------------ subscriptions
-
-    def _normalise(self, products_by_channel: ProductsByChannel) -> dict[str, tuple[str, ...]]:
-        """Validate channels and product ids; add the keepalive channel if it is missing."""
-        dialect = self.dialect
-        out: dict[str, tuple[str, ...]] = {}
-        for channel, products in products_by_channel.items():
-            if channel not in dialect.channels:
-                raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
-            out[channel] = tuple(dict.fromkeys(check_product_id(p) for p in products))
-        cap = dialect.level2_cap
-        l2 = out.get(dialect.level2_channel, ())
-        if cap is not None and len(l2) > cap:
-            raise ValueError(
-                f"{dialect.name}: {len(l2)} {dialect.level2_channel} products on one connection,"
-                f" the venue allows at most {cap}"
-            )
-        keepalive = dialect.keepalive_channel
-        shared_keepalive = keepalive in dialect.shared_channels
-        if keepalive not in out or (not shared_keepalive and not out[keepalive]):
-            if shared_keepalive:
-                out[keepalive] = ()
-            else:
-                every = (p for ch, ps in out.items() if ch not in dialect.shared_channels
-                         for p in ps)
-                out[keepalive] = tuple(dict.fromkeys(every))
-        return out
 
     def _set_requested(self, requested: dict[str, tuple[str, ...]]) -> None:
         self._requested = requested
@@ -263,7 +268,7 @@ class FeedState:
         Unsubscribes come first so the level2 cap has room for the additions. Products that
         are dropped stay routable: frames already in flight still reach their stream.
         """
-        new = self._normalise(products_by_channel)
+        new = normalise_plan(self.dialect, products_by_channel)
         old = self._requested
         removed: dict[str, list[str]] = {}
         added: dict[str, list[str]] = {}
