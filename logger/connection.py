@@ -7,11 +7,12 @@ module: nothing else imports picows.
 
 The hot path (``_Listener.on_ws_frame``) does, per text frame: one ``time.time_ns()``, one
 ``bytes`` copy of the payload (the object storage keeps), ``FeedState.on_message`` for the
-route, one dict lookup by the route's channel and two slot-int increments (messages and bytes
-per connection and channel, read by metrics at scrape time), two list appends and two int
-increments in the sink. Everything else — actions (markers, resubscribe, reconnect), the
-watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The watchdog
-compares message counts between ticks instead of stamping each message with a clock.
+route, and the sink's receive step (``Sink.receiver``: one dict lookup by the route, two list
+appends, two slot-int increments of this connection's counters of the channel, read by
+metrics at scrape time, and two int increments). The sink is the one owner of buffering: no
+buffer or storage type is touched here. Everything else — actions (markers, resubscribe,
+reconnect), the watchdog, the ack timer, backoff — runs on rare events or on a 1 s timer. The
+watchdog compares message counts between ticks instead of stamping each message with a clock.
 
 Nothing a venue does makes a connection hold more than a bounded amount of memory or wait
 without a deadline (docs/RUNTIME.md, Memory a venue can make one connection use): frames and
@@ -27,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -45,8 +45,8 @@ from picows import (
     ws_connect,
 )
 
-from logger.metrics import ChannelCount, ConnStats
-from logger.pacing import Pacer
+from logger.metrics import ConnStats
+from logger.pacing import Backoff, Pacer
 from logger.protocol import (
     UNROUTED,
     Acknowledged,
@@ -69,7 +69,7 @@ from logger.protocol.actions import (
 from logger.protocol.dialects import split_opening_frames
 from logger.protocol.retry import RetryPolicy
 from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter
-from logger.sink import Sink, StreamBuf, marker_payload
+from logger.sink import Sink
 
 log = logging.getLogger("logger.connection")
 
@@ -79,6 +79,9 @@ _CONT = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 _PING = WSMsgType.PING
 _time_ns = time.time_ns
+
+_RETRY = RetryPolicy()
+"""The subscribe-retry defaults are the protocol core's (one owner)."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,13 @@ class ConnSettings:
     buffer more than this per connection (picows closes with 1009 above it)."""
     watchdog_s: float = 30.0
     """No message for this long (heartbeats arrive every second) → reconnect."""
-    ack_timeout_s: float = 10.0
+    ack_timeout_s: float = _RETRY.ack_timeout_s
     """Subscriptions not acknowledged by then are settled as refused/missing."""
-    subscribe_retries: int = 5
+    subscribe_retries: int = _RETRY.attempts
     """Times each unacknowledged (channel, product) is subscribed again; 0 = never."""
-    retry_base_s: float = 2.0
+    retry_base_s: float = _RETRY.base_s
     """Wait before the first subscribe retry round; doubles per round up to ``retry_max_s``."""
-    retry_max_s: float = 60.0
+    retry_max_s: float = _RETRY.max_s
     """Longest wait between subscribe retry rounds."""
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.5
@@ -112,6 +115,12 @@ class ConnSettings:
     floods pings and does not read the pongs is dropped past it (bounded memory)."""
     close_timeout_s: float = 2.0
     """A graceful close not finished by then is aborted (a peer that does not read)."""
+
+    def retry_policy(self) -> RetryPolicy:
+        """The protocol core's subscribe-retry policy from these settings: the ``retry`` of
+        the connection's ``FeedState``, which is fixed when the feed is built."""
+        return RetryPolicy(self.subscribe_retries, self.retry_base_s, self.retry_max_s,
+                           self.ack_timeout_s)
 
 
 _SENDABLE_CLOSE = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -174,10 +183,10 @@ class _Listener(WSListener):
         self._feed = feed
         self._sink = conn.sink
         self._stats = conn.stats
-        # route → (the sink's buffer of that stream, this connection's count of its channel):
-        # one dict lookup per frame instead of a call into the sink plus a channel lookup
-        self._slots: dict[tuple[str, str], tuple[StreamBuf, ChannelCount]] = {}
         self._unrouted = conn.unrouted_key
+        # the sink's receive step for this connection: buffers the message in its stream and
+        # counts it on this connection's per-channel counters (``Sink.receiver``)
+        self._receive = conn.sink.receiver(self._unrouted, conn.stats.channel)
         self._frag: bytearray | None = None
         self._frag_text = True
         self._max = conn.settings.max_frame_bytes
@@ -196,28 +205,9 @@ class _Listener(WSListener):
                 route = self._route_failed(raw)
             if self._feed.actions:  # markers this frame revealed (a GAP) go before it
                 self.conn.run_actions(ts)
-            try:
-                buf, count = self._slots[route]
-            except KeyError:
-                buf, count = self._slot(route)
-            n = len(raw)
-            buf.ts.append(ts)  # Sink.add, inlined: this runs for every frame
-            buf.payloads.append(raw)
-            count.messages += 1  # per (connection, channel), read at scrape time
-            count.bytes += n
-            sink = self._sink
-            sink.pending = pending = sink.pending + 1
-            sink.pending_bytes = nbytes = sink.pending_bytes + n
-            if pending >= sink.flush_at or nbytes >= sink.max_pending_bytes:
-                sink.flush()
+            self._receive(route, ts, raw)
             return
         self._rare_frame(transport, frame, mt, ts)
-
-    def _slot(self, route: tuple[str, str]) -> tuple[StreamBuf, ChannelCount]:
-        """First frame of a stream on this connection (rare): look both objects up once."""
-        slot = self._slots[route] = (self._sink.buffer(route, self._unrouted),
-                                     self._stats.channel(route[1]))
-        return slot
 
     def _route_failed(self, raw: bytes) -> tuple[str, str]:
         self._stats.route_errors += 1
@@ -289,19 +279,11 @@ class _Listener(WSListener):
             route = self._route_failed(raw)
         if self._feed.actions:
             self.conn.run_actions(ts)
-        self._count(route[1], raw)
-        self._sink.add(route, ts, raw, self._unrouted)
+        self._receive(route, ts, raw)
 
     def _store_unrouted(self, raw: bytes, ts: int) -> None:
         self._stats.raw_frames += 1
-        self._count(self._unrouted[1], raw)
-        self._sink.add(self._unrouted, ts, raw, self._unrouted)
-
-    def _count(self, channel: str, raw: bytes) -> None:
-        """The hot path's per-channel count, for the rare paths."""
-        c = self._stats.channel(channel)
-        c.messages += 1
-        c.bytes += len(raw)
+        self._receive(self._unrouted, ts, raw)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.conn.on_disconnected()
@@ -330,9 +312,10 @@ class Connection:
         self.pacer = Pacer(conn_id, limiter, message_limiter, self.stopping,
                            lambda: self.transport)
         self.settings = settings or ConnSettings()
-        s = self.settings
-        feed.retry_policy = RetryPolicy(s.subscribe_retries, s.retry_base_s, s.retry_max_s,
-                                        s.ack_timeout_s)
+        if feed.retry_policy != self.settings.retry_policy():
+            raise ValueError(f"conn {conn_id}: the feed's {feed.retry_policy} is not the"
+                             f" settings' {self.settings.retry_policy()} (build the FeedState"
+                             " with retry=settings.retry_policy())")
         self.stats = ConnStats(conn_id, feed.counters)
         self.unrouted_key = (conn_stream(conn_id), UNROUTED)
         self.transport: WSTransport | None = None
@@ -342,7 +325,8 @@ class Connection:
         self._closed = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._attempt = 0
+        s = self.settings
+        self.backoff = Backoff(s.backoff_initial_s, s.backoff_max_s, s.backoff_jitter)
         self._watchers: set[asyncio.Task[None]] = set()
         self.settled = asyncio.Event()
         self.pings = 0
@@ -484,7 +468,7 @@ class Connection:
                     t.disconnect(graceful=False)
                 await self._closed.wait()
         if time.monotonic() - opened >= s.backoff_reset_s:
-            self._attempt = 0
+            self.backoff.reset()
 
     def _set_rcvbuf(self, transport: WSTransport) -> None:
         """Large kernel receive buffer: bursts wait in the kernel, not at the venue."""
@@ -536,15 +520,8 @@ class Connection:
         if t is not None and not t.is_disconnected:
             t.disconnect(graceful=False)
 
-    def next_backoff(self) -> float:
-        """Exponential backoff (doubling, capped) with ± ``backoff_jitter`` random spread."""
-        s = self.settings
-        d = min(s.backoff_max_s, s.backoff_initial_s * (2 ** min(self._attempt, 30)))
-        self._attempt += 1
-        return float(max(0.0, d * (1.0 + random.uniform(-s.backoff_jitter, s.backoff_jitter))))
-
     async def _backoff(self) -> None:
-        await self.pacer.sleep_until(time.monotonic() + self.next_backoff())
+        await self.pacer.sleep_until(time.monotonic() + self.backoff.next())
 
     # ------------------------------------------------------------------ feed actions
     def run_actions(self, ts_ns: int = 0) -> None:
@@ -624,7 +601,3 @@ class Connection:
                     self.conn_id, scope, a.product if scope == "product" else "*",
                     a.channel if scope == "product" else "*",
                     info.get("missing_frames", info.get("missing_trades")))
-
-    def note(self, key: tuple[str, str], **fields: object) -> None:
-        """A NOTE marker with a JSON payload (used by the pool, e.g. on product refresh)."""
-        self.sink.mark_event(key, MarkerKind.NOTE, time.time_ns(), marker_payload(**fields))

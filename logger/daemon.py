@@ -57,10 +57,8 @@ def venue_of(cfg: Config) -> Venue:
 
 def claim_data_dir(root: Path, venue: Venue, *, allow_venue_change: bool = False) -> Claim:
     """Refuse a root held by a running recorder, of another dialect or (unless allowed) of
-    another venue; then record this run in it (``logger.provenance``). A previous run that
-    did not stop cleanly is logged as a possible loss."""
-    root.mkdir(parents=True, exist_ok=True)
-    RootLock(root, LOCK_NAME).release()  # a running recorder holds it: refuse early
+    another venue; then record this run in it (``logger.provenance``, ``storage.provenance``).
+    A previous run that did not stop cleanly is logged as a possible loss."""
     c = claim(root, venue, allow_venue_change=allow_venue_change)
     if c.unclean_previous is not None:
         p = c.unclean_previous

@@ -116,7 +116,28 @@ class IngestCollector(Collector):
         self._rate = rate
 
     def collect(self) -> Iterator[Metric]:
-        now = time.monotonic()
+        conns = list(self._conns())
+        yield from self._per_channel(conns)
+        yield from self._per_connection(conns, time.monotonic())
+        yield from self._storage()
+
+    @staticmethod
+    def _per_channel(conns: list[ConnStats]) -> Iterator[Metric]:
+        msgs = CounterMetricFamily(
+            "cbl_messages", "messages received per connection and channel (the channel each "
+            "was routed to; _unrouted: kept raw)", labels=["conn", "channel"])
+        nbytes = CounterMetricFamily(
+            "cbl_bytes", "payload bytes received per connection and channel",
+            labels=["conn", "channel"])
+        for c in conns:
+            for ch, n, b in c.channel_counts():
+                msgs.add_metric([c.conn_id, ch], float(n))
+                nbytes.add_metric([c.conn_id, ch], float(b))
+        yield msgs
+        yield nbytes
+
+    @staticmethod
+    def _per_connection(conns: list[ConnStats], now: float) -> Iterator[Metric]:
         per_conn: list[tuple[str, str, str, Callable[[ConnStats], float]]] = [
             ("cbl_gaps", "counter", "sequence gaps detected per connection", lambda c: c.gaps),
             ("cbl_reconnects", "counter", "reconnects per connection", lambda c: c.reconnects),
@@ -135,19 +156,6 @@ class IngestCollector(Collector):
             ("cbl_acked_products", "gauge", "products acknowledged on the connection",
              lambda c: c.acked_products),
         ]
-        conns = list(self._conns())
-        msgs = CounterMetricFamily(
-            "cbl_messages", "messages received per connection and channel (the channel each "
-            "was routed to; _unrouted: kept raw)", labels=["conn", "channel"])
-        nbytes = CounterMetricFamily(
-            "cbl_bytes", "payload bytes received per connection and channel",
-            labels=["conn", "channel"])
-        for c in conns:
-            for ch, n, b in c.channel_counts():
-                msgs.add_metric([c.conn_id, ch], float(n))
-                nbytes.add_metric([c.conn_id, ch], float(b))
-        yield msgs
-        yield nbytes
         for name, kind, doc, get in per_conn:
             fam: Any
             if kind == "counter":
@@ -157,6 +165,8 @@ class IngestCollector(Collector):
             for c in conns:
                 fam.add_metric([c.conn_id], float(get(c)))
             yield fam
+
+    def _storage(self) -> Iterator[Metric]:
         s = self._sink
         cm = CounterMetricFamily(
             "cbl_stored_records", "records (data and markers) the storage thread wrote, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,6 +23,28 @@ from logger.ratelimit import DataPhase, OpeningSlots, SlidingWindowLimiter, plan
 log = logging.getLogger("logger.connection")
 
 _TEXT = WSMsgType.TEXT
+
+
+class Backoff:
+    """When a connection that went down opens again: exponential backoff (doubling from
+    ``initial_s``, capped at ``max_s``) with ± ``jitter`` random spread, so connections that
+    fell together do not all come back in the same instant."""
+
+    def __init__(self, initial_s: float, max_s: float, jitter: float) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.jitter = jitter
+        self.attempt = 0
+
+    def next(self) -> float:
+        """Seconds to wait before the next attempt; each call counts one attempt."""
+        d = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return float(max(0.0, d * (1.0 + random.uniform(-self.jitter, self.jitter))))
+
+    def reset(self) -> None:
+        """A connection that stayed up long enough: the next backoff starts from the beginning."""
+        self.attempt = 0
 
 
 class Pacer:

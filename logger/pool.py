@@ -132,7 +132,8 @@ class Pool:
         self._next_id += 1
         feed = FeedState(self.dialect, conn_id, shard,
                          gap_policy="reconnect" if self.gap_policy == "reconnect"
-                         else "resubscribe", multi_name=self._multi_name)
+                         else "resubscribe", multi_name=self._multi_name,
+                         retry=self.settings.retry_policy())
         conn = Connection(conn_id, self.url, feed, self.sink, self.open_limiter,
                           self.settings, on_settled=self._settled,
                           message_limiter=self.message_limiter)
@@ -208,16 +209,31 @@ class Pool:
         removed = sorted(have - set(want))
         added = [p for p in want if p not in have]
         gone = set(removed)
+        room_left: list[tuple[Connection, dict[str, list[str]]]] = [
+            (conn, {ch: [p for p in ps if p not in gone] for ch, ps in conn.feed.requested.items()})
+            for conn in list(self.connections.values())]
+        rest = self._place(added, [req for _conn, req in room_left])
+        for conn, req in room_left:
+            if {ch: tuple(ps) for ch, ps in req.items()} != dict(conn.feed.requested):
+                frames = conn.feed.update_subscriptions(req)
+                conn.send_paced(frames, "product refresh")
+                conn.run_actions()
+        if rest:
+            self._open_for(rest, [req for _conn, req in room_left], plan_new)
+        if added or removed:
+            log.info("event=products_refreshed added=%d removed=%d connections=%d",
+                     len(added), len(removed), len(self.connections))
+        return added, removed
+
+    def _place(self, added: list[str], reqs: list[dict[str, list[str]]]) -> list[str]:
+        """Add ``added`` to the existing connections' requests (``reqs``, changed in place)
+        where there is room; returns the products that still need a connection."""
         dialect = self.dialect
         l2 = dialect.level2_channel
         shared = dialect.shared_channels
-        room_left: list[tuple[Connection, dict[str, list[str]]]] = []
-        for conn in list(self.connections.values()):
-            req = {ch: [p for p in ps if p not in gone] for ch, ps in conn.feed.requested.items()}
-            room_left.append((conn, req))
         rest = list(added)
         cap = self.level2_per_connection
-        for _conn, req in room_left:
+        for req in reqs:
             if not rest:
                 break
             product_channels = [ch for ch in req if ch not in shared]
@@ -228,37 +244,31 @@ class Pool:
                 for ch in product_channels:
                     req[ch].append(p)
         shared_with_products = [ch for ch in shared if ch != dialect.keepalive_channel]
-        for _conn, req in room_left:  # e.g. status: on one connection, with every product
+        for req in reqs:  # e.g. status: on one connection, with every product
             for ch in shared_with_products:
                 if req.get(ch):
                     req[ch].extend(p for p in added if p not in req[ch])
         if dialect.level2_cap is not None:  # the connection carrying non-level2 channels
-            for _conn, req in room_left:
+            for req in reqs:
                 if l2 in req:
                     continue
                 for ch, ps in req.items():
                     if ch not in shared and ps:
                         ps.extend(p for p in added if p not in ps)
-        for conn, req in room_left:
-            if {ch: tuple(ps) for ch, ps in req.items()} != dict(conn.feed.requested):
-                frames = conn.feed.update_subscriptions(req)
-                conn.send_paced(frames, "product refresh")
-                conn.run_actions()
-        if rest:
-            placed = {(ch, p) for _conn, req in room_left for ch, ps in req.items() for p in ps}
-            bare = {ch for _conn, req in room_left for ch, ps in req.items() if not ps}
-            for shard in plan_new(rest):
-                keep = {ch: [p for p in ps if (ch, p) not in placed] for ch, ps in shard.items()}
-                keep = {ch: ps for ch, ps in keep.items()
-                        if ps or (not shard[ch] and (ch not in bare
-                                                     or ch == dialect.keepalive_channel))}
-                if any(ch != dialect.keepalive_channel or ps for ch, ps in keep.items()):
-                    self._add_connection(keep)
-        if added or removed:
-            log.info("event=products_refreshed added=%d removed=%d connections=%d",
-                     len(added), len(removed), len(self.connections))
-        return added, removed
+        return rest
 
+    def _open_for(self, rest: list[str], reqs: list[dict[str, list[str]]],
+                  plan_new: Callable[[list[str]], Plan]) -> None:
+        """New connections for ``rest``: ``plan_new``'s shards minus what ``reqs`` hold."""
+        keepalive = self.dialect.keepalive_channel
+        placed = {(ch, p) for req in reqs for ch, ps in req.items() for p in ps}
+        bare = {ch for req in reqs for ch, ps in req.items() if not ps}
+        for shard in plan_new(rest):
+            keep = {ch: [p for p in ps if (ch, p) not in placed] for ch, ps in shard.items()}
+            keep = {ch: ps for ch, ps in keep.items()
+                    if ps or (not shard[ch] and (ch not in bare or ch == keepalive))}
+            if any(ch != keepalive or ps for ch, ps in keep.items()):
+                self._add_connection(keep)
 
 def _limiter(per_second: float, margin_s: float = 0.02) -> SlidingWindowLimiter:
     """``per_second`` as a whole number of slots per window (fractions widen the window)."""

@@ -1,4 +1,4 @@
-"""Who recorded a data root: venue, dialect, software, host — and whether the last run ended.
+"""Who recorded a data root, as the recorder says it: venue URLs, dialect, software version.
 
 Why: a data root must say where its bytes came from. A simulated BTC-USD price next to a real
 one, or two venues' ``ticker`` streams in one tree, cannot be told apart from the records
@@ -7,36 +7,30 @@ and keeps the last few runs (software version, host, start time). A recorder for
 or dialect is refused (exit 2) unless asked explicitly (``storage.allow_venue_change``, only
 for the venue: dialects never mix, their streams have different shapes under the same names).
 
-The same file tells a crash from a clean stop: ``running`` is written when a recorder starts
-and removed when it stops cleanly, so a start that finds it still there knows the previous run
-ended without closing (kill -9, power cut, OOM) and counts it in ``unclean_stops`` — the
-``cbl_unclean_stops_total`` metric that the alert rules page on.
-
-Written atomically (tmp + rename) and only inside the data root.
+The file and its rules (the claim, the clean-stop release, unclean stops counted for the
+``cbl_unclean_stops_total`` metric) are storage's (``storage.provenance``), which sees the venue
+as an opaque object; this module says what the recorder puts in it (``Venue``: the URLs, the
+WebSocket URL as its identity) and adds the operator's hints to a refusal.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
-import os
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-DATA_DIR_META = ".coinbase-logger.json"
-"""Marker file at the data root: venue, dialect, recent runs, unclean stops."""
-
-RUNS_KEPT = 20
-"""Runs remembered in the file (the oldest are dropped; the count of unclean stops is kept)."""
-
-
-class DataDirError(RuntimeError):
-    """The data root belongs to another venue or dialect (or its metadata is unreadable)."""
+from storage import (
+    DATA_DIR_META,
+    Claim,
+    DataDirError,
+    DialectMismatch,
+    VenueMismatch,
+    claim_root,
+    read_meta,
+    release_root,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +40,6 @@ class Venue:
     dialect: str
     ws_url: str
     rest_url: str
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of claiming a root: whether the previous run ended uncleanly, and the
-    total of unclean stops this root has seen (for the metric)."""
-
-    unclean_previous: dict[str, Any] | None
-    unclean_stops: int
 
 
 @functools.cache
@@ -77,80 +62,25 @@ def software_version() -> str:
     return version
 
 
-def read_meta(root: Path) -> dict[str, Any] | None:
-    """The root's metadata, None when there is none; DataDirError when it is unreadable."""
-    meta = root / DATA_DIR_META
-    try:
-        text = meta.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise DataDirError(f"{meta}: unreadable ({e.strerror}); fix or remove it") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise DataDirError(f"{meta}: unreadable (not valid JSON); fix or remove it") from None
-    if not isinstance(data, dict):
-        raise DataDirError(f"{meta}: unreadable (not a JSON object); fix or remove it")
-    return data
-
-
-def _write(root: Path, data: dict[str, Any]) -> None:
-    meta = root / DATA_DIR_META
-    tmp = meta.with_name(meta.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(meta)
-
-
-def _check(root: Path, data: dict[str, Any], venue: Venue, allow_venue_change: bool) -> None:
-    held = data.get("dialect")
-    if held != venue.dialect:
-        raise DataDirError(
-            f"data dir {root} holds dialect {held!r}, refusing to record {venue.dialect!r} into"
-            " it (use another --data-dir)")
-    known = data.get("venue")
-    if not isinstance(known, dict) or allow_venue_change:
-        return
-    if known.get("ws_url") != venue.ws_url:
-        raise DataDirError(
-            f"data dir {root} holds data of venue {known.get('ws_url')!r}, refusing to record"
-            f" {venue.ws_url!r} into it (use another --data-dir, or set"
-            " storage.allow_venue_change = true to mix them knowingly)")
-
-
 def claim(root: Path, venue: Venue, *, allow_venue_change: bool = False) -> Claim:
-    """Check ``root`` may record ``venue`` and write this run into its metadata.
-
-    Call with the root's lock free (a running recorder holds it): then a ``running`` entry left
-    in the file can only be a run that ended without a clean stop.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    data = read_meta(root)
-    if data is None:
-        data = {"dialect": venue.dialect, "created_ns": time.time_ns()}
-    _check(root, data, venue, allow_venue_change)
-    previous = data.get("running")
-    unclean = previous if isinstance(previous, dict) else None
-    stops = int(data.get("unclean_stops", 0)) + (1 if unclean is not None else 0)
-    run = {"version": software_version(), "host": socket.gethostname(), "pid": os.getpid(),
-           "started_ns": time.time_ns(), "ws_url": venue.ws_url, "rest_url": venue.rest_url}
-    runs = [r for r in data.get("runs", []) if isinstance(r, dict)][-(RUNS_KEPT - 1):]
-    data.update({"venue": {"ws_url": venue.ws_url, "rest_url": venue.rest_url},
-                 "running": run, "runs": [*runs, run], "unclean_stops": stops})
-    _write(root, data)
-    return Claim(unclean, stops)
+    """Check ``root`` may record ``venue`` and write this run into its metadata
+    (``storage.claim_root``: refused while a recorder holds the root)."""
+    try:
+        return claim_root(
+            root, venue.dialect, {"ws_url": venue.ws_url, "rest_url": venue.rest_url},
+            identity="ws_url", allow_venue_change=allow_venue_change,
+            run={"version": software_version(), "ws_url": venue.ws_url,
+                 "rest_url": venue.rest_url})
+    except DialectMismatch as e:
+        raise DialectMismatch(f"{e} (use another --data-dir)") from None
+    except VenueMismatch as e:
+        raise VenueMismatch(f"{e} (use another --data-dir, or set"
+                            " storage.allow_venue_change = true to mix them knowingly)") from None
 
 
 def release(root: Path) -> None:
-    """Record a clean stop: the ``running`` entry goes, the run gets its ``stopped_ns``."""
-    data = read_meta(root)
-    if data is None or not isinstance(data.get("running"), dict):
-        return
-    run = data.pop("running")
-    for r in data.get("runs", []):
-        if isinstance(r, dict) and r.get("started_ns") == run.get("started_ns"):
-            r["stopped_ns"] = time.time_ns()
-    _write(root, data)
+    """Record a clean stop (``storage.release_root``)."""
+    release_root(root)
 
 
 __all__ = ["DATA_DIR_META", "Claim", "DataDirError", "Venue", "claim", "read_meta", "release",

@@ -33,20 +33,48 @@ into DROPPED markers (``storage.unclean``); ``Sink.close`` returns that count (t
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from logger.protocol.actions import MarkerKind
+from logger.protocol.actions import MarkerKind, marker_payload
 from storage import Engine, InvalidStreamName, RecordKind, Stream, validate_name
 
 log = logging.getLogger("logger.sink")
 
 StreamKey = tuple[str, str]
+
+
+class Counts(Protocol):
+    """Where a receive step counts messages and bytes (a connection's per-channel counters,
+    ``logger.metrics.ChannelCount``)."""
+
+    messages: int
+    bytes: int
+
+
+class _Uncounted:
+    __slots__ = ("bytes", "messages")
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.bytes = 0
+
+
+_NOWHERE = _Uncounted()
+
+
+def _uncounted(channel: str) -> Counts:
+    """The counters of ``Sink.add``, which nobody reads."""
+    return _NOWHERE
+
+
+Receive = Callable[[StreamKey, int, bytes], None]
+"""``receive(key, ts_ns, raw)``: one message into its stream (``Sink.receiver``)."""
 
 
 class StreamBuf:
@@ -168,11 +196,6 @@ class BoundedBatchQueue:
         return self._bytes
 
 
-def marker_payload(**fields: object) -> bytes:
-    """Markers carry a small JSON object (documented in docs/RUNTIME.md)."""
-    return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
-
-
 class Sink:
     """Loop-side batching. Used from the event loop thread only (the queue is the boundary)."""
 
@@ -202,6 +225,7 @@ class Sink:
         self._writer = StorageWriter(engine_factory, self.queue, self.stats, on_commit,
                                      max_backlog_bytes, shutdown_retry_s)
         self._closed = False
+        self._adders: dict[StreamKey, Receive] = {}  # ``add``'s receive step per fallback
 
     def start(self) -> None:
         """Start the storage thread and wait until its engine is open (before any frame is
@@ -212,20 +236,44 @@ class Sink:
         self._writer.wait_ready()
 
     # -- hot path -------------------------------------------------------------------------
-    def add(self, key: StreamKey, ts_ns: int, raw: bytes, fallback: StreamKey) -> None:
-        """Append one raw message to its stream. ``fallback`` takes it if ``key`` is invalid.
+    def receiver(self, fallback: StreamKey, counts: Callable[[str], Counts]) -> Receive:
+        """The receive step of one connection: ``receive(key, ts_ns, raw)`` appends one raw
+        message to its stream and counts it on ``counts(channel)``; ``fallback`` (the
+        connection's ``_unrouted``) takes it if ``key`` is a name storage refuses.
 
-        The connections' receive path inlines this body (``logger.connection._Listener``),
-        with the buffer from :meth:`buffer` kept per route: change both together."""
-        b = self.streams.get(key)
-        if b is None:
-            b = self.open_stream(key, fallback)
-        b.ts.append(ts_ns)
-        b.payloads.append(raw)
-        self.pending += 1
-        self.pending_bytes += len(raw)
-        if self.pending >= self.flush_at or self.pending_bytes >= self.max_pending_bytes:
-            self.flush()
+        The one place that buffers a received message (``add`` and every frame path of the
+        connections call it). A closure, not a method: per message it costs one dict lookup
+        (route → the stream's buffer and the channel's counters, both looked up once per
+        stream), two list appends, two slot-int increments and two int increments here; no
+        object is made, no syscall is made."""
+        slots: dict[StreamKey, tuple[StreamBuf, Counts]] = {}
+        sink = self
+        buffer = self.buffer
+
+        def receive(key: StreamKey, ts_ns: int, raw: bytes) -> None:
+            try:
+                buf, count = slots[key]
+            except KeyError:  # the stream's first message from this connection
+                buf, count = slots[key] = (buffer(key, fallback), counts(key[1]))
+            n = len(raw)
+            buf.ts.append(ts_ns)
+            buf.payloads.append(raw)
+            count.messages += 1
+            count.bytes += n
+            sink.pending = pending = sink.pending + 1
+            sink.pending_bytes = nbytes = sink.pending_bytes + n
+            if pending >= sink.flush_at or nbytes >= sink.max_pending_bytes:
+                sink.flush()
+
+        return receive
+
+    def add(self, key: StreamKey, ts_ns: int, raw: bytes, fallback: StreamKey) -> None:
+        """Append one raw message outside a connection (tests, benchmarks): the same receive
+        step, its counts kept nowhere."""
+        receive = self._adders.get(fallback)
+        if receive is None:
+            receive = self._adders[fallback] = self.receiver(fallback, _uncounted)
+        receive(key, ts_ns, raw)
 
     # -- the rest runs once per stream, per marker or per batch -------------------------------
     def buffer(self, key: StreamKey, fallback: StreamKey) -> StreamBuf:
@@ -302,10 +350,10 @@ class Sink:
             seen.add(id(b))
             if b.dropped:
                 # the DROPPED marker leads the stream's first batch after the loss
-                payload = marker_payload(
-                    reason="storage_queue_full", records=b.dropped,
-                    first_ts_ns=b.drop_first_ns, last_ts_ns=b.drop_last_ns,
-                )
+                payload = marker_payload({
+                    "reason": "storage_queue_full", "records": b.dropped,
+                    "first_ts_ns": b.drop_first_ns, "last_ts_ns": b.drop_last_ns,
+                })
                 chunks.append(StreamChunk(  # at the time of the first dropped record
                     b.product, b.channel, [b.drop_first_ns, *b.ts], [payload, *b.payloads],
                     [(0, int(RecordKind.DROPPED)), *((p + 1, k) for p, k in b.marks)],
@@ -570,9 +618,9 @@ class StorageWriter(threading.Thread):
         """One DROPPED marker per stream that lost records while commits were failing, at the
         time of the first of them (after everything the engine kept, which came before)."""
         for (product, channel), (n, lo, hi) in self._backlog_drops.items():
-            engine.append(self._stream(engine, product, channel), lo, marker_payload(
-                reason="storage_commit_failing", records=n, first_ts_ns=lo, last_ts_ns=hi,
-                errno=self._drop_errno), RecordKind.DROPPED)
+            engine.append(self._stream(engine, product, channel), lo, marker_payload({
+                "reason": "storage_commit_failing", "records": n, "first_ts_ns": lo,
+                "last_ts_ns": hi, "errno": self._drop_errno}), RecordKind.DROPPED)
         if self._backlog_drops:
             log.warning("event=drop_markers streams=%d records=%d reason=storage_commit_failing",
                         len(self._backlog_drops),

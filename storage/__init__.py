@@ -32,6 +32,16 @@ from storage.layout import (
     validate_name,
 )
 from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage.provenance import (
+    DATA_DIR_META,
+    Claim,
+    DataDirError,
+    DialectMismatch,
+    VenueMismatch,
+    claim_root,
+    read_meta,
+    release_root,
+)
 from storage.reader import Record, SegmentReader
 from storage.records import POSSIBLE_LOSS, RecordKind
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
@@ -40,6 +50,7 @@ from storage.segment import read_segment_header
 # grouped by use in docs/ARCHITECTURE.md (writing, records, layout, reading, archiving)
 __all__ = [
     "BACKEND_NAMES",
+    "DATA_DIR_META",
     "DEFAULT_LEVEL",
     "LOCK_NAME",
     "NO_MARKERS",
@@ -47,12 +58,15 @@ __all__ = [
     "QUARANTINE_DIR",
     "SEGMENT_SUFFIX",
     "ArchiveReader",
+    "Claim",
     "CommitError",
     "CommitResult",
     "CompactError",
     "CompactResult",
     "CorruptSegment",
     "Damage",
+    "DataDirError",
+    "DialectMismatch",
     "Engine",
     "EngineConfig",
     "ForeignFile",
@@ -69,14 +83,18 @@ __all__ = [
     "SegmentRef",
     "SegmentScan",
     "Stream",
+    "VenueMismatch",
     "VerifyReport",
+    "claim_root",
     "compact_segment",
     "is_archive",
     "iter_segments",
     "open_any",
     "parse_segment_path",
+    "read_meta",
     "read_segment_header",
     "record_batches",
+    "release_root",
     "segment_path",
     "validate_name",
     "verify_file",

@@ -23,7 +23,8 @@ PURE_CORE_IMPORTS = frozenset({
 IO_MODULES = frozenset({
     "asyncio", "io", "os", "pathlib", "selectors", "shutil", "signal", "socket", "ssl",
     "subprocess", "tempfile", "threading", "time", "multiprocessing", "concurrent", "picows",
-    "urllib", "http", "logging",
+    "urllib", "http", "logging", "websockets", "aiohttp", "requests", "mmap", "fcntl", "ctypes",
+    "sys", "random", "datetime",
 })
 #: storage's public API (`storage`) and its one documented sub-API (remote objects)
 STORAGE_API = ("storage", "storage.source")
@@ -124,6 +125,25 @@ def test_the_socket_shell_uses_no_storage_type() -> None:
     bad = [f"{path}: {module}" for path, module, _ in _imports_of("logger")
            if path.name in ("connection.py", "pacing.py") and module.split(".")[0] == "storage"]
     assert bad == []
+
+
+#: the sink's buffering internals: the sink is their one owner (``Sink.receiver``)
+SINK_INTERNALS = frozenset({"StreamBuf", "StreamChunk", "Batch", "BoundedBatchQueue"})
+
+
+def test_the_sink_is_the_only_owner_of_buffering() -> None:
+    """The connection hands each message to the sink's receive step; no caller in logger/ or
+    tools/ reaches into the sink's buffers (benchmarks that swap its queue are white-box)."""
+    bad = [f"{path}: {module}.{name}" for folder in ("logger", "tools")
+           for path, module, names in _imports_of(folder)
+           if module == "logger.sink" for name in names if name in SINK_INTERNALS]
+    assert bad == []
+
+
+def test_the_protocol_core_names_no_clock_or_randomness() -> None:
+    """Time reaches the core only as an argument (``FeedState.poll(now)``): the labels above
+    cover what the allow-list already refuses, this keeps the allow-list honest."""
+    assert not PURE_CORE_IMPORTS & IO_MODULES
 
 
 def test_logger_never_imports_the_venue() -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage import (
+    DATA_DIR_META,
     DEFAULT_LEVEL,
     QUARANTINE_DIR,
     SEGMENT_SUFFIX,
@@ -153,7 +154,7 @@ class Plan:
     not_due: int = 0  # segments of today (or later): still being written, never touched
 
 
-META = ".coinbase-logger.json"
+META = DATA_DIR_META
 
 
 def _is_data_root(path: Path) -> bool:

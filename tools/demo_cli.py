@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from logger.config import load_config
 from logger.daemon import Daemon, configure_logging
-from logger.provenance import DataDirError, read_meta
+from storage import DataDirError, read_meta
 from tools.console_cli import ArgumentParser, run_parsed
 
 REPO = Path(__file__).resolve().parent.parent

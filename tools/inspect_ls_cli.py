@@ -22,7 +22,15 @@ from typing import Any, TextIO
 
 import orjson
 
-from storage import NO_MARKERS, ArchiveReader, CorruptSegment, MarkerCounts, SegmentRef, SegmentScan
+from storage import (
+    DATA_DIR_META,
+    NO_MARKERS,
+    ArchiveReader,
+    CorruptSegment,
+    MarkerCounts,
+    SegmentRef,
+    SegmentScan,
+)
 from storage.source import display, is_remote, remote_size
 from tools.console_cli import EXIT_OK, EXIT_PROBLEMS, ToolError, format_time
 from tools.select_cli import describe, find_segments, no_match, open_reader
@@ -91,8 +99,8 @@ def stream_gaps(refs: list[SegmentRef]) -> Iterator[str]:
             yield f"{day}: segment number(s) {', '.join(f'{n:04d}' for n in missing)} missing"
 
 
-META = ".coinbase-logger.json"
-"""Written by the recorder at the data root: venue, dialect, runs (logger/provenance.py)."""
+META = DATA_DIR_META
+"""Written by the recorder at the data root: venue, dialect, runs (storage/provenance.py)."""
 
 
 def provenance(target: str) -> tuple[Path, dict[str, Any]] | None:

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import orjson
 
-from storage import CorruptSegment, Damage, Engine, EngineConfig, RecordKind, SegmentRef, open_any
+from storage import (
+    DATA_DIR_META,
+    CorruptSegment,
+    Damage,
+    Engine,
+    EngineConfig,
+    RecordKind,
+    SegmentRef,
+    open_any,
+)
 from storage.source import display, is_remote
 from tools.console_cli import (
     EXIT_OK,
@@ -35,7 +44,7 @@ from tools.merge_holes import Coverage, resolve, scan
 from tools.merge_identity import DIALECTS, identity
 from tools.select_cli import describe, find_segments, latest_per_segment
 
-META = ".coinbase-logger.json"
+META = DATA_DIR_META
 COMMIT_EVERY = 10_000
 
 _DESCRIPTION = """\

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+
 
 class MarkerKind(enum.Enum):
     """Marker record kinds; each member's name is the matching ``storage.RecordKind`` name."""
@@ -22,6 +24,14 @@ class MarkerKind(enum.Enum):
     DROPPED = "DROPPED"
     NOTE = "NOTE"
     STOP = "STOP"
+
+
+def marker_payload(fields: Mapping[str, object]) -> bytes:
+    """A marker record's payload: one compact JSON object, keys sorted (docs/RUNTIME.md).
+
+    The recorder's one marker encoder: the protocol core's markers (gaps, disconnects, acks)
+    and the sink's DROPPED markers are written by it, so they read the same way."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)

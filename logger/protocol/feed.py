@@ -9,9 +9,11 @@ routed goes to ``(_conn<id>, _unrouted)`` and is counted.
 
 The rooms: ``routes.py`` names the connection's streams (``RouteTable``); one router per
 dialect (``route_at.py``, ``route_exchange.py``, behind ``routes.Router``) reads frames and
-picks a stream; this module is the subscription state machine (what was asked, what the venue
-acknowledged, retries of what it did not) and the link state (``Link``), and the one place
-that turns connection events into markers.
+picks a stream (``router_for``; a feed takes another through its ``router`` argument, the
+seam tests use); this module is the subscription state machine (``Phase``: what was asked,
+what the venue acknowledged, retries of what it did not, with the ``RetryPolicy`` fixed when
+the feed is built) and the link state (``Link``), and the one place that turns connection
+events into markers.
 
 Routing of product data uses the subscribe-channel name (``l2_data`` → ``level2``) and only
 products this connection asked for; any other product id goes to ``_unrouted``, so a hostile or
@@ -24,8 +26,6 @@ import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import orjson
 
 from logger.protocol.acks import classify_error, is_rate_limited
 from logger.protocol.actions import (
@@ -40,6 +40,7 @@ from logger.protocol.actions import (
     Settled,
     SubscribeGivenUp,
     SubscribeRecovered,
+    marker_payload,
 )
 from logger.protocol.dialects import (
     ADVANCED_TRADE,
@@ -58,7 +59,8 @@ from logger.protocol.route_at import AdvancedTradeRouter
 from logger.protocol.route_exchange import ExchangeRouter
 from logger.protocol.routes import Route, Router, RouteTable
 
-__all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Route"]
+__all__ = ["AT_RESUBSCRIBE_CHANNELS", "FeedCounters", "FeedState", "GapPolicy", "Link", "Phase",
+           "Route", "RouterFactory", "normalise_plan", "router_for"]
 
 GapPolicy = Literal["resubscribe", "reconnect"]
 
@@ -74,6 +76,29 @@ class Link(enum.Enum):
 
     CLOSED = "closed"
     OPEN = "open"
+
+
+class Phase(enum.Enum):
+    """Where this connection's subscribe requests stand: the subscription state machine.
+
+    ``SETTLED``: nothing in flight (every frame answered: acked, refused, dropped by the
+    venue's rate limit, or timed out; also a fresh socket before its opening frames);
+    ``WAITING``: subscribe/unsubscribe frames sent and not all answered (the ack timeout
+    runs); ``RESUBSCRIBING``: fresh snapshots asked for after a gap and not answered yet, so a
+    second gap reconnects instead of asking again. A settle ends both."""
+
+    SETTLED = "settled"
+    WAITING = "waiting"
+    RESUBSCRIBING = "resubscribing"
+
+
+RouterFactory = Callable[["FeedState", RouteTable], Router]
+"""Builds the router of one connection from its ``FeedState`` and ``RouteTable``."""
+
+
+def router_for(dialect: Dialect) -> RouterFactory:
+    """The dialect's router (``route_at``, ``route_exchange``): the routing entry of a feed."""
+    return AdvancedTradeRouter if dialect.name == ADVANCED_TRADE.name else ExchangeRouter
 
 
 @dataclass(slots=True)
@@ -104,8 +129,34 @@ class FeedCounters:
     disconnects: int = 0
 
 
-def _dumps(obj: Mapping[str, object]) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+def normalise_plan(dialect: Dialect, products_by_channel: ProductsByChannel,
+                   ) -> dict[str, tuple[str, ...]]:
+    """What one connection asks for: channels and product ids validated (a ValueError names
+    the first bad one, or a level2 list over the venue's cap), the keepalive channel added if
+    it is missing (with every product where the dialect's keepalive takes products)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for channel, products in products_by_channel.items():
+        if channel not in dialect.channels:
+            raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
+        out[channel] = tuple(dict.fromkeys(check_product_id(p) for p in products))
+    cap = dialect.level2_cap
+    l2 = out.get(dialect.level2_channel, ())
+    if cap is not None and len(l2) > cap:
+        raise ValueError(
+            f"{dialect.name}: {len(l2)} {dialect.level2_channel} products on one connection,"
+            f" the venue allows at most {cap}"
+        )
+    keepalive = dialect.keepalive_channel
+    shared_keepalive = keepalive in dialect.shared_channels
+    if keepalive not in out or (not shared_keepalive and not out[keepalive]):
+        if shared_keepalive:
+            out[keepalive] = ()
+        else:
+            every = (p for ch, ps in out.items() if ch not in dialect.shared_channels
+                     for p in ps)
+            out[keepalive] = tuple(dict.fromkeys(every))
+    return out
 
 
 class FeedState:
@@ -120,7 +171,11 @@ class FeedState:
         gap_policy: GapPolicy = "resubscribe",
         multi_name: str = MULTI,
         retry: RetryPolicy | None = None,
+        router: RouterFactory | None = None,
     ) -> None:
+        """``retry``: the shell's subscribe-retry and ack-timeout settings (the default
+        ``RetryPolicy()`` otherwise). ``router``: the routing entry, the dialect's router
+        (``router_for``) unless given (a test wraps the real one to make it fail)."""
         self.dialect = dialect
         self.conn_id = conn_id
         self.gap_policy: GapPolicy = gap_policy
@@ -135,21 +190,24 @@ class FeedState:
         self._requested: dict[str, tuple[str, ...]] = {}
         self._reported_missing: set[tuple[str, str]] = set()
         self._pending = 0
+        self.phase = Phase.SETTLED
         self._waiting_since: float | None = None  # poll's time when frames went pending
         self._retry = RetryState(retry)
-        self._resubscribing = False
-        self.router: Router = (AdvancedTradeRouter(self, self.table) if self._at
-                               else ExchangeRouter(self, self.table))
-        self._set_requested(self._normalise(products_by_channel))
-        self.on_message: Callable[[bytes], Route] = self.router.on_message
+        self.router: Router = (router or router_for(dialect))(self, self.table)
+        self._set_requested(normalise_plan(self.dialect, products_by_channel))
+
+    @property
+    def on_message(self) -> Callable[[bytes], Route]:
         """``on_message(raw)``: the (product, channel) stream for ``raw``; side effects go to
-        ``actions``. The router's closure, not a method: the hot path then reads locals
-        instead of attributes and globals."""
+        ``actions``. The router's per-frame function (one replaceable callable per dialect, a
+        closure: the hot path reads locals instead of attributes and globals); the shell
+        fetches it once per socket."""
+        return self.router.on_message
 
     def recover(self, reason: str) -> None:
         """Ask for fresh snapshots after a gap: resubscribe, or reconnect if that is already
         under way (or the policy says so)."""
-        if self.gap_policy == "reconnect" or self._resubscribing:
+        if self.gap_policy == "reconnect" or self.phase is Phase.RESUBSCRIBING:
             self.counters.reconnects_requested += 1
             self.actions.append(Reconnect(reason))
             return
@@ -159,38 +217,12 @@ class FeedState:
                   + self.dialect.subscribe_frames(channels))
         if not frames:
             return
-        self._resubscribing = True
-        self._pending += len(frames)
+        self._sent(frames)
+        self.phase = Phase.RESUBSCRIBING
         self.counters.resubscribes += 1
         self.actions.append(Send(tuple(frames), reason))
 
     # ------------------------------------------------------------------ subscriptions
-
-    def _normalise(self, products_by_channel: ProductsByChannel) -> dict[str, tuple[str, ...]]:
-        """Validate channels and product ids; add the keepalive channel if it is missing."""
-        dialect = self.dialect
-        out: dict[str, tuple[str, ...]] = {}
-        for channel, products in products_by_channel.items():
-            if channel not in dialect.channels:
-                raise ValueError(f"{dialect.name}: unknown channel {channel!r}")
-            out[channel] = tuple(dict.fromkeys(check_product_id(p) for p in products))
-        cap = dialect.level2_cap
-        l2 = out.get(dialect.level2_channel, ())
-        if cap is not None and len(l2) > cap:
-            raise ValueError(
-                f"{dialect.name}: {len(l2)} {dialect.level2_channel} products on one connection,"
-                f" the venue allows at most {cap}"
-            )
-        keepalive = dialect.keepalive_channel
-        shared_keepalive = keepalive in dialect.shared_channels
-        if keepalive not in out or (not shared_keepalive and not out[keepalive]):
-            if shared_keepalive:
-                out[keepalive] = ()
-            else:
-                every = (p for ch, ps in out.items() if ch not in dialect.shared_channels
-                         for p in ps)
-                out[keepalive] = tuple(dict.fromkeys(every))
-        return out
 
     def _set_requested(self, requested: dict[str, tuple[str, ...]]) -> None:
         self._requested = requested
@@ -221,8 +253,14 @@ class FeedState:
         ``dialects.split_opening_frames`` says why)."""
         data, keepalive = split_opening_frames(self.dialect, self._requested)
         frames = data + keepalive
-        self._pending += len(frames)
+        self._sent(frames)
         return frames
+
+    def _sent(self, frames: list[bytes]) -> None:
+        """``frames`` go out now: each owes an answer (an ack, or an error that answers it)."""
+        self._pending += len(frames)
+        if frames and self.phase is Phase.SETTLED:
+            self.phase = Phase.WAITING
 
     def update_subscriptions(self, products_by_channel: ProductsByChannel) -> list[bytes]:
         """Frames moving this connection to a new product set (periodic product refresh).
@@ -230,7 +268,7 @@ class FeedState:
         Unsubscribes come first so the level2 cap has room for the additions. Products that
         are dropped stay routable: frames already in flight still reach their stream.
         """
-        new = self._normalise(products_by_channel)
+        new = normalise_plan(self.dialect, products_by_channel)
         old = self._requested
         removed: dict[str, list[str]] = {}
         added: dict[str, list[str]] = {}
@@ -251,7 +289,7 @@ class FeedState:
                                   if p in new.get(c, ())}
         self._retry.forget(lambda pair: pair[1] in new.get(pair[0], ())
                            or (pair[0] in new and not new[pair[0]]))
-        self._pending += len(frames)
+        self._sent(frames)
         return frames
 
     def ack_timeout(self) -> None:
@@ -264,12 +302,8 @@ class FeedState:
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """Fixed at construction (``retry``): the shell's settings."""
         return self._retry.policy
-
-    @retry_policy.setter
-    def retry_policy(self, policy: RetryPolicy) -> None:
-        """The shell's settings (``connections.subscribe_retries``, ack timeout)."""
-        self._retry.policy = policy
 
     @property
     def next_retry_at(self) -> float | None:
@@ -303,7 +337,7 @@ class FeedState:
         todo = {ch: tuple(ps) if requested.get(ch) else ()
                 for ch, ps in by_channel(pairs).items()}
         frames = self.dialect.subscribe_frames(todo)
-        self._pending += len(frames)
+        self._sent(frames)
         self._waiting_since = now
         self.counters.subscribe_retries += 1
         self.actions.append(RetrySubscribe(
@@ -324,7 +358,7 @@ class FeedState:
             attempts = max(outcome.attempts[(channel, p)] for p in products)
             self.counters.subscribe_given_up += len(products)
             self.actions.append(SubscribeGivenUp(channel, tuple(products), attempts))
-            payload = _dumps({
+            payload = marker_payload({
                 "event": "subscribe_given_up", "conn": self.conn_id, "channel": channel,
                 "retries": attempts,
                 "note": "the venue never acknowledged this subscription on this connection:"
@@ -350,7 +384,7 @@ class FeedState:
         self.counters.connects += 1
         self.link = Link.OPEN
         if self.counters.connects > 1:
-            self.mark_all(MarkerKind.RECONNECT, _dumps({
+            self.mark_all(MarkerKind.RECONNECT, marker_payload({
                 "event": "reconnect", "conn": self.conn_id, "dialect": self.dialect.name,
                 "connection": self.counters.connects,
                 "note": "resubscribing; fresh snapshots follow the SUBSCRIBE markers",
@@ -360,7 +394,7 @@ class FeedState:
         self._pending = 0
         self._waiting_since = None
         self._retry.reset()  # the opening frames subscribe everything again
-        self._resubscribing = False
+        self.phase = Phase.SETTLED
         self._reported_missing = set()
 
     def on_disconnect(self, reason: str, *, clean: bool = False) -> None:
@@ -374,7 +408,7 @@ class FeedState:
             "dialect": self.dialect.name, "reason": reason,
         }
         payload.update(self.router.disconnect_fields())
-        self.mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, _dumps(payload))
+        self.mark_all(MarkerKind.STOP if clean else MarkerKind.DISCONNECT, marker_payload(payload))
         self._retry.reset()  # the next connection subscribes everything again
         self.router.after_disconnect()
 
@@ -425,9 +459,10 @@ class FeedState:
                                              tuple(sorted(removed))))
             if channel not in dialect.channels or not is_valid_name(channel):
                 continue
-            payload = _dumps({"event": "subscribed", "conn": self.conn_id, "channel": channel,
-                              "note": "acknowledged by the server; a snapshot follows where the"
-                                      " channel has one"})
+            payload = marker_payload({
+                "event": "subscribed", "conn": self.conn_id, "channel": channel,
+                "note": "acknowledged by the server; a snapshot follows where the channel has"
+                        " one"})
             if channel in dialect.shared_channels:
                 if channel in state and channel not in old:
                     route = self.table.shared(channel)
@@ -443,8 +478,8 @@ class FeedState:
                 else:
                     self.counters.invalid_product += 1
             if removed:
-                gone = _dumps({"event": "unsubscribed", "conn": self.conn_id,
-                               "channel": channel})
+                gone = marker_payload({"event": "unsubscribed", "conn": self.conn_id,
+                                       "channel": channel})
                 self.actions.extend(Marker(p, channel, MarkerKind.NOTE, gone)
                                     for p in sorted(removed) if p.encode() in known)
         self.acknowledged = state
@@ -465,7 +500,7 @@ class FeedState:
         return missing
 
     def _settle(self, reason: str) -> None:
-        self._resubscribing = False
+        self.phase = Phase.SETTLED
         missing = self._missing()
         for channel, products in missing.items():
             for product in sorted(products):

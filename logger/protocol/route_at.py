@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from logger.protocol.acks import parse_at_ack
-from logger.protocol.actions import Marker, MarkerKind
+from logger.protocol.actions import Marker, MarkerKind, marker_payload
 from logger.protocol.names import SUBSCRIPTIONS_CHANNEL
 from logger.protocol.router import (
     AT_PREFIX,
@@ -37,12 +37,23 @@ _SNAPSHOT_BYTES = 16384
 """Frames above this are scanned without copying (``_after_seq``) rather than split."""
 
 
-def _dumps(obj: dict[str, object]) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
 
 class AdvancedTradeRouter:
-    """Routes Advanced Trade frames of one connection (``Router``)."""
+    """Routes Advanced Trade frames of one connection (``Router``).
+
+    ``on_message`` (built by ``_hot_path``) has fast paths for frames in the venue's layout
+    whose ``sequence_num`` is the expected one; everything else goes through ``full``. Per
+    ``l2_data`` frame (the bulk of the feed) it costs one C call per step and parses no
+    number: the prefix, the closing bytes, the expected ``"sequence_num":N,`` bytes
+    (``tracker.needle``) where they were in the previous frame (else one ``find`` of the key),
+    then one ``split`` on ``"product_id":"``, which yields the id and tells whether it is the
+    only one (and after the number) in a single pass: cheaper than the three ``find`` calls it
+    replaces. In the venue's layout ``sequence_num`` occurs once, before ``events``, so the
+    results are those of ``full``; anything else (several product ids, an unknown one, a gap)
+    is decided by the same code as there. A property test also feeds reordered keys, which
+    take the full path. Tuples are indexed there (``entry[0]`` is ``entry.route``, ``wire[1]``
+    ``wire.shared``): cheaper than attribute access.
+    """
 
     multi_streams = True
 
@@ -68,32 +79,18 @@ class AdvancedTradeRouter:
         """Nothing is owed: a sequence gap is only seen on the next frame."""
 
     def _hot_path(self) -> Callable[[bytes], Route]:
-        """The Advanced Trade hot path: fast paths for frames in the venue's layout whose
-        ``sequence_num`` is the expected one, everything else through ``full``.
-
-        Per ``l2_data`` frame (the bulk of the feed) it costs one C call per step and parses
-        no number: the prefix, the closing bytes, the expected ``"sequence_num":N,`` bytes
-        (``tracker.needle``) where they were in the previous frame (else one ``find`` of the
-        key), then one ``split`` on ``"product_id":"``, which yields the id and tells whether
-        it is the only one (and after the number) in a single pass: cheaper than the three
-        ``find`` calls it replaces. In the venue's layout ``sequence_num`` occurs once, before
-        ``events``, so the results are those of ``full``; anything else (several product
-        ids, an unknown one, a gap) is decided by the same code as there. A property test also
-        feeds reordered keys, which take the full path. Tuples are indexed here (``entry[0]``
-        is ``entry.route``, ``wire[1]`` ``wire.shared``): cheaper than attribute access.
-        """
+        """The per-frame route function (one replaceable callable: the class docstring says
+        how its fast paths decide; anything else goes to ``full``)."""
         counters = self._feed.counters
         tracker = self.seq
         at_wire = self._wires
         l2_wire = at_wire[b"l2_data"]
         l2_known = l2_wire.known  # the level2 routes, mutated in place by RouteTable.add
-        full = self.full
-        after_seq = self._after_seq
+        full, after_seq = self.full, self._after_seq
         l2_head = b'{"channel":"l2_data",'
         l2_head_len = len(l2_head)
-        seq_key = SEQ_KEY
+        seq_key, pkey = SEQ_KEY, PRODUCT_KEY
         prefix, prefix_len = AT_PREFIX, AT_PREFIX_LEN
-        pkey = PRODUCT_KEY
         at = l2_head_len  # where the l2_data sequence key was last time (timestamps keep size)
 
         def on_at(raw: bytes) -> Route:
@@ -262,7 +259,7 @@ class AdvancedTradeRouter:
             missing = result.last - result.first + 1
             feed.counters.gaps += 1
             feed.counters.missing += missing
-            feed.mark_all(MarkerKind.GAP, _dumps({
+            feed.mark_all(MarkerKind.GAP, marker_payload({
                 "event": "gap", "conn": feed.conn_id, "dialect": feed.dialect.name,
                 "scope": "connection", "first_missing_sequence_num": result.first,
                 "last_missing_sequence_num": result.last, "missing_frames": missing,
@@ -273,7 +270,7 @@ class AdvancedTradeRouter:
         return False
 
     def _note_late(self, route: Route, seq: int) -> None:
-        self._feed.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, _dumps({
+        self._feed.actions.append(Marker(route[0], route[1], MarkerKind.NOTE, marker_payload({
             "event": "late", "conn": self._feed.conn_id, "sequence_num": seq,
             "expected_sequence_num": self._late_expected,
             "note": "frame arrived after a later one: duplicate or out of order",

@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-import orjson
-
 from logger.protocol.acks import parse_exchange_ack
-from logger.protocol.actions import Marker, MarkerKind
+from logger.protocol.actions import Marker, MarkerKind, marker_payload
 from logger.protocol.names import ERROR_CHANNEL, SUBSCRIPTIONS_CHANNEL
 from logger.protocol.router import (
     EX_HEAD,
@@ -61,9 +59,6 @@ _INT_FIELD: Mapping[int, str] = {
     MATCH: "trade_id", LAST_MATCH: "trade_id", HEARTBEAT: "last_trade_id", TICKER: "trade_id",
 }
 
-
-def _dumps(obj: dict[str, object]) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 class ExchangeRouter:
@@ -217,10 +212,11 @@ class ExchangeRouter:
                 self._trade_gap(result, "trade_id")
             elif result is False:
                 self._feed.counters.late += 1
-                self._feed.actions.append(Marker(route[0], "matches", MarkerKind.NOTE, _dumps({
+                late = marker_payload({
                     "event": "late", "conn": self._feed.conn_id, "trade_id": value,
                     "note": "trade arrived after a later one: duplicate or out of order",
-                })))
+                })
+                self._feed.actions.append(Marker(route[0], "matches", MarkerKind.NOTE, late))
         elif code == HEARTBEAT:
             gap = self.trades.on_heartbeat(route[0], value)
             if gap is not None:
@@ -254,7 +250,7 @@ class ExchangeRouter:
         feed = self._feed
         feed.counters.gaps += 1
         feed.counters.missing += missing
-        feed.actions.append(Marker(gap.product, "matches", MarkerKind.GAP, _dumps({
+        feed.actions.append(Marker(gap.product, "matches", MarkerKind.GAP, marker_payload({
             "event": "gap", "conn": feed.conn_id, "dialect": feed.dialect.name,
             "scope": "product", "product": gap.product, "channel": "matches",
             "first_missing_trade_id": gap.first, "last_missing_trade_id": gap.last,

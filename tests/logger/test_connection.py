@@ -13,6 +13,9 @@ from wsserver import ScriptedServer, Session, at_ack, at_frame, frame
 
 from logger.connection import Connection, ConnSettings
 from logger.protocol import ADVANCED_TRADE, FeedState
+from logger.protocol.feed import RouterFactory
+from logger.protocol.route_at import AdvancedTradeRouter
+from logger.protocol.routes import RouteTable
 from logger.ratelimit import SlidingWindowLimiter
 from logger.sink import Sink
 from storage import Engine, EngineConfig, RecordKind
@@ -46,13 +49,12 @@ Stored = dict[tuple[str, str], list[tuple[int, int, bytes]]]
 
 def _run(tmp: Path, scripts: list[Callable[[Session], object]],
          done: Callable[[Connection, ScriptedServer], bool], settings: ConnSettings = FAST,
-         reject_first: int = 0, patch_feed: Callable[[FeedState], None] | None = None,
+         reject_first: int = 0, router: RouterFactory | None = None,
          ) -> tuple[Connection, ScriptedServer, Stored]:
     sink = Sink(lambda: Engine(EngineConfig(root=tmp, backend="pwrite")), commit_records=50)
     sink.start()
-    feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"]})
-    if patch_feed is not None:
-        patch_feed(feed)
+    feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"]},
+                     retry=settings.retry_policy(), router=router)
 
     async def go() -> tuple[Connection, ScriptedServer]:
         async with ScriptedServer(scripts, reject_first) as srv:  # type: ignore[arg-type]
@@ -182,16 +184,20 @@ def test_oversize_frame_closes_and_reconnects_without_buffering_it(tmp_path: Pat
     assert conn.stats.reconnects == 2
 
 
-def _buggy(feed: FeedState) -> None:
-    """A protocol core that raises on one frame: the shell must keep the frame and the socket."""
-    route = feed.on_message
+class _Buggy(AdvancedTradeRouter):
+    """A protocol core that raises on one frame: the shell must keep the frame and the socket.
+    The real router, its per-frame function wrapped (passed as the feed's ``router``)."""
 
-    def on_message(raw: bytes) -> tuple[str, str]:
-        if b"boom" in raw:
-            raise RuntimeError("protocol bug")
-        return route(raw)
+    def __init__(self, feed: FeedState, table: RouteTable) -> None:
+        super().__init__(feed, table)
+        route = self.on_message
 
-    feed.on_message = on_message  # type: ignore[method-assign]
+        def on_message(raw: bytes) -> tuple[str, str]:
+            if b"boom" in raw:
+                raise RuntimeError("protocol bug")
+            return route(raw)
+
+        self.on_message = on_message
 
 
 def test_a_routing_exception_keeps_the_frame_and_the_connection(tmp_path: Path) -> None:
@@ -205,7 +211,7 @@ def test_a_routing_exception_keeps_the_frame_and_the_connection(tmp_path: Path) 
         await asyncio.sleep(30)
 
     conn, srv, got = _run(tmp_path, [script], lambda c, srv: c.stats.messages >= 3,
-                          patch_feed=_buggy)
+                          router=_Buggy)
     assert data_only(got[UNROUTED]) == [boom]
     assert data_only(got[TICKER]) == [at_frame(2)]
     assert srv.accepted == 1 and conn.stats.route_errors == 1

@@ -65,7 +65,8 @@ def _run(tmp: Path, scripts: list[Callable[[Session], object]],
     """Run a connection until ``done``; also the peak RSS growth and how long ``stop`` took."""
     sink = Sink(lambda: Engine(EngineConfig(root=tmp, backend="pwrite")), commit_records=50)
     sink.start()
-    feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"]})
+    feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"]},
+                     retry=settings.retry_policy())
     base = _rss()
     peak = [base]
 
@@ -304,9 +305,10 @@ def test_simulator_ping_flood_drops_and_reconnects_the_real_connection(tmp_path:
         sink = Sink(lambda: Engine(EngineConfig(root=tmp_path, backend="pwrite")),
                     commit_records=50)
         sink.start()
-        feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"], "heartbeats": []})
         settings = ConnSettings(backoff_initial_s=0.05, max_write_buffer_bytes=256 << 10,
                                 ack_timeout_s=5)
+        feed = FeedState(ADVANCED_TRADE, "0", {"ticker": ["BTC-USD"], "heartbeats": []},
+                         retry=settings.retry_policy())
         conn = Connection("0", sim.ws_url, feed, sink, SlidingWindowLimiter(8), settings)
         conn.start()
         try:

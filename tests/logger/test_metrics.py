@@ -140,9 +140,11 @@ def test_messages_and_bytes_per_connection_and_channel_equal_what_was_sent(
         async with ScriptedServer([script("0", *plans["0"])]) as s0, \
                 ScriptedServer([script("1", *plans["1"])]) as s1:
             for cid, srv in (("0", s0), ("1", s1)):
-                feed = FeedState(ADVANCED_TRADE, cid, {"ticker": [plans[cid][0]]})
+                settings = ConnSettings(ack_timeout_s=5)
+                feed = FeedState(ADVANCED_TRADE, cid, {"ticker": [plans[cid][0]]},
+                                 retry=settings.retry_policy())
                 conns.append(Connection(cid, srv.url, feed, sink, SlidingWindowLimiter(8),
-                                        ConnSettings(ack_timeout_s=5)))
+                                        settings))
             for c in conns:
                 c.start()
             try:

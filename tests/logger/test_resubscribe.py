@@ -20,7 +20,7 @@ from runtime_support import data_only, markers, read_streams
 from test_protocol_frames import at_ack, at_error, ex, ex_ack
 
 from logger.config import load_config
-from logger.connection import Connection, ConnSettings
+from logger.connection import ConnSettings
 from logger.daemon import conn_settings
 from logger.metrics import Metrics
 from logger.pool import Pool
@@ -37,7 +37,6 @@ from logger.protocol import (
 )
 from logger.protocol.actions import RetrySubscribe, SubscribeGivenUp, SubscribeRecovered
 from logger.protocol.retry import RetryPolicy
-from logger.ratelimit import SlidingWindowLimiter
 from logger.sink import Sink, SinkStats
 from storage import Engine, EngineConfig
 from storage.records import RecordKind
@@ -281,9 +280,9 @@ def test_a_due_round_waits_for_frames_in_flight() -> None:
 def test_the_config_key_reaches_the_connection_feed(tmp_path: Path) -> None:
     settings = conn_settings(load_config(None, {"connections.subscribe_retries": 2,
                                                 "connections.ack_timeout_s": 4.0}))
-    fs = FeedState(ADVANCED_TRADE, "0", {"ticker": ["A-USD"]})
-    conn = Connection("0", "ws://127.0.0.1:1", fs, Sink(lambda: Engine(EngineConfig(
-        root=tmp_path))), SlidingWindowLimiter(8, 1.0), settings)
+    pool = Pool(ADVANCED_TRADE, "ws://127.0.0.1:1", Sink(lambda: Engine(EngineConfig(
+        root=tmp_path))), settings)
+    conn = pool._new_connection({"ticker": ["A-USD"]})  # the daemon's wiring, not started
     assert conn.feed.retry_policy == RetryPolicy(attempts=2, base_s=2.0, max_s=60.0,
                                                  ack_timeout_s=4.0)
     assert load_config(None).connections.subscribe_retries == 5
