@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from logger.protocol import native
 from logger.protocol.acks import parse_at_ack
 from logger.protocol.actions import Marker, MarkerKind
 from logger.protocol.names import SUBSCRIPTIONS_CHANNEL
@@ -68,6 +69,14 @@ class AdvancedTradeRouter:
         """Nothing is owed: a sequence gap is only seen on the next frame."""
 
     def _hot_path(self) -> Callable[[bytes], Route]:
+        """The compiled hot path (``native``) where it is built and not disabled, else the
+        pure-Python one; both make the same decisions with the same side effects."""
+        if not native.COMPILED:
+            return self._pure_hot_path()
+        return native.AtHotPath(self._feed.counters, self.seq, self._wires,
+                                self._wires[b"l2_data"], self.full, self._after_seq)
+
+    def _pure_hot_path(self) -> Callable[[bytes], Route]:
         """The Advanced Trade hot path: fast paths for frames in the venue's layout whose
         ``sequence_num`` is the expected one, everything else through ``full``.
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
+from logger.protocol import native
 from logger.protocol.acks import parse_exchange_ack
 from logger.protocol.actions import Marker, MarkerKind
 from logger.protocol.names import ERROR_CHANNEL, SUBSCRIPTIONS_CHANNEL
@@ -96,6 +97,15 @@ class ExchangeRouter:
                             " trades endpoint")
 
     def _hot_path(self) -> Callable[[bytes], Route]:
+        """The compiled hot path (``native``) where it is built and not disabled, else the
+        pure-Python one; both make the same decisions with the same side effects."""
+        if not native.COMPILED:
+            return self._pure_hot_path()
+        table = self._table
+        return native.ExHotPath(self._feed.counters, table.known.get("level2_batch", {}),
+                                table.known.get("matches", {}), self.trades.last, self.full)
+
+    def _pure_hot_path(self) -> Callable[[bytes], Route]:
         """The Exchange hot path: ``l2update`` (≈ 97 % of the feed), ``snapshot`` and in-order
         ``match`` frames in the venue's layout are routed here, everything else by ``full``.
 

@@ -1,0 +1,21 @@
+"""The one place that chooses the compiled router hot paths or the pure-Python ones.
+
+``logger/protocol/_route.c`` (built by setup.py where a C compiler is available, optional)
+holds the per-frame scan of both dialects' hot paths: the same decisions over the same bytes
+as the closures in route_at.py and route_exchange.py, several times cheaper per frame
+(bench/routing.py). The closures stay the reference and the fallback: they run where the
+extension is absent (not built) and everywhere when ``CBL_PURE=1`` is set (read by the
+extension at import, since this sans-I/O core imports no ``os``). ``COMPILED`` is read when a
+router is built; a test may flip it to build one of each.
+"""
+
+from __future__ import annotations
+
+try:
+    from logger.protocol._route import PURE_FORCED, AtHotPath, ExHotPath
+except ImportError:  # not built here: the pure-Python hot paths
+    COMPILED = False
+else:
+    COMPILED = not PURE_FORCED
+
+__all__ = ["COMPILED", "AtHotPath", "ExHotPath"]
