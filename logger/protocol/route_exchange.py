@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
-from logger.protocol import native
 from logger.protocol.acks import parse_exchange_ack
 from logger.protocol.actions import Marker, MarkerKind
 from logger.protocol.names import ERROR_CHANNEL, SUBSCRIPTIONS_CHANNEL
+from logger.protocol.native import ExHotPath, use_compiled
 from logger.protocol.router import (
     EX_HEAD,
     EX_HEAD_LEN,
@@ -82,7 +82,7 @@ class ExchangeRouter:
             if t.code == PLAIN and t.channel in table.known}
         """Types routed by product alone (no checks): type → that channel's routes."""
         self.on_message: Callable[[bytes], Route] = (
-            self._compiled_hot_path() if native.COMPILED else self._hot_path())
+            self._compiled_hot_path() if use_compiled() else self._hot_path())
 
     def on_connect(self) -> None:
         self._ticker_trade.clear()  # the first ticker after subscribing repeats the last trade
@@ -149,8 +149,8 @@ class ExchangeRouter:
         """``_hot_path`` compiled (``native``): the same decisions and side effects on the same
         objects, several times cheaper per frame (bench/routing.py)."""
         table = self._table
-        return native.ExHotPath(self._feed.counters, table.known.get("level2_batch", {}),
-                                table.known.get("matches", {}), self.trades.last, self.full)
+        return ExHotPath(self._feed.counters, table.known.get("level2_batch", {}),
+                         table.known.get("matches", {}), self.trades.last, self.full)
 
     def full(self, raw: bytes) -> Route:
         """Every Exchange frame the fast paths decline (any type, any layout)."""

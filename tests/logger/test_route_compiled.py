@@ -37,7 +37,7 @@ from logger.protocol.route_exchange import ExchangeRouter
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTS_N = 4
 
-compiled = pytest.mark.skipif(not native.COMPILED, reason="logger.protocol._route not built "
+compiled = pytest.mark.skipif(not native.use_compiled(), reason="logger.protocol._route not built "
                               "(or CBL_PURE set): nothing to compare")
 
 
