@@ -111,18 +111,73 @@ item(PyObject *t, Py_ssize_t i)
     return PySequence_GetItem(t, i);
 }
 
+/* The offset of ``obj.name`` where it is a plain writable ``__slots__`` member of a type with
+ * the generic attribute protocol (FeedCounters, SequenceTracker), else -1. Reading and writing
+ * the slot then is what ``getattr``/``setattr`` do for it, without the look-up per frame. */
+static Py_ssize_t
+slot_offset(PyObject *obj, PyObject *name)
+{
+    PyTypeObject *tp = Py_TYPE(obj);
+    if (tp->tp_getattro != PyObject_GenericGetAttr || tp->tp_setattro != PyObject_GenericSetAttr)
+        return -1;
+    PyObject *d = PyObject_GetAttr((PyObject *)tp, name);
+    if (d == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            off = m->offset;
+    }
+    Py_DECREF(d);
+    return off;
+}
+
+typedef struct {
+    PyObject *name;
+    Py_ssize_t off;
+} Attr;
+
+/* ``obj.name`` (new ref) */
+static inline PyObject *
+attr_get(PyObject *obj, const Attr *a)
+{
+    if (a->off >= 0) {
+        PyObject *v = *(PyObject **)((char *)obj + a->off);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, a->name);
+}
+
+/* ``obj.name = v`` */
+static inline int
+attr_set(PyObject *obj, const Attr *a, PyObject *v)
+{
+    if (a->off >= 0) {
+        PyObject **p = (PyObject **)((char *)obj + a->off);
+        PyObject *old = *p;
+        *p = Py_NewRef(v);
+        Py_XDECREF(old);
+        return 0;
+    }
+    return PyObject_SetAttr(obj, a->name, v);
+}
+
 /* ``obj.name += 1`` */
 static int
-bump(PyObject *obj, PyObject *name)
+bump(PyObject *obj, const Attr *a)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = attr_get(obj, a);
     if (v == NULL)
         return -1;
     PyObject *w = PyNumber_Add(v, one);
     Py_DECREF(v);
     if (w == NULL)
         return -1;
-    int r = PyObject_SetAttr(obj, name, w);
+    int r = attr_set(obj, a, w);
     Py_DECREF(w);
     return r;
 }
@@ -165,19 +220,19 @@ seq_needle(PyObject *e)
 
 /* ``e = tracker.expected + 1; tracker.expected = e; tracker.needle = seq_needle(e)`` */
 static int
-advance(PyObject *tracker)
+advance(PyObject *tracker, const Attr *expected, const Attr *needle)
 {
-    PyObject *x = PyObject_GetAttr(tracker, s_expected);
+    PyObject *x = attr_get(tracker, expected);
     if (x == NULL)
         return -1;
     PyObject *e = PyNumber_Add(x, one);
     Py_DECREF(x);
     if (e == NULL)
         return -1;
-    int r = PyObject_SetAttr(tracker, s_expected, e);
+    int r = attr_set(tracker, expected, e);
     if (r == 0) {
         PyObject *nd = seq_needle(e);
-        r = nd == NULL ? -1 : PyObject_SetAttr(tracker, s_needle, nd);
+        r = nd == NULL ? -1 : attr_set(tracker, needle, nd);
         Py_XDECREF(nd);
     }
     Py_DECREF(e);
@@ -210,6 +265,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *counters, *tracker, *wires, *l2_wire, *l2_known, *full, *after_seq;
     Py_ssize_t at; /* where the l2_data sequence key was last time */
+    Attr messages, expected, needle;
 } AtHotPath;
 
 static PyObject *
@@ -228,7 +284,7 @@ call_after_seq(AtHotPath *self, PyObject *raw, Py_ssize_t k, PyObject *wire)
 static PyObject *
 at_l2(AtHotPath *self, PyObject *raw, const char *s, Py_ssize_t n)
 {
-    PyObject *needle = PyObject_GetAttr(self->tracker, s_needle);
+    PyObject *needle = attr_get(self->tracker, &self->needle);
     if (needle == NULL)
         return NULL;
     if (!PyBytes_Check(needle)) {
@@ -247,7 +303,7 @@ at_l2(AtHotPath *self, PyObject *raw, const char *s, Py_ssize_t n)
         self->at = i;
     }
     Py_DECREF(needle);
-    if (advance(self->tracker) < 0)
+    if (advance(self->tracker, &self->expected, &self->needle) < 0)
         return NULL;
     Py_ssize_t k = self->at + nl;
     if (n <= SNAPSHOT_BYTES) {
@@ -269,7 +325,7 @@ at_other(AtHotPath *self, PyObject *raw, const char *s, Py_ssize_t n)
         return NULL;
     Py_INCREF(wire);
     PyObject *result = NULL;
-    PyObject *needle = PyObject_GetAttr(self->tracker, s_needle);
+    PyObject *needle = attr_get(self->tracker, &self->needle);
     if (needle == NULL)
         goto done;
     if (!PyBytes_Check(needle)) {
@@ -280,7 +336,7 @@ at_other(AtHotPath *self, PyObject *raw, const char *s, Py_ssize_t n)
     Py_ssize_t nl = PyBytes_GET_SIZE(needle);
     if (i < 0 || !startswith(s, n, PyBytes_AS_STRING(needle), nl, i))
         goto done; /* NULL, no error: full */
-    if (advance(self->tracker) < 0)
+    if (advance(self->tracker, &self->expected, &self->needle) < 0)
         goto done;
     Py_ssize_t k = i + nl;
     PyObject *shared = item(wire, 1);
@@ -319,7 +375,7 @@ at_call(AtHotPath *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
                      Py_TYPE(raw)->tp_name);
         return NULL;
     }
-    if (bump(self->counters, s_messages) < 0)
+    if (bump(self->counters, &self->messages) < 0)
         return NULL;
     const char *s = PyBytes_AS_STRING(raw);
     Py_ssize_t n = PyBytes_GET_SIZE(raw);
@@ -362,6 +418,9 @@ at_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->full = Py_NewRef(full);
     self->after_seq = Py_NewRef(after_seq);
     self->at = L2_HEAD_LEN;
+    self->messages = (Attr){s_messages, slot_offset(counters, s_messages)};
+    self->expected = (Attr){s_expected, slot_offset(tracker, s_expected)};
+    self->needle = (Attr){s_needle, slot_offset(tracker, s_needle)};
     return (PyObject *)self;
 }
 
@@ -425,6 +484,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *counters, *l2_known, *match_known, *last_trade, *full;
+    Attr messages;
 } ExHotPath;
 
 /* ``int(raw[a:b])`` (a new int), or NULL: with *bad set on ValueError (cleared). */
@@ -530,7 +590,7 @@ ex_call(ExHotPath *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
                      Py_TYPE(raw)->tp_name);
         return NULL;
     }
-    if (bump(self->counters, s_messages) < 0)
+    if (bump(self->counters, &self->messages) < 0)
         return NULL;
     const char *s = PyBytes_AS_STRING(raw);
     Py_ssize_t n = PyBytes_GET_SIZE(raw);
@@ -570,6 +630,7 @@ ex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->match_known = Py_NewRef(match_known);
     self->last_trade = Py_NewRef(last_trade);
     self->full = Py_NewRef(full);
+    self->messages = (Attr){s_messages, slot_offset(counters, s_messages)};
     return (PyObject *)self;
 }
 

@@ -288,3 +288,24 @@ def test_compiled_and_pure_agree_on_real_captures(name: str) -> None:
         feeds.append(fs)
     for raw in lines:
         _same(*feeds, raw)
+
+
+@compiled
+def test_compiled_path_counts_through_plain_attributes_too() -> None:
+    """Counters of a type without ``__slots__`` (no slot to write directly) are updated through
+    ``setattr``, with the same effect."""
+    class Counters:
+        def __init__(self) -> None:
+            self.messages = 0
+
+    fs = _feed(ADVANCED_TRADE, False)
+    router = fs.router
+    assert isinstance(router, AdvancedTradeRouter)
+    counters = Counters()
+    hot = native.AtHotPath(counters, router.seq, router._wires, router._wires[b"l2_data"],
+                           router.full, router._after_seq)
+    pid = _model_frames(ADVANCED_TRADE.name)[0][0]
+    raw = (b'{"channel":"l2_data","timestamp":"t","sequence_num":0,"events":[{"type":"update",'
+           b'"product_id":"%s","updates":[]}]}' % pid.encode())
+    assert hot(raw) == (pid, "level2")
+    assert counters.messages == 1 and router.seq.needle == b'"sequence_num":1,'
