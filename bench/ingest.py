@@ -15,13 +15,16 @@ ledger of what it sent.
 Printed:
 
 1) capacity (the venue sends as fast as the recorder drains), ``--rounds`` interleaved rounds
-   of naive, daemon (1 process), daemon (``--workers``): msg/s, µs CPU per message, how busy
+   of naive, daemon (1 process) on the pure-Python path (``CBL_PURE=1``), daemon (1 process) on
+   the compiled path (the default where the optional extensions are built; skipped where they
+   are not), daemon (``--workers``, compiled where built): msg/s, µs CPU per message, how busy
    the recorder was (on this shared machine a pinned recorder does not always get its whole
    core: compare µs per message, the figure neighbours disturb least), peak RSS (VmHWM) and
    sampled peaks split into anon / mapped (file, shmem = mmap'd segments on tmpfs), loss,
    pings answered, CPU per thread, and the ratios to the same round's naive run;
 2) fixed rate (``--rate`` msg/s for ``--rate-seconds``, each connection pacing its share):
-   % of a core, µs CPU per message and the steady RSS at the end, for naive and daemon.
+   % of a core, µs CPU per message and the steady RSS at the end, for naive and the daemon
+   (pure and compiled).
 
 The capacity runs set the daemon's ``storage.commit_interval_s`` to 0.1 s (``--commit-interval``)
 so that the end of the run is the work and not the 5 s commit timer; the fixed-rate runs use
@@ -567,8 +570,20 @@ def launch_naive(tmp: Path, s: Session, tag: str) -> tuple[subprocess.Popen[byte
     return p, out
 
 
-def launch_daemon(tmp: Path, s: Session, tag: str, workers: int, settings: list[str]
-                  ) -> tuple[subprocess.Popen[bytes], Path, int]:
+COMPILED_MODULES = ("logger.protocol._route", "storage._stage")
+"""The optional extensions (setup.py); ``CBL_PURE=1`` turns every one of them off."""
+
+
+def compiled_built() -> bool:
+    """Whether this tree has any compiled part, ignoring ``CBL_PURE``: without one the
+    "compiled" daemon would be the pure one again."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in COMPILED_MODULES)
+
+
+def launch_daemon(tmp: Path, s: Session, tag: str, workers: int, settings: list[str],
+                  pure: bool = False) -> tuple[subprocess.Popen[bytes], Path, int]:
     root = tmp / f"{tag}-data"
     log_path = tmp / f"{tag}.log"
     cmd = [sys.executable, "-m", "logger", "run", "--ws-url", s.urls["ws_url"], "--rest-url",
@@ -580,8 +595,11 @@ def launch_daemon(tmp: Path, s: Session, tag: str, workers: int, settings: list[
     for kv in settings:
         cmd += ["--set", kv]
     with log_path.open("wb") as logf:
-        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO,
-                             env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env = {k: v for k, v in os.environ.items() if k != "CBL_PURE"}
+        env["PYTHONPATH"] = str(REPO)
+        if pure:
+            env["CBL_PURE"] = "1"  # every compiled part off: the pure-Python daemon
+        d = subprocess.Popen(cmd, stderr=logf, stdout=subprocess.DEVNULL, cwd=REPO, env=env,
                              preexec_fn=_pin_recorder if workers == 1 else _both_cpus)
     port = _wait_log(log_path, r"event=metrics_listening .*port=([0-9]+)", 60)
     if port is None:
@@ -623,14 +641,14 @@ def naive_files_shas(out: Path) -> Counter[str]:
 
 
 def run_recorder(tmp: Path, frames: Path, kind: str, tag: str, *, rate: float = 0.0,
-                 seconds: float = 0.0, workers: int = 1, settings: list[str] | None = None
-                 ) -> Result:
+                 seconds: float = 0.0, workers: int = 1, settings: list[str] | None = None,
+                 pure: bool = False) -> Result:
     """One run: venue up, recorder subscribes, go, observe the end from outside, verify."""
     s = start_venue(tmp, frames, tag, rate, seconds)
     if kind == "naive":
         p, out = launch_naive(tmp, s, tag)
     else:
-        p, out, port = launch_daemon(tmp, s, tag, workers, settings or [])
+        p, out, port = launch_daemon(tmp, s, tag, workers, settings or [], pure)
     try:
         msg = s.recv(300)
         assert msg[0] == "ready", msg
@@ -676,7 +694,8 @@ def run_recorder(tmp: Path, frames: Path, kind: str, tag: str, *, rate: float = 
         s.proc.join(30)
     got = naive_files_shas(out) if kind == "naive" else stored_shas(out)[0]
     name = kind if kind == "naive" else (
-        f"daemon ×{workers} workers" if workers > 1 else "daemon 1 process")
+        f"daemon ×{workers} workers" if workers > 1 else
+        f"daemon {'pure' if pure else 'compiled'}")
     return Result(name, total, t_end - t0, cpu - cpu0, mem.hwm, mem.peak, mem.last,
                   verify(sent, got), pings, t_last - t0,
                   {k: v - threads0.get(k, 0.0) for k, v in threads.items()})
@@ -705,6 +724,11 @@ def print_capacity(rnd: int, runs: list[Result]) -> None:
             print(f"      ratio to naive: {r.rate / naive.rate:.2f}× msg/s, "
                   f"{naive.us / r.us:.2f}× less CPU per message (= msg per CPU-second: "
                   f"{1e6 / r.us:,.0f} vs {1e6 / naive.us:,.0f})")
+    pure = next((r for r in runs if r.name == "daemon pure"), None)
+    comp = next((r for r in runs if r.name == "daemon compiled"), None)
+    if pure is not None and comp is not None and pure.rate and comp.us:
+        print(f"    compiled vs pure: {comp.rate / pure.rate:.2f}× msg/s, "
+              f"{pure.us / comp.us:.2f}× less CPU per message")
 
 
 def print_fixed(rate: float, runs: list[Result]) -> None:
@@ -733,6 +757,9 @@ def honest(a: argparse.Namespace, tmp: Path) -> None:
           "(one shared with the venue); data on "
           f"{'tmpfs' if str(tmp).startswith('/dev/shm') else 'disk'}")
     cap = [f"storage.commit_interval_s={a.commit_interval}"]
+    built = compiled_built()
+    print("compiled hot paths: " + ("built; daemon pure = CBL_PURE=1, daemon compiled = the "
+                                    "default" if built else "not built: daemon pure only"))
     if a.messages and a.rounds:
         print(f"1) capacity: {a.rounds} interleaved rounds; clock = venue's first data frame → "
               "last byte stored, seen from outside (naive: its files reach the sent size; "
@@ -741,7 +768,9 @@ def honest(a: argparse.Namespace, tmp: Path) -> None:
               "not the 5 s timer")
         for rnd in range(1, a.rounds + 1):
             runs = [run_recorder(tmp, frames, "naive", f"naive-{rnd}"),
-                    run_recorder(tmp, frames, "daemon", f"d1-{rnd}", settings=cap)]
+                    run_recorder(tmp, frames, "daemon", f"d1p-{rnd}", settings=cap, pure=True)]
+            if built:
+                runs.append(run_recorder(tmp, frames, "daemon", f"d1-{rnd}", settings=cap))
             if a.workers > 1:
                 runs.append(run_recorder(tmp, frames, "daemon", f"dw-{rnd}",
                                          workers=a.workers, settings=cap))
@@ -753,11 +782,14 @@ def honest(a: argparse.Namespace, tmp: Path) -> None:
         print(f"2) fixed rate: {a.rate:,.0f} msg/s for {a.rate_seconds:.0f} s ({n:,} frames, "
               f"{a.products} products), default storage settings; % of a core = recorder CPU"
               " / venue's streaming time")
-        print_fixed(a.rate, [
-            run_recorder(tmp, frames, "naive", "naive-rate", rate=a.rate,
-                         seconds=a.rate_seconds),
-            run_recorder(tmp, frames, "daemon", "d1-rate", rate=a.rate,
-                         seconds=a.rate_seconds)])
+        runs = [run_recorder(tmp, frames, "naive", "naive-rate", rate=a.rate,
+                             seconds=a.rate_seconds),
+                run_recorder(tmp, frames, "daemon", "d1p-rate", rate=a.rate,
+                             seconds=a.rate_seconds, pure=True)]
+        if built:
+            runs.append(run_recorder(tmp, frames, "daemon", "d1-rate", rate=a.rate,
+                                     seconds=a.rate_seconds))
+        print_fixed(a.rate, runs)
 
 
 def main() -> int:

@@ -4,12 +4,16 @@ Why: the daemon routes every frame (target: a few µs including the sequence che
 frames are multi-megabyte level2 snapshots. This prints, for realistic frame mixes from the
 project's generator and for large snapshots built here, the time per message of
 
-  scan   ``FeedState.on_message`` (byte scan + sequence/trade-id checks, what the daemon runs)
+  pure   ``FeedState.on_message`` with the pure-Python hot paths (byte scan + sequence/trade-id
+         checks; what the daemon runs with ``CBL_PURE=1`` or without the extension)
+  C      the same with the compiled hot paths (``logger.protocol._route``, the default where
+         built; ``-`` where not)
   orjson a router that parses the whole frame with orjson and reads the same fields
   floor  calling ``len`` on each frame: the loop's own cost, for calibration
 
-and the ratio orjson/scan (> 1 means the scan is faster). Figures are
-noisy on a shared machine: read the ratios. Run: ``.venv/bin/python bench/routing.py [--quick]``.
+and the ratios pure/C and orjson/scan (the daemon's scan: C where built; > 1 means the scan is
+faster). Figures are noisy on a shared machine: read the ratios.
+Run: ``.venv/bin/python bench/routing.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState
+from logger.protocol import ADVANCED_TRADE, EXCHANGE, Dialect, FeedState, native
 
 
 def _channels(dialect: Dialect, products: Sequence[str]) -> dict[str, list[str]]:
@@ -33,8 +37,13 @@ def _channels(dialect: Dialect, products: Sequence[str]) -> dict[str, list[str]]
     return channels
 
 
-def _feed(dialect: Dialect, products: Sequence[str]) -> FeedState:
-    return FeedState(dialect, "0", _channels(dialect, products))
+def _feed(dialect: Dialect, products: Sequence[str], compiled: bool = native.COMPILED
+          ) -> FeedState:
+    saved, native.COMPILED = native.COMPILED, compiled
+    try:
+        return FeedState(dialect, "0", _channels(dialect, products))
+    finally:
+        native.COMPILED = saved
 
 
 def orjson_router(dialect: Dialect) -> Callable[[bytes], tuple[str, str]]:
@@ -129,12 +138,18 @@ def mixes(quick: bool) -> list[tuple[str, Dialect, list[str], list[bytes]]]:
 def main(argv: Sequence[str]) -> int:
     quick = "--quick" in argv
     seconds = 0.3 if quick else 1.0
-    print(f"{'frames':34} {'avg bytes':>10} {'floor ns':>9} {'scan ns/msg':>12}"
-          f" {'orjson ns/msg':>14} {'orjson/scan':>12}")
+    built = native.COMPILED
+    print(f"compiled hot paths: {'built' if built else 'absent or CBL_PURE set'}")
+    print(f"{'frames':34} {'avg bytes':>10} {'floor ns':>9} {'pure ns/msg':>12}"
+          f" {'C ns/msg':>9} {'orjson ns/msg':>14} {'pure/C':>7} {'orjson/scan':>12}")
     for name, dialect, products, frames in mixes(quick):
-        def make_scan(dialect: Dialect = dialect, products: list[str] = products
+        def make_pure(dialect: Dialect = dialect, products: list[str] = products
                       ) -> Callable[[bytes], object]:
-            return _feed(dialect, products).on_message
+            return _feed(dialect, products, False).on_message
+
+        def make_c(dialect: Dialect = dialect, products: list[str] = products
+                   ) -> Callable[[bytes], object]:
+            return _feed(dialect, products, True).on_message
 
         def make_json(dialect: Dialect = dialect) -> Callable[[bytes], object]:
             return orjson_router(dialect)
@@ -142,10 +157,14 @@ def main(argv: Sequence[str]) -> int:
         def make_floor() -> Callable[[bytes], object]:
             return len
 
-        scan_ns, json_ns, floor_ns = compare([make_scan, make_json, make_floor], frames, seconds)
+        makers = [make_pure, make_json, make_floor] + ([make_c] if built else [])
+        pure_ns, json_ns, floor_ns, *rest = compare(makers, frames, seconds)
         avg = sum(map(len, frames)) / len(frames)
-        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {scan_ns:12.0f}"
-              f" {json_ns:14.0f} {json_ns / scan_ns:12.2f}")
+        c = f"{rest[0]:9.0f}" if rest else f"{'-':>9}"
+        ratio = f"{pure_ns / rest[0]:7.2f}" if rest else f"{'-':>7}"
+        scan_ns = rest[0] if rest else pure_ns
+        print(f"{name:34} {avg:10.0f} {floor_ns:9.0f} {pure_ns:12.0f} {c}"
+              f" {json_ns:14.0f} {ratio} {json_ns / scan_ns:12.2f}")
     return 0
 
 

@@ -15,6 +15,7 @@ import orjson
 from logger.protocol.acks import parse_at_ack
 from logger.protocol.actions import Marker, MarkerKind, marker_payload
 from logger.protocol.names import SUBSCRIPTIONS_CHANNEL
+from logger.protocol.native import AtHotPath, use_compiled
 from logger.protocol.router import (
     AT_PREFIX,
     AT_PREFIX_LEN,
@@ -67,7 +68,8 @@ class AdvancedTradeRouter:
         for wire, channel in dialect.wire_channels.items():
             shared = channel in dialect.shared_channels or channel == SUBSCRIPTIONS_CHANNEL
             self._wires[wire.encode()] = Wire(channel, shared, table.known.get(channel, {}))
-        self.on_message: Callable[[bytes], Route] = self._hot_path()
+        self.on_message: Callable[[bytes], Route] = (
+            self._compiled_hot_path() if use_compiled() else self._hot_path())
 
     def on_connect(self) -> None:
         self.seq.reset()
@@ -137,6 +139,12 @@ class AdvancedTradeRouter:
             return full(raw)
 
         return on_at
+
+    def _compiled_hot_path(self) -> Callable[[bytes], Route]:
+        """``_hot_path`` compiled (``native``): the same decisions and side effects on the same
+        objects, several times cheaper per frame (bench/routing.py)."""
+        return AtHotPath(self._feed.counters, self.seq, self._wires,
+                         self._wires[b"l2_data"], self.full, self._after_seq)
 
     def _after_seq(self, raw: bytes, k: int, wire: Wire) -> Route:
         """Route an in-layout frame whose sequence number ended at offset ``k``."""

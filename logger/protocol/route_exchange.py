@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from logger.protocol.acks import parse_exchange_ack
 from logger.protocol.actions import Marker, MarkerKind, marker_payload
 from logger.protocol.names import ERROR_CHANNEL, SUBSCRIPTIONS_CHANNEL
+from logger.protocol.native import ExHotPath, use_compiled
 from logger.protocol.router import (
     EX_HEAD,
     EX_HEAD_LEN,
@@ -75,7 +76,8 @@ class ExchangeRouter:
             kind: table.known[t.channel] for kind, t in EX_TYPES.items()
             if t.code == PLAIN and t.channel in table.known}
         """Types routed by product alone (no checks): type → that channel's routes."""
-        self.on_message: Callable[[bytes], Route] = self._hot_path()
+        self.on_message: Callable[[bytes], Route] = (
+            self._compiled_hot_path() if use_compiled() else self._hot_path())
 
     def on_connect(self) -> None:
         self._ticker_trade.clear()  # the first ticker after subscribing repeats the last trade
@@ -137,6 +139,13 @@ class ExchangeRouter:
             return full(raw)
 
         return on_ex
+
+    def _compiled_hot_path(self) -> Callable[[bytes], Route]:
+        """``_hot_path`` compiled (``native``): the same decisions and side effects on the same
+        objects, several times cheaper per frame (bench/routing.py)."""
+        table = self._table
+        return ExHotPath(self._feed.counters, table.known.get("level2_batch", {}),
+                         table.known.get("matches", {}), self.trades.last, self.full)
 
     def full(self, raw: bytes) -> Route:
         """Every Exchange frame the fast paths decline (any type, any layout)."""
