@@ -53,7 +53,7 @@ def _native(on: bool) -> Iterator[None]:
 
 @cache
 def _model_frames(dialect: str) -> tuple[list[str], list[bytes]]:
-    from logger.sim.generator import MarketModel
+    from tools.venue.generator import MarketModel
 
     model = MarketModel(5, PRODUCTS_N, dialect)
     return list(model.products), [raw for _, _, raw in model.day_of_messages(1500)]
