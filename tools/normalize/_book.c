@@ -1,14 +1,17 @@
-/* The compiled level loop of BookTracker.message: the same Python dicts and heaps, no bytecode.
+/* BookTracker.message compiled: the same Python dicts, heaps and attributes, no bytecode.
  *
  * book.py keeps each side of the book as a dict {float(price): (price, size)} plus a heap of
  * the side's prices (negated for bids), cleaned lazily. Interpreting the per-level loop costs
- * more than the dict and heap work itself; this function does exactly what the loop in
- * BookTracker.message and Side.add do, with the same objects (dict, list, tuples, floats) and
- * in the same order, so the book and its heap come out identical, element for element
+ * more than the dict and heap work itself; `message` does exactly what BookTracker.message and
+ * Side.add do, with the same objects (dict, list, tuples, floats), the same attribute reads and
+ * writes and the same Python calls for the rare cases (first frame, snapshot, heap rebuild,
+ * stale heap top, crossing change), in the same order, so the book, its heap and the stats
+ * come out identical
  * (tests/export/test_native_book.py checks that against the pure loop with hypothesis).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 
 typedef struct {
     PyObject *side;   /* the Side object (for _rebuild) */
@@ -90,16 +93,65 @@ static int add(side_t *s, PyObject *key, PyObject *value) {
     return 0;
 }
 
+/* float(s) for the usual decimal string, exactly as float() gives it: a compact ASCII string
+ * of digits with at most one '.', at least one digit, at most 19 digits in all with a value
+ * below 2^53, and at most 22 after the point is m / 10^k with m and 10^k exact doubles, and
+ * one IEEE division is correctly rounded: the value float()'s own (correctly rounding) parser
+ * gives (its "fast path"). 1 and *out set when it applies, 0 to use float(). */
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static int fast_float(PyObject *s, double *out) {
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_COMPACT_ASCII(s)) return 0;
+    const char *c = (const char *)PyUnicode_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s), digits = 0, frac = 0;
+    int dot = 0;
+    uint64_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char ch = c[i];
+        if (ch >= '0' && ch <= '9') {
+            if (++digits > 19) return 0;
+            m = m * 10 + (uint64_t)(ch - '0');
+            frac += dot;
+        } else if (ch == '.' && !dot) {
+            dot = 1;
+        } else {
+            return 0;
+        }
+    }
+    if (digits == 0 || frac > 22 || m > ((uint64_t)1 << 53)) return 0;
+    *out = (double)m / POW10[frac];
+    return 1;
+}
+
+/* float(x), with the fast path above */
+static PyObject *to_float(PyObject *x) {
+    double v;
+    return fast_float(x, &v) ? PyFloat_FromDouble(v) : PyNumber_Float(x);
+}
+
+/* float(size) == 0.0 (-1: float() raised) */
+static int is_zero(PyObject *size) {
+    double v;
+    if (fast_float(size, &v)) return v == 0.0;
+    PyObject *f = PyNumber_Float(size);
+    if (f == NULL) return -1;
+    int z = PyFloat_AS_DOUBLE(f) == 0.0;
+    Py_DECREF(f);
+    return z;
+}
+
 /* one (is_bid, price, size) */
 static int level(side_t *bids, side_t *asks, PyObject *is_bid, PyObject *price, PyObject *size) {
-    int r = -1;
-    PyObject *key = PyNumber_Float(price), *fsize = NULL, *value = NULL;
+    int r = -1, zero;
+    PyObject *key = to_float(price), *value = NULL;
     if (key == NULL) return -1;
     int b = PyObject_IsTrue(is_bid);
     if (b < 0) goto done;
     side_t *s = b ? bids : asks;
-    if ((fsize = PyNumber_Float(size)) == NULL) goto done;
-    if (PyFloat_AS_DOUBLE(fsize) == 0.0) { /* levels.pop(key, None) */
+    if ((zero = is_zero(size)) < 0) goto done;
+    if (zero) { /* levels.pop(key, None) */
         if (PyDict_DelItem(s->levels, key) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_KeyError)) goto done;
             PyErr_Clear();
@@ -109,10 +161,11 @@ static int level(side_t *bids, side_t *asks, PyObject *is_bid, PyObject *price, 
     }
     int has = PyDict_Contains(s->levels, key);
     if (has < 0 || (value = PyTuple_Pack(2, price, size)) == NULL) goto done;
+    if (PyUnicode_CheckExact(price) && PyUnicode_CheckExact(size))
+        PyObject_GC_UnTrack(value); /* holds no container: what the collector would do */
     r = has ? PyDict_SetItem(s->levels, key, value) : add(s, key, value);
 done:
     Py_DECREF(key);
-    Py_XDECREF(fsize);
     Py_XDECREF(value);
     return r;
 }
@@ -134,21 +187,13 @@ static int unpack3(PyObject *item, PyObject **a, PyObject **b, PyObject **c, PyO
     return 0;
 }
 
-PyDoc_STRVAR(apply_doc,
-"apply(levels, bids, asks) -> int\n\n"
-"Apply each (is_bid, price, size) of `levels` to the Side objects `bids` and `asks` as\n"
-"BookTracker.message's loop does; returns the number of levels.");
-
-static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "apply(levels, bids, asks)");
-        return NULL;
-    }
+/* levels of one message on both sides; the count, or -1 */
+static Py_ssize_t apply_levels(PyObject *levels, PyObject *bid_side, PyObject *ask_side) {
     side_t bids = {0}, asks = {0};
     Py_ssize_t n = 0;
-    PyObject *it = NULL, *item, *res = NULL;
-    if (side_init(&bids, args[1]) < 0 || side_init(&asks, args[2]) < 0) goto done;
-    if ((it = PyObject_GetIter(args[0])) == NULL) goto done;
+    PyObject *it = NULL, *item;
+    if (side_init(&bids, bid_side) < 0 || side_init(&asks, ask_side) < 0) goto fail;
+    if ((it = PyObject_GetIter(levels)) == NULL) goto fail;
     while ((item = PyIter_Next(it)) != NULL) {
         PyObject *is_bid, *price, *size, *tmp;
         int r = unpack3(item, &is_bid, &price, &size, &tmp);
@@ -156,18 +201,163 @@ static PyObject *apply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         if (r == 0) r = level(&bids, &asks, is_bid, price, size);
         Py_XDECREF(tmp);
         Py_DECREF(item);
-        if (r < 0) goto done;
+        if (r < 0) goto fail;
     }
-    if (!PyErr_Occurred()) res = PyLong_FromSsize_t(n);
-done:
+    if (PyErr_Occurred()) goto fail;
+    Py_DECREF(it);
+    side_clear(&bids);
+    side_clear(&asks);
+    return n;
+fail:
     Py_XDECREF(it);
     side_clear(&bids);
     side_clear(&asks);
+    return -1;
+}
+
+static PyObject *s_stats, *s_first_ns, *s_last_ns, *s_seen, *s_book, *s_bids, *s_asks, *s_clear,
+    *s_snapshots, *s_updates, *s_levels_n, *s_valid, *s_valid_since, *s_in_snapshot,
+    *s_cross_state, *s_crossing, *s_best_key;
+
+/* obj.name += n */
+static int incr(PyObject *obj, PyObject *name, Py_ssize_t n) {
+    PyObject *v = PyObject_GetAttr(obj, name), *by = NULL, *sum = NULL;
+    int r = -1;
+    if (v != NULL && (by = PyLong_FromSsize_t(n)) != NULL
+        && (sum = PyNumber_InPlaceAdd(v, by)) != NULL)
+        r = PyObject_SetAttr(obj, name, sum);
+    Py_XDECREF(v);
+    Py_XDECREF(by);
+    Py_XDECREF(sum);
+    return r;
+}
+
+static int call0(PyObject *obj, PyObject *name) {
+    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* the best key of a side as message() reads it: the heap top if it is still on the book,
+ * else side.best_key(); a new reference (None for an empty side) or NULL */
+static PyObject *top(PyObject *side, int bid) {
+    PyObject *heap = PyObject_GetAttr(side, s_heap), *levels = NULL, *k = NULL;
+    if (heap == NULL) return NULL;
+    if (!PyList_Check(heap) || PyList_GET_SIZE(heap) == 0) {
+        Py_DECREF(heap);
+        Py_RETURN_NONE;
+    }
+    PyObject *h0 = PyList_GET_ITEM(heap, 0);
+    k = bid ? PyNumber_Negative(h0) : Py_NewRef(h0);
+    Py_DECREF(heap);
+    if (k == NULL || (levels = PyObject_GetAttr(side, s_levels)) == NULL) goto fail;
+    int in = PySequence_Contains(levels, k);
+    Py_DECREF(levels);
+    if (in < 0) goto fail;
+    if (!in) Py_SETREF(k, PyObject_CallMethodNoArgs(side, s_best_key));
+    return k;
+fail:
+    Py_XDECREF(k);
+    return NULL;
+}
+
+/* 0 normal, 1 locked, 2 crossed, -1 error: the crossing check of message() */
+static int crossing(PyObject *bids, PyObject *asks) {
+    int state = 0, ge, eq;
+    PyObject *b = top(bids, 1), *a = NULL;
+    if (b == NULL || (a = top(asks, 0)) == NULL) {
+        state = -1;
+    } else if (b != Py_None && a != Py_None) {
+        if ((ge = PyObject_RichCompareBool(b, a, Py_GE)) < 0) state = -1;
+        else if (ge) state = (eq = PyObject_RichCompareBool(b, a, Py_EQ)) < 0 ? -1 : eq ? 1 : 2;
+    }
+    Py_XDECREF(b);
+    Py_XDECREF(a);
+    return state;
+}
+
+/* the head of message(): first/last time seen, snapshot or update counted */
+static int begin(PyObject *tr, PyObject *st, PyObject *ts, PyObject *book, int snap) {
+    PyObject *first = PyObject_GetAttr(st, s_first_ns);
+    if (first == NULL) return -1;
+    int none = first == Py_None, r = 0;
+    Py_DECREF(first);
+    if (none) {
+        PyObject *got = PyObject_CallMethodOneArg(tr, s_seen, ts);
+        if (got == NULL) return -1;
+        Py_DECREF(got);
+    } else {
+        PyObject *last = PyObject_GetAttr(st, s_last_ns);
+        if (last == NULL) return -1;
+        int gt = PyObject_RichCompareBool(ts, last, Py_GT);
+        Py_DECREF(last);
+        if (gt < 0 || (gt && PyObject_SetAttr(st, s_last_ns, ts) < 0)) return -1;
+    }
+    if (snap) r = call0(book, s_clear) < 0 ? -1 : incr(st, s_snapshots, 1);
+    else r = incr(st, s_updates, 1);
+    return r;
+}
+
+/* the tail of message(): validity after a snapshot, then the crossing state */
+static int end(PyObject *tr, PyObject *ts, PyObject *bids, PyObject *asks, int snap) {
+    PyObject *v = PyObject_GetAttr(tr, s_valid);
+    if (v == NULL) return -1;
+    int valid = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (valid < 0) return -1;
+    if (snap && !valid) {
+        if (PyObject_SetAttr(tr, s_valid, Py_True) < 0
+            || PyObject_SetAttr(tr, s_valid_since, ts) < 0)
+            return -1;
+        valid = 1;
+    }
+    if (PyObject_SetAttr(tr, s_in_snapshot, Py_False) < 0) return -1;
+    int state = valid ? crossing(bids, asks) : 0;
+    if (state < 0) return -1;
+    PyObject *was = PyObject_GetAttr(tr, s_cross_state), *now = PyLong_FromLong(state);
+    int same = (was && now) ? PyObject_RichCompareBool(now, was, Py_EQ) : -1;
+    Py_XDECREF(was);
+    if (same == 0) {
+        PyObject *got = PyObject_CallMethodOneArg(tr, s_crossing, now);
+        same = got == NULL ? -1 : 1;
+        Py_XDECREF(got);
+    }
+    Py_XDECREF(now);
+    return same < 0 ? -1 : 0;
+}
+
+PyDoc_STRVAR(message_doc,
+"message(tracker, ts, is_snapshot, levels) -> None\n\n"
+"BookTracker.message, compiled: the same attribute reads and writes in the same order.");
+
+static PyObject *message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "message(tracker, ts, is_snapshot, levels)");
+        return NULL;
+    }
+    PyObject *tr = args[0], *ts = args[1];
+    PyObject *st = NULL, *book = NULL, *bids = NULL, *asks = NULL, *res = NULL;
+    int snap = PyObject_IsTrue(args[2]);
+    Py_ssize_t n;
+    if (snap < 0 || (st = PyObject_GetAttr(tr, s_stats)) == NULL) goto done;
+    if ((book = PyObject_GetAttr(tr, s_book)) == NULL
+        || (bids = PyObject_GetAttr(book, s_bids)) == NULL
+        || (asks = PyObject_GetAttr(book, s_asks)) == NULL)
+        goto done;
+    if (begin(tr, st, ts, book, snap) < 0) goto done;
+    if ((n = apply_levels(args[3], bids, asks)) < 0 || incr(st, s_levels_n, n) < 0) goto done;
+    if (end(tr, ts, bids, asks, snap) < 0) goto done;
+    res = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(st);
+    Py_XDECREF(book);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
     return res;
 }
 
 static PyMethodDef methods[] = {
-    {"apply", (PyCFunction)(void (*)(void))apply, METH_FASTCALL, apply_doc},
+    {"message", (PyCFunction)(void (*)(void))message, METH_FASTCALL, message_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -180,7 +370,24 @@ PyMODINIT_FUNC PyInit__book(void) {
     if (!(s_levels = PyUnicode_InternFromString("levels")) ||
         !(s_heap = PyUnicode_InternFromString("_heap")) ||
         !(s_bid = PyUnicode_InternFromString("_bid")) ||
-        !(s_rebuild = PyUnicode_InternFromString("_rebuild")))
+        !(s_rebuild = PyUnicode_InternFromString("_rebuild")) ||
+        !(s_stats = PyUnicode_InternFromString("stats")) ||
+        !(s_first_ns = PyUnicode_InternFromString("first_ns")) ||
+        !(s_last_ns = PyUnicode_InternFromString("last_ns")) ||
+        !(s_seen = PyUnicode_InternFromString("_seen")) ||
+        !(s_book = PyUnicode_InternFromString("book")) ||
+        !(s_bids = PyUnicode_InternFromString("bids")) ||
+        !(s_asks = PyUnicode_InternFromString("asks")) ||
+        !(s_clear = PyUnicode_InternFromString("clear")) ||
+        !(s_snapshots = PyUnicode_InternFromString("snapshots")) ||
+        !(s_updates = PyUnicode_InternFromString("updates")) ||
+        !(s_levels_n = PyUnicode_InternFromString("levels")) ||
+        !(s_valid = PyUnicode_InternFromString("valid")) ||
+        !(s_valid_since = PyUnicode_InternFromString("_valid_since")) ||
+        !(s_in_snapshot = PyUnicode_InternFromString("_in_snapshot")) ||
+        !(s_cross_state = PyUnicode_InternFromString("_cross_state")) ||
+        !(s_crossing = PyUnicode_InternFromString("_crossing")) ||
+        !(s_best_key = PyUnicode_InternFromString("best_key")))
         return NULL;
     return PyModule_Create(&module);
 }

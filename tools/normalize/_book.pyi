@@ -1,5 +1,6 @@
 from collections.abc import Iterable
 
-from tools.normalize.book import Side
+from tools.normalize.book import BookTracker
 
-def apply(levels: Iterable[tuple[bool, str, str]], bids: Side, asks: Side, /) -> int: ...
+def message(tracker: BookTracker, ts: int, is_snapshot: bool,
+            levels: Iterable[tuple[bool, str, str]], /) -> None: ...
