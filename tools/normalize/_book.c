@@ -188,31 +188,24 @@ static int unpack3(PyObject *item, PyObject **a, PyObject **b, PyObject **c, PyO
 }
 
 /* levels of one message on both sides; the count, or -1 */
-static Py_ssize_t apply_levels(PyObject *levels, PyObject *bid_side, PyObject *ask_side) {
-    side_t bids = {0}, asks = {0};
+static Py_ssize_t apply_levels(PyObject *levels, side_t *bids, side_t *asks) {
     Py_ssize_t n = 0;
-    PyObject *it = NULL, *item;
-    if (side_init(&bids, bid_side) < 0 || side_init(&asks, ask_side) < 0) goto fail;
-    if ((it = PyObject_GetIter(levels)) == NULL) goto fail;
+    PyObject *it = PyObject_GetIter(levels), *item;
+    if (it == NULL) return -1;
     while ((item = PyIter_Next(it)) != NULL) {
         PyObject *is_bid, *price, *size, *tmp;
         int r = unpack3(item, &is_bid, &price, &size, &tmp);
         n++;
-        if (r == 0) r = level(&bids, &asks, is_bid, price, size);
+        if (r == 0) r = level(bids, asks, is_bid, price, size);
         Py_XDECREF(tmp);
         Py_DECREF(item);
-        if (r < 0) goto fail;
+        if (r < 0) {
+            Py_DECREF(it);
+            return -1;
+        }
     }
-    if (PyErr_Occurred()) goto fail;
     Py_DECREF(it);
-    side_clear(&bids);
-    side_clear(&asks);
-    return n;
-fail:
-    Py_XDECREF(it);
-    side_clear(&bids);
-    side_clear(&asks);
-    return -1;
+    return PyErr_Occurred() ? -1 : n;
 }
 
 static PyObject *s_stats, *s_first_ns, *s_last_ns, *s_seen, *s_book, *s_bids, *s_asks, *s_clear,
@@ -240,32 +233,25 @@ static int call0(PyObject *obj, PyObject *name) {
 
 /* the best key of a side as message() reads it: the heap top if it is still on the book,
  * else side.best_key(); a new reference (None for an empty side) or NULL */
-static PyObject *top(PyObject *side, int bid) {
-    PyObject *heap = PyObject_GetAttr(side, s_heap), *levels = NULL, *k = NULL;
-    if (heap == NULL) return NULL;
-    if (!PyList_Check(heap) || PyList_GET_SIZE(heap) == 0) {
-        Py_DECREF(heap);
-        Py_RETURN_NONE;
+static PyObject *top(side_t *s) {
+    if (PyList_GET_SIZE(s->heap) == 0) Py_RETURN_NONE;
+    PyObject *h0 = PyList_GET_ITEM(s->heap, 0);
+    PyObject *k = s->bid ? PyNumber_Negative(h0) : Py_NewRef(h0);
+    if (k == NULL) return NULL;
+    int in = PyDict_Contains(s->levels, k);
+    if (in < 0) {
+        Py_DECREF(k);
+        return NULL;
     }
-    PyObject *h0 = PyList_GET_ITEM(heap, 0);
-    k = bid ? PyNumber_Negative(h0) : Py_NewRef(h0);
-    Py_DECREF(heap);
-    if (k == NULL || (levels = PyObject_GetAttr(side, s_levels)) == NULL) goto fail;
-    int in = PySequence_Contains(levels, k);
-    Py_DECREF(levels);
-    if (in < 0) goto fail;
-    if (!in) Py_SETREF(k, PyObject_CallMethodNoArgs(side, s_best_key));
+    if (!in) Py_SETREF(k, PyObject_CallMethodNoArgs(s->side, s_best_key));
     return k;
-fail:
-    Py_XDECREF(k);
-    return NULL;
 }
 
 /* 0 normal, 1 locked, 2 crossed, -1 error: the crossing check of message() */
-static int crossing(PyObject *bids, PyObject *asks) {
+static int crossing(side_t *bids, side_t *asks) {
     int state = 0, ge, eq;
-    PyObject *b = top(bids, 1), *a = NULL;
-    if (b == NULL || (a = top(asks, 0)) == NULL) {
+    PyObject *b = top(bids), *a = NULL;
+    if (b == NULL || (a = top(asks)) == NULL) {
         state = -1;
     } else if (b != Py_None && a != Py_None) {
         if ((ge = PyObject_RichCompareBool(b, a, Py_GE)) < 0) state = -1;
@@ -299,7 +285,7 @@ static int begin(PyObject *tr, PyObject *st, PyObject *ts, PyObject *book, int s
 }
 
 /* the tail of message(): validity after a snapshot, then the crossing state */
-static int end(PyObject *tr, PyObject *ts, PyObject *bids, PyObject *asks, int snap) {
+static int end(PyObject *tr, PyObject *ts, side_t *bids, side_t *asks, int snap) {
     PyObject *v = PyObject_GetAttr(tr, s_valid);
     if (v == NULL) return -1;
     int valid = PyObject_IsTrue(v);
@@ -337,6 +323,7 @@ static PyObject *message(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     PyObject *tr = args[0], *ts = args[1];
     PyObject *st = NULL, *book = NULL, *bids = NULL, *asks = NULL, *res = NULL;
+    side_t b = {0}, a = {0};
     int snap = PyObject_IsTrue(args[2]);
     Py_ssize_t n;
     if (snap < 0 || (st = PyObject_GetAttr(tr, s_stats)) == NULL) goto done;
@@ -345,10 +332,14 @@ static PyObject *message(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         || (asks = PyObject_GetAttr(book, s_asks)) == NULL)
         goto done;
     if (begin(tr, st, ts, book, snap) < 0) goto done;
-    if ((n = apply_levels(args[3], bids, asks)) < 0 || incr(st, s_levels_n, n) < 0) goto done;
-    if (end(tr, ts, bids, asks, snap) < 0) goto done;
+    /* after begin: a snapshot clears the sides in place (same dict and list) */
+    if (side_init(&b, bids) < 0 || side_init(&a, asks) < 0) goto done;
+    if ((n = apply_levels(args[3], &b, &a)) < 0 || incr(st, s_levels_n, n) < 0) goto done;
+    if (end(tr, ts, &b, &a, snap) < 0) goto done;
     res = Py_NewRef(Py_None);
 done:
+    side_clear(&b);
+    side_clear(&a);
     Py_XDECREF(st);
     Py_XDECREF(book);
     Py_XDECREF(bids);
