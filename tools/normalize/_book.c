@@ -20,7 +20,7 @@ typedef struct {
     int bid;
 } side_t;
 
-static PyObject *s_levels, *s_heap, *s_bid, *s_rebuild;
+static PyObject *s_levels, *s_heap, *s_bid, *s_rebuild, *s_best_key;
 
 static int side_init(side_t *s, PyObject *side) {
     s->side = side;
@@ -210,7 +210,7 @@ static Py_ssize_t apply_levels(PyObject *levels, side_t *bids, side_t *asks) {
 
 static PyObject *s_stats, *s_first_ns, *s_last_ns, *s_seen, *s_book, *s_bids, *s_asks, *s_clear,
     *s_snapshots, *s_updates, *s_levels_n, *s_valid, *s_valid_since, *s_in_snapshot,
-    *s_cross_state, *s_crossing, *s_best_key;
+    *s_cross_state, *s_crossing;
 
 /* obj.name += n */
 static int incr(PyObject *obj, PyObject *name, Py_ssize_t n) {
@@ -347,7 +347,35 @@ done:
     return res;
 }
 
+PyDoc_STRVAR(best_doc,
+"best(side) -> (price, size) | None\n\n"
+"Side.best, compiled: the heap top's level if it is still on the book, else side.best_key()'s.");
+
+static PyObject *best(PyObject *self, PyObject *side) {
+    side_t s = {0};
+    PyObject *res = NULL, *k = NULL;
+    if (side_init(&s, side) < 0) goto done;
+    if (PyList_GET_SIZE(s.heap) > 0) {
+        PyObject *h0 = PyList_GET_ITEM(s.heap, 0);
+        if ((k = s.bid ? PyNumber_Negative(h0) : Py_NewRef(h0)) == NULL) goto done;
+        res = PyDict_GetItemWithError(s.levels, k);
+        if (res != NULL) {
+            Py_INCREF(res);
+            goto done;
+        }
+        if (PyErr_Occurred()) goto done;
+        Py_CLEAR(k);
+    }
+    if ((k = PyObject_CallMethodNoArgs(side, s_best_key)) == NULL) goto done;
+    res = k == Py_None ? Py_NewRef(Py_None) : PyObject_GetItem(s.levels, k);
+done:
+    Py_XDECREF(k);
+    side_clear(&s);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"best", best, METH_O, best_doc},
     {"message", (PyCFunction)(void (*)(void))message, METH_FASTCALL, message_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -380,5 +408,17 @@ PyMODINIT_FUNC PyInit__book(void) {
         !(s_crossing = PyUnicode_InternFromString("_crossing")) ||
         !(s_best_key = PyUnicode_InternFromString("best_key")))
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module), *f = NULL, *meth = NULL;
+    if (m == NULL) return NULL;
+    /* `best` as a method descriptor (binds like a Python function): Side.best */
+    if ((f = PyObject_GetAttrString(m, "best")) == NULL
+        || (meth = PyInstanceMethod_New(f)) == NULL
+        || PyModule_AddObject(m, "best_method", meth) < 0) {
+        Py_XDECREF(f);
+        Py_XDECREF(meth);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_DECREF(f);
+    return m;
 }
