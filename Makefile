@@ -8,8 +8,7 @@ ARGS   ?=
 
 .PHONY: run test lint typecheck pytest demo bench chaos clean venv dev
 
-# setup.py builds the optional compiled speed-ups (tools/normalize/*.c) in place
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard tools/normalize/*.c)
+$(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e .

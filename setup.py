@@ -1,17 +1,28 @@
-"""Optional compiled speed-ups; the project's metadata is in pyproject.toml.
+"""Compiled parts of coinbase-logger: every one optional (pyproject.toml holds the metadata).
 
-Every extension here is `optional=True` and has a pure-Python twin that is used when it is
-not built (no compiler) or when `CBL_PURE=1` is set; tests check both give identical output.
+Each entry of ``COMPILED`` is one C extension written against the CPython API (no build
+dependency beyond setuptools and a C compiler). ``optional=True``: where one cannot be built (no
+compiler, exotic platform) the install still succeeds and the pure-Python path is used at run
+time -- ``storage/fastpath.py``, ``logger/protocol/native.py`` and ``tools/normalize/native.py``
+are the places that decide (one per part), and ``CBL_PURE=1`` forces the pure path. Adding a
+compiled part is one line here plus its fallback switch.
 """
 
 from setuptools import Extension, setup
 
-_FLAGS = ["-O2"]
+COMPILED: dict[str, list[str]] = {
+    "storage._stage": ["storage/_stage.c"],  # batch framing + CRC32C (storage/fastpath.py)
+    # the dialect routers' per-frame scan (logger/protocol/native.py)
+    "logger.protocol._route": ["logger/protocol/_route.c"],
+    # the export's scan of AT l2_data frames and the book's per-message work
+    # (tools/normalize/native.py)
+    "tools.normalize._scan": ["tools/normalize/_scan.c"],
+    "tools.normalize._book": ["tools/normalize/_book.c"],
+}
 
-setup(ext_modules=[
-    # tools/normalize: the AT level2 scan (export) and the book's level loop
-    Extension("tools.normalize._scan", ["tools/normalize/_scan.c"], extra_compile_args=_FLAGS,
-              optional=True),
-    Extension("tools.normalize._book", ["tools/normalize/_book.c"], extra_compile_args=_FLAGS,
-              optional=True),
-])
+setup(
+    ext_modules=[
+        Extension(name, sources, optional=True, extra_compile_args=["-O2"])
+        for name, sources in COMPILED.items()
+    ],
+)
