@@ -3,9 +3,9 @@
 Each entry of ``COMPILED`` is one C extension written against the CPython API (no build
 dependency beyond setuptools and a C compiler). ``optional=True``: where one cannot be built (no
 compiler, exotic platform) the install still succeeds and the pure-Python path is used at run
-time -- ``storage/fastpath.py`` and ``logger/protocol/native.py`` are the places that decide
-(one per part), and ``CBL_PURE=1`` forces the pure path. Adding a compiled part is one line
-here plus its fallback switch.
+time -- ``storage/fastpath.py``, ``logger/protocol/native.py`` and ``tools/normalize/native.py``
+are the places that decide (one per part), and ``CBL_PURE=1`` forces the pure path. Adding a
+compiled part is one line here plus its fallback switch.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +14,10 @@ COMPILED: dict[str, list[str]] = {
     "storage._stage": ["storage/_stage.c"],  # batch framing + CRC32C (storage/fastpath.py)
     # the dialect routers' per-frame scan (logger/protocol/native.py)
     "logger.protocol._route": ["logger/protocol/_route.c"],
+    # the export's scan of AT l2_data frames and the book's per-message work
+    # (tools/normalize/native.py)
+    "tools.normalize._scan": ["tools/normalize/_scan.c"],
+    "tools.normalize._book": ["tools/normalize/_book.c"],
 }
 
 setup(

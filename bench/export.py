@@ -11,9 +11,11 @@ engine into a temporary root, then measures, in one run:
   best bid/ask read after each message, as quotes need), vs a dict-based book that finds the
   best with max()/min() after each message; and end to end with JSON decoding (`ProductRows`).
 
-Targets (issue 13): export >= 3x the naive pipeline; book rebuild >= 1 M level updates/s on
-one core, or the measured figure. Times are CPU seconds of this process (all its threads:
-`time.process_time`), so a shared, loaded machine does not count waiting for a core as work.
+The compiled parts (tools/normalize/_scan.c, _book.c) are used when built; `CBL_PURE=1`
+measures the pure-Python path. Targets (issue 13): export >= 3x the naive pipeline; book
+rebuild >= 1 M level updates/s on one core, or the measured figure. Times are CPU seconds of
+this process (all its threads: `time.process_time`), so a shared, loaded machine does not
+count waiting for a core as work.
 Figures on a shared machine are noisy: every measurement (baselines included) is repeated
 `--repeat` times and the least CPU time is kept, the usual way to read through interference
 (timeit does the same); compare the ratios printed in one run.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd
 
 from storage import Engine, EngineConfig
+from tools.normalize import book, scan
 from tools.normalize.book import BookTracker
 from tools.normalize.export import export_product, plan
 from tools.normalize.rows import Options, ProductRows
@@ -233,6 +236,8 @@ def main() -> int:
         mb = input_mb(root, chans)
         print(f"input: {a.messages} frames, {a.products} products, {a.dialect}; "
               f"trades+level2 streams {mb:.1f} MB")
+        print(f"compiled scan: {'yes' if scan.native_at_l2 else 'no'}, compiled book: "
+              f"{'yes' if book.native_message else 'no'} (CBL_PURE=1: pure Python)")
         (base / "naive").mkdir()
         tn, rn = naive(root, base / "naive", chans)
         to, ro = ours(root, base / "ours", {"trades", "book_l2"})

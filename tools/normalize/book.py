@@ -15,10 +15,11 @@ are one level, as on the venue. The best price per side comes from a lazily clea
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from storage import RecordKind
+from tools.normalize.native import pure
 
 Level = tuple[str, str]  # (price, size) exactly as the venue sent them
 
@@ -50,12 +51,13 @@ class Side:
         return key
 
     def add(self, key: float, price: str, size: str) -> None:
-        """A price not on the book yet (`set` and `BookTracker.message` decide that)."""
+        """A price not on the book yet (`set` and `BookTracker.message` decide that). The
+        level goes in before a rebuild, so the rebuilt heap holds the new price too."""
         heap = self._heap
         heapq.heappush(heap, -key if self._bid else key)
+        self.levels[key] = (price, size)
         if len(heap) > 2 * len(self.levels) + 1024:  # mostly removed prices: rebuild
             self._rebuild()
-        self.levels[key] = (price, size)
 
     def _rebuild(self) -> None:
         self._heap = [-k for k in self.levels] if self._bid else list(self.levels)
@@ -188,6 +190,9 @@ class BookTracker:
         """A whole book message at once: what `begin`, `level` for each (is_bid, price,
         size) and `end` do, inlined (one call per message, not three plus one per level;
         tests/export check that both ways give the same book and stats)."""
+        if native_message is not None:
+            native_message(self, ts, is_snapshot, levels)  # what follows, compiled (_book.c)
+            return
         st = self.stats
         if st.first_ns is None:
             self._seen(ts)
@@ -275,3 +280,20 @@ class BookTracker:
         self.stats = BookStats()
         self._valid_since = ts
         return st
+
+
+NativeMessage = Callable[[BookTracker, int, bool, Iterable[tuple[bool, str, str]]], None]
+
+
+def _load() -> NativeMessage | None:
+    if pure():
+        return None
+    try:
+        from tools.normalize._book import message
+    except ImportError:  # not built: the pure code
+        return None
+    return message
+
+
+#: `BookTracker.message` compiled (_book.c), or None: the pure code
+native_message: NativeMessage | None = _load()

@@ -105,13 +105,17 @@ def _book_l2(frames: tuple[pa.StringArray, np.ndarray, np.ndarray], ts: np.ndarr
     stretches, go through Arrow's JSON reader; the rows are concatenated in frame order."""
     arr, buf, offsets = frames
     at = bytes(buf[:10]) == b'{"channel"'
-    ok = scan.fits(arr, scan.AT_L2 if at else scan.EX_L2UPDATE)
+    native = scan.AtScan(scan.native_at_l2, buf, offsets) if (
+        at and scan.native_at_l2 is not None) else None
+    ok = native.mask if native is not None else scan.fits(
+        arr, scan.AT_L2 if at else scan.EX_L2UPDATE)
     tables = []
     for lo, hi, fit in _stretches(ok):
         tss = pa.array(ts[lo:hi])
         if fit:
             offs = offsets[lo:hi + 1]
-            t = (_at_rows(_at_scanned(scan.at_l2(buf, offs)), tss, product, floats) if at
+            t = (_at_rows(_at_scanned(native.fields(lo, hi) if native is not None
+                                      else scan.at_l2(buf, offs)), tss, product, floats) if at
                  else _ex_scanned(scan.ex_l2update(buf, offs), tss, product, floats))
         else:
             payloads = [bytes(buf[offsets[i]:offsets[i + 1]]) for i in range(lo, hi)]

@@ -13,11 +13,14 @@ check that both give the same rows).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tools.normalize.native import pure
 
 _STR = r'"[^"\\\x00-\x1f]*"'
 _INT = r"-?(?:0|[1-9][0-9]*)"
@@ -153,3 +156,55 @@ def ex_l2update(buf: np.ndarray, offsets: np.ndarray) -> dict[str, Any]:
     return {"product_id": s.at(base + 3), "time": s.at(base + s.count - 1),
             "rec": pa.array(rec), "side": s.at(lv), "price": s.at(lv + 1),
             "size": s.at(lv + 2)}
+
+
+NativeAtL2 = Callable[[Any, Any], tuple[Any, ...]]
+
+
+def _load() -> NativeAtL2 | None:
+    if pure():
+        return None
+    try:
+        from tools.normalize._scan import at_l2
+    except ImportError:  # not built: the pure path
+        return None
+    return at_l2
+
+
+#: the compiled twin of `fits` + `at_l2` (_scan.c), or None: pure path
+native_at_l2: NativeAtL2 | None = _load()
+
+
+class AtScan:
+    """What `native_at_l2` found in a run of frames: which frames have the AT_L2 shape
+    (`mask`) and, for those frames only, the fields `at_l2` gives; `fields(lo, hi)` cuts out
+    the frames [lo, hi) of a stretch where every frame passed, as `at_l2` would give them."""
+
+    def __init__(self, native: NativeAtL2, buf: np.ndarray, offsets: np.ndarray) -> None:
+        (mask, snap, lev_start, rec, bid, ts, seq, product, et, price, size
+         ) = native(buf, np.ascontiguousarray(offsets, np.int64))
+        self.mask = np.frombuffer(mask, np.bool_)
+        self._before = np.concatenate(([0], np.cumsum(self.mask)))  # fit frames before i
+        self._lev = np.frombuffer(lev_start, np.int64)
+        self._rec = np.frombuffer(rec, np.int64)
+        nf, nl = len(snap), len(self._rec)
+        self._frame = {"timestamp": _strings(ts, nf), "sequence": _strings(seq, nf),
+                       "type": _TYPES.take(np.frombuffer(snap, np.int8)),
+                       "product_id": _strings(product, nf)}
+        self._level = {"side": _SIDES.take(np.frombuffer(bid, np.int8)),
+                       "event_time": _strings(et, nl), "price": _strings(price, nl),
+                       "size": _strings(size, nl)}
+
+    def fields(self, lo: int, hi: int) -> dict[str, Any]:
+        a, b = int(self._before[lo]), int(self._before[hi])
+        assert b - a == hi - lo, "a stretch of frames that did not all pass"
+        la, lb = int(self._lev[a]), int(self._lev[b])
+        out = {k: v.slice(a, b - a) for k, v in self._frame.items()}
+        out |= {k: v.slice(la, lb - la) for k, v in self._level.items()}
+        out["rec"] = pa.array(self._rec[la:lb] - a)
+        return out
+
+
+def _strings(pair: tuple[bytes, bytes], n: int) -> pa.StringArray:
+    offsets, data = pair
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
