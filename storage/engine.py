@@ -22,7 +22,7 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from storage.backends import Backend, make_backend
@@ -66,6 +66,15 @@ class Engine:
     (enforced with an exclusive lock file ``<root>/.lock``), or one per worker share of a root
     whose ``.lock`` the worker's parent holds (``EngineConfig.lock_name``)."""
 
+    extend_trusted: Callable[[Stream, list[int], list[bytes]], int]
+    """``extend_trusted(stream, ts_ns, payloads) -> int``: :meth:`extend` for a caller that
+    guarantees every payload is ``bytes`` (the sink's storage thread: the WebSocket library
+    and the marker encoder hand bytes), without the per-payload type check, and returning the
+    payload bytes buffered (the caller counts them, so they are summed once). Still
+    ValueError, nothing buffered, for columns of different lengths or a timestamp outside
+    i64; the records are the same on disk. It is ``Pending.extend_trusted`` itself, bound at
+    open: the hot path (once per stream and batch) pays no façade frame."""
+
     def __init__(self, config: EngineConfig, backend: Backend | None = None) -> None:
         """Open the data root. ``backend`` overrides ``config.backend`` with a ready instance
         (benchmarks and tests that observe writes); the engine closes it on close."""
@@ -83,6 +92,7 @@ class Engine:
         self._commit_policy = config.commit_policy
         self._streams: dict[tuple[str, str], Stream] = {}
         self._pending = Pending()
+        self.extend_trusted = self._pending.extend_trusted
         self._last_commit = time.monotonic()
         self._closed = False
         self._build_rooms(config)
@@ -138,14 +148,6 @@ class Engine:
     def extend(self, stream: Stream, ts_ns: Sequence[int], payloads: Sequence[bytes]) -> None:
         """Buffer DATA records (no I/O). TypeError/ValueError on bad input, nothing buffered."""
         self._pending.extend(stream, ts_ns, payloads)
-
-    def extend_trusted(self, stream: Stream, ts_ns: list[int], payloads: list[bytes]) -> int:
-        """:meth:`extend` for a caller that guarantees every payload is ``bytes`` (the sink's
-        storage thread: the WebSocket library and the marker encoder hand bytes), without the
-        per-payload type check, and returning the payload bytes buffered (the caller counts
-        them, so they are summed once). Still ValueError, nothing buffered, for columns of
-        different lengths or a timestamp outside i64; the records are the same on disk."""
-        return self._pending.extend_trusted(stream, ts_ns, payloads)
 
     def append(
         self, stream: Stream, ts_ns: int, payload: bytes, kind: RecordKind = RecordKind.DATA
