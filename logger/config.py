@@ -20,7 +20,10 @@ from typing import Any
 
 from logger.protocol.dialects import DIALECTS, get_dialect
 from logger.protocol.names import is_valid_product_id
-from storage import BACKEND_NAMES
+from storage import BACKEND_NAMES, DEFAULT_BACKEND, CommitPolicy
+
+#: storage owns the commit thresholds' defaults (``storage.CommitPolicy``); the schema shows them
+_COMMIT = CommitPolicy()
 
 
 class ConfigError(ValueError):
@@ -154,11 +157,12 @@ SCHEMA: Mapping[str, tuple[object, Check, str]] = {
     "storage.data_dir": ("data", _text, "root directory of the segment files"),
     "storage.allow_venue_change": (False, _bool, "record into a data root that holds another"
                                    " venue's data (its URLs differ); refused by default"),
-    "storage.backend": ("mmap", _choice(*BACKEND_NAMES),
-                        "write backend: mmap, auto, uring or pwrite"),
-    "storage.commit_records": (10_000, _int(1, what="a positive integer"),
+    "storage.backend": (DEFAULT_BACKEND, _choice(*BACKEND_NAMES),
+                        "write backend: " + ", ".join(BACKEND_NAMES)),
+    "storage.commit_records": (_COMMIT.records, _int(1, what="a positive integer"),
                                "commit when this many records are pending"),
-    "storage.commit_interval_s": (5.0, _float(0, strict=True, what="a positive number"),
+    "storage.commit_interval_s": (_COMMIT.interval_s,
+                                  _float(0, strict=True, what="a positive number"),
                                   "commit at least this often (seconds)"),
     "storage.fsync_interval_s": (0.0, _float(0, strict=True, what="a positive number or 0",
                                              allow_zero_off=True),

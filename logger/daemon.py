@@ -251,9 +251,10 @@ class Ingest:
         st = cfg.storage
         ecfg = engine_config(cfg, share)
         metrics_ref: list[Metrics] = []
+        policy = ecfg.commit_policy  # the engine's and the sink's commit policy: one value
         self.sink = sink = Sink(
             lambda: Engine(ecfg),
-            commit_records=st.commit_records, commit_interval_s=st.commit_interval_s,
+            commit_records=policy.records, commit_interval_s=policy.interval_s,
             queue_batches=cfg.ingest.queue_max_batches,
             max_backlog_bytes=st.max_backlog_bytes, shutdown_retry_s=st.shutdown_retry_s,
             on_commit=lambda s, n: metrics_ref[0].observe_commit(s, n) if metrics_ref else None,

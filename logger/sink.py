@@ -42,11 +42,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from logger.protocol.actions import MarkerKind, marker_payload
-from storage import Engine, InvalidStreamName, RecordKind, Stream, validate_name
+from storage import CommitPolicy, Engine, InvalidStreamName, RecordKind, Stream, validate_name
 
 log = logging.getLogger("logger.sink")
 
 StreamKey = tuple[str, str]
+
+#: the commit thresholds' defaults and rule belong to storage (one owner: ``CommitPolicy``)
+_COMMIT = CommitPolicy()
 
 
 class Counts(Protocol):
@@ -203,8 +206,8 @@ class Sink:
         self,
         engine_factory: Callable[[], Engine],
         *,
-        commit_records: int = 10_000,
-        commit_interval_s: float = 5.0,
+        commit_records: int = _COMMIT.records,
+        commit_interval_s: float = _COMMIT.interval_s,
         queue_batches: int = 8,
         queue_bytes: int = 256 << 20,
         max_pending_bytes: int = 128 << 20,
@@ -212,6 +215,7 @@ class Sink:
         on_commit: Callable[[float, int], None] | None = None,
         shutdown_retry_s: float = 5.0,
     ) -> None:
+        self.policy = CommitPolicy(commit_records, commit_interval_s)  # validated there
         self.commit_records = commit_records
         self.commit_interval_s = commit_interval_s
         self.max_pending_bytes = max_pending_bytes
@@ -320,7 +324,7 @@ class Sink:
 
     def tick(self, now_monotonic: float) -> None:
         """Called by a loop timer: time-based commit (also seals past days when idle)."""
-        if now_monotonic - self.last_flush >= self.commit_interval_s:
+        if self.policy.interval_due(now_monotonic - self.last_flush):
             self.flush()
 
     def flush(self) -> bool:

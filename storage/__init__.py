@@ -14,12 +14,13 @@ for tests and benchmarks only. docs/ARCHITECTURE.md lists the API by group.
 
 from storage.archive import DEFAULT_LEVEL, ArchiveReader, is_archive, open_any
 from storage.archive_verify import VerifyReport, verify_file
-from storage.backends import BACKEND_NAMES
+from storage.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from storage.bulk import RecordBatch
 from storage.bulk import batches as record_batches
 from storage.compact import CompactError, CompactResult, NotEligible, compact_segment
 from storage.damage import Damage
-from storage.engine import CommitError, CommitResult, Engine, EngineConfig, Stream
+from storage.engine import Engine
+from storage.engine_config import EngineConfig
 from storage.format import CorruptSegment, ForeignFile, SegmentHeader
 from storage.layout import (
     QUARANTINE_DIR,
@@ -32,6 +33,7 @@ from storage.layout import (
     validate_name,
 )
 from storage.markers import NO_MARKERS, MarkerCounts, SegmentScan
+from storage.policy import CommitPolicy
 from storage.provenance import (
     DATA_DIR_META,
     Claim,
@@ -44,13 +46,16 @@ from storage.provenance import (
 )
 from storage.reader import Record, SegmentReader
 from storage.records import POSSIBLE_LOSS, RecordKind
+from storage.results import CommitError, CommitResult
 from storage.rootlock import LOCK_NAME, RootInUse, RootLock
 from storage.segment import read_segment_header
+from storage.stream import Stream
 
 # grouped by use in docs/ARCHITECTURE.md (writing, records, layout, reading, archiving)
 __all__ = [
     "BACKEND_NAMES",
     "DATA_DIR_META",
+    "DEFAULT_BACKEND",
     "DEFAULT_LEVEL",
     "LOCK_NAME",
     "NO_MARKERS",
@@ -60,6 +65,7 @@ __all__ = [
     "ArchiveReader",
     "Claim",
     "CommitError",
+    "CommitPolicy",
     "CommitResult",
     "CompactError",
     "CompactResult",

@@ -18,6 +18,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
+from typing import Protocol
 
 import google_crc32c
 
@@ -44,7 +45,20 @@ from storage.format import (
 from storage.layout import SEGMENT_OPEN_FLAGS, refuse_symlinked_dirs, segment_path
 from storage.recovery import Recovered, index_due, recover_buffer
 
-__all__ = ["ExtentPolicy", "Segment", "read_segment_header"]
+__all__ = ["BatchSpan", "ExtentPolicy", "PhaseOps", "Segment", "read_segment_header"]
+
+#: A joined batch's (length in bytes, records, first_ts_ns, last_ts_ns), as the fast path
+#: knows them before encoding; a plain tuple: one is built per stream and commit.
+BatchSpan = tuple[int, int, int, int]
+
+
+class PhaseOps(Protocol):
+    """Where :meth:`Segment.stage_joined` puts its writes, by phase of a commit (the engine's
+    ``staging.CommitPlan``): batches, then header hints (one backend call), then commit points."""
+
+    data_ops: list[WriteOp]
+    head_ops: list[WriteOp]
+    commit_ops: list[WriteOp]
 
 #: ``WriteOp`` without the NamedTuple constructor's Python-level frame (3x cheaper; the
 #: fast path makes four ops per stream and commit).
@@ -299,22 +313,13 @@ class Segment:
             off += len(part)
         return ops
 
-    def stage_joined(
-        self,
-        head: bytes,
-        body: bytes,
-        total: int,
-        count: int,
-        first: int,
-        last: int,
-        data_ops: list[WriteOp],
-        head_ops: list[WriteOp],
-        commit_ops: list[WriteOp],
-    ) -> None:
+    def stage_joined(self, head: bytes, body: bytes, span: BatchSpan, out: PhaseOps) -> None:
         """:meth:`stage` + :meth:`header_ops` + :meth:`commit_op` in one call, for a batch
-        encoded by ``format.encode_joined`` (the engine's per-stream fast path): the batch's
-        two ops go to ``data_ops``, the hints to ``head_ops``, the commit point to
-        ``commit_ops``. OSError (full disk) before anything is staged."""
+        encoded by ``format.encode_joined`` as ``head`` + ``body`` (the engine's per-stream
+        fast path): ``span`` is its (length, records, first_ts, last_ts); its two ops go to
+        ``out.data_ops``, the hints to ``out.head_ops``, the commit point to
+        ``out.commit_ops``. OSError (full disk) before anything is staged."""
+        total, count, first, last = span
         off = self.staged_end
         end = off + total
         if end > self.size:
@@ -336,6 +341,8 @@ class Segment:
         self._s_count = count = self._s_count + count
         self.staged_end = end
         fd, mm = self.fd, self.mm
+        data_ops = out.data_ops
+        head_ops = out.head_ops
         data_ops.append(_op(WriteOp, (fd, mm, off, head)))
         data_ops.append(_op(WriteOp, (fd, mm, off + 8, body)))
         if self.version == 2:
@@ -348,7 +355,7 @@ class Segment:
                                           pack_stats(count, first, last, end, 1))))
         if len(index) > self._committed_index:
             head_ops += self._index_ops()
-        commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
+        out.commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
 
     def _populate(self, off: int, end: int) -> None:
         page = mmap.PAGESIZE

@@ -45,7 +45,6 @@ from tools.merge_identity import DIALECTS, identity
 from tools.select_cli import describe, find_segments, latest_per_segment
 
 META = DATA_DIR_META
-COMMIT_EVERY = 10_000
 
 _DESCRIPTION = """\
 Merge recordings of the same Coinbase feed made by independent recorders (two
@@ -224,11 +223,12 @@ def merge_one(engine: Engine, key: tuple[str, str], per_input: list[list[Segment
     stream = engine.stream(*key)
     merged = merge_stream([records(refs, damaged) for refs in per_input], remaining,
                           partial(identity, s.dialect), report, s.roots, s.window_ns)
+    every = engine.config.commit_policy.records  # storage's commit threshold (one owner)
     pending = 0
     for ts, kind, payload in merged:
         engine.append(stream, ts, payload, RecordKind(kind))
         pending += 1
-        if pending >= COMMIT_EVERY:
+        if pending >= every:
             engine.commit()
             pending = 0
     engine.commit()

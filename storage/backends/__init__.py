@@ -15,9 +15,15 @@ from typing import cast
 from storage.backends.base import Backend, WriteOp
 from storage.backends.mmap_backend import MmapBackend
 
-__all__ = ["BACKEND_NAMES", "Backend", "MmapBackend", "WriteOp", "make_backend"]
+__all__ = ["BACKEND_NAMES", "DEFAULT_BACKEND", "Backend", "MmapBackend", "WriteOp", "make_backend"]
 
+#: Every name ``make_backend`` takes: the one list (the daemon's config takes its choices here).
 BACKEND_NAMES = ("auto", "mmap", "uring", "pwrite")
+
+#: The backend of an engine (and of the daemon) that names none: mmap costs the least CPU per
+#: record of the three (docs/STORAGE_BENCH.md) and needs no probe child at start-up, which
+#: ``auto`` runs to see whether io_uring works here.
+DEFAULT_BACKEND = "mmap"
 
 _MODULES = {"pwrite": ("storage.backends.pwrite_backend", "PwriteBackend"),
             "uring": ("storage.backends.uring_backend", "UringBackend")}

@@ -124,6 +124,34 @@ def _as_bytes_like(data: bytes | memoryview) -> bytes | memoryview:
     return view
 
 
+def _settle(
+    job: _Job, res: int, stalled: set[int], failure: OSError | None
+) -> tuple[bool, OSError | None]:
+    """Apply one completion's result to its job: done, continued after a short write (its
+    file sits out the rest of the round), or failed (the first failure is kept; a chain the
+    kernel cancelled after another job's failure is not one). Whether the job advanced, and
+    the first failure so far."""
+    if res < 0:
+        stalled.add(job.fd)
+        if res != -errno.ECANCELED and failure is None:
+            what = "io_uring fdatasync" if job.bufs is None else "io_uring write"
+            failure = write_error(-res, what, job.fd, job.offset)
+        return False, failure
+    bufs = job.bufs
+    if bufs is None or res >= job.size:  # fdatasync done, or the whole write
+        job.done = True
+        return True, failure
+    stalled.add(job.fd)
+    if res > 0:
+        job.bufs = list[bytes | memoryview](drop_prefix(bufs, res))  # short writes only
+        job.size -= res
+        job.offset += res
+        return True, failure
+    if failure is None:
+        failure = write_error(errno.EIO, "io_uring write (0 bytes)", job.fd, job.offset)
+    return False, failure
+
+
 class UringBackend:
     """Writes a commit's ops through one io_uring instance owned by the engine's thread."""
 
@@ -246,10 +274,25 @@ class UringBackend:
 
         Returns the first failure seen so far and whether any job advanced.
         """
-        ring = self._ring
         live = [job for job in batch if job.fd not in stalled]
         if not live:
             return failure, False
+        self._prepare(live)
+        submitted = self._enter(len(live))
+        progressed = False
+        for _ in range(submitted):
+            job, res = self._reap(live)
+            moved, failure = _settle(job, res, stalled, failure)
+            progressed |= moved
+        if submitted != len(live):
+            self._abandon()
+            raise OSError(errno.EIO, f"io_uring accepted {submitted} of {len(live)} requests")
+        return failure, progressed
+
+    def _prepare(self, live: list[_Job]) -> None:
+        """One SQE per job, consecutive jobs of one file linked (``IOSQE_IO_LINK``), each
+        tagged with its place in ``live`` (+1) for the completion."""
+        ring = self._ring
         last = len(live) - 1
         for i, job in enumerate(live):
             sqe = _Q.io_uring_get_sqe(ring)
@@ -268,44 +311,21 @@ class UringBackend:
             if i < last and live[i + 1].fd == job.fd:
                 sqe.flags = IOSQE_IO_LINK
             sqe.user_data = i + 1
-        submitted = self._enter(len(live))
-        progressed = False
-        cqe = self._cqe
-        for _ in range(submitted):
+
+    def _reap(self, live: list[_Job]) -> tuple[_Job, int]:
+        """Wait for the next completion: its job (buffers released) and result."""
+        ring, cqe = self._ring, self._cqe
+        rc = _Q.io_uring_wait_cqe(ring, cqe)
+        while rc == -errno.EINTR:
             rc = _Q.io_uring_wait_cqe(ring, cqe)
-            while rc == -errno.EINTR:
-                rc = _Q.io_uring_wait_cqe(ring, cqe)
-            if rc < 0:  # the ring itself is broken: nothing sensible can follow
-                self._abandon()
-                raise OSError(-rc, f"io_uring wait failed: {errno.errorcode.get(-rc, rc)}")
-            res = cqe.res
-            job = live[cqe.user_data - 1]
-            _Q.io_uring_cqe_seen(ring, cqe)
-            job.iov = None
-            if res < 0:
-                stalled.add(job.fd)
-                if res != -errno.ECANCELED and failure is None:
-                    what = "io_uring fdatasync" if job.bufs is None else "io_uring write"
-                    failure = write_error(-res, what, job.fd, job.offset)
-                continue
-            bufs = job.bufs
-            if bufs is None or res >= job.size:  # fdatasync done, or the whole write
-                job.done = True
-                progressed = True
-            elif res > 0:
-                job.bufs = drop_prefix(bufs, res)
-                job.size -= res
-                job.offset += res
-                stalled.add(job.fd)
-                progressed = True
-            else:
-                stalled.add(job.fd)
-                if failure is None:
-                    failure = write_error(errno.EIO, "io_uring write (0 bytes)", job.fd, job.offset)
-        if submitted != len(live):
+        if rc < 0:  # the ring itself is broken: nothing sensible can follow
             self._abandon()
-            raise OSError(errno.EIO, f"io_uring accepted {submitted} of {len(live)} requests")
-        return failure, progressed
+            raise OSError(-rc, f"io_uring wait failed: {errno.errorcode.get(-rc, rc)}")
+        res = cqe.res
+        job = live[cqe.user_data - 1]
+        _Q.io_uring_cqe_seen(ring, cqe)
+        job.iov = None
+        return job, res
 
     def _enter(self, count: int) -> int:
         """Submit the prepared SQEs and wait for ``count`` completions; number submitted."""

@@ -23,9 +23,9 @@ from segment_fixtures import DAY_NS, NOON_NS, read_all
 from storage import Engine, EngineConfig, iter_segments
 from storage.backends.base import WriteOp
 from storage.backends.mmap_backend import MmapBackend
-from storage.engine import CommitPlan
 from storage.records import RecordKind
 from storage.segment import Segment
+from storage.staging import CommitPlan
 
 STREAMS = [("BTC-USD", "level2"), ("ETH-EUR", "ticker")]
 
