@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make run` and `make test` (see README.md).
-# Every target creates/refreshes .venv only when pyproject.toml changed.
+# Every target creates/refreshes .venv only when pyproject.toml, setup.py or a C source changed
+# (`pip install -e .` builds the optional compiled parts listed in setup.py; CBL_PURE=1 at run
+# time forces the pure-Python path, see storage/fastpath.py).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,9 @@ ARGS   ?=
 
 .PHONY: run test lint typecheck pytest demo bench chaos clean venv dev
 
-$(VENV)/.installed: pyproject.toml
+CSRC   := $(wildcard */*.c */*/*.c)
+
+$(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -e .

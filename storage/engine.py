@@ -36,7 +36,6 @@ from storage.format import (
     CorruptSegment,
     ForeignFile,
     batch_size,
-    encode_joined,
     encode_parts,
 )
 from storage.layout import (
@@ -374,6 +373,10 @@ class Engine:
         self._precreated: dict[Segment, None] = {}  # next-day segments not written yet
         # the per-stream fast path writes columns in host order: little-endian hosts only
         self._fast_ok = sys.byteorder == "little"
+        # the mmap backend would copy each batch into the mapping anyway: the fast path frames
+        # it there directly (one copy); a backend passed in (tests and benchmarks that observe
+        # writes) sees every batch as ops
+        self._direct = backend is None and self.backend_name == "mmap"
         self._closed = False
         # unsealed-looking segments of past days left by an earlier run: checked and sealed a
         # few per commit (recovering one reads it whole), so a restart after a crash is fast
@@ -799,10 +802,8 @@ class Engine:
         if total > self._max_batch or (end + total > self._cap and end != HEADER_SIZE):
             return -1
         kinds = stream.kinds_column() if stream.markers else None
-        head, body = encode_joined(stream.ts, bytes(n) if kinds is None else kinds, lens,
-                                   stream.payloads, lo, hi, payload_len, total, end)
-        seg.stage_joined(head, body, total, n, lo, hi, plan.data_ops, plan.head_ops,
-                         plan.commit_ops)
+        seg.stage_columns(self._direct, stream.ts, kinds, lens, stream.payloads, total, lo, hi,
+                          payload_len, plan)
         plan.fast.append(seg)
         return total
 

@@ -17,10 +17,13 @@ import datetime as dt
 import mmap
 import os
 import struct
+from array import array
 from pathlib import Path
+from typing import Protocol
 
 import google_crc32c
 
+from storage import fastpath
 from storage.backends.base import WriteOp
 from storage.format import (
     HEADER_SIZE,
@@ -44,7 +47,7 @@ from storage.format import (
 from storage.layout import SEGMENT_OPEN_FLAGS, refuse_symlinked_dirs, segment_path
 from storage.recovery import Recovered, index_due, recover_buffer
 
-__all__ = ["ExtentPolicy", "Segment", "read_segment_header"]
+__all__ = ["ExtentPolicy", "Segment", "StageOps", "read_segment_header"]
 
 #: ``WriteOp`` without the NamedTuple constructor's Python-level frame (3x cheaper; the
 #: fast path makes four ops per stream and commit).
@@ -53,6 +56,14 @@ _HINTS = struct.Struct("<QIqq")  # format.pack_stats (v2) / pack_committed_len, 
 _HINTS_OUT = struct.Struct("<IIqq")
 _U64 = struct.Struct("<Q")
 _crc = google_crc32c.value
+
+
+class StageOps(Protocol):
+    """Where :meth:`Segment.stage_columns` puts its writes (the engine's commit plan)."""
+
+    data_ops: list[WriteOp]
+    head_ops: list[WriteOp]
+    commit_ops: list[WriteOp]
 
 
 def read_segment_header(path: Path) -> SegmentHeader:
@@ -299,28 +310,43 @@ class Segment:
             off += len(part)
         return ops
 
-    def stage_joined(
+    def stage_columns(
         self,
-        head: bytes,
-        body: bytes,
+        direct: bool,
+        ts: array[int],
+        kinds: bytes | None,
+        lens: array[int],
+        payloads: list[bytes],
         total: int,
-        count: int,
         first: int,
         last: int,
-        data_ops: list[WriteOp],
-        head_ops: list[WriteOp],
-        commit_ops: list[WriteOp],
+        payload_len: int,
+        plan: StageOps,
     ) -> None:
-        """:meth:`stage` + :meth:`header_ops` + :meth:`commit_op` in one call, for a batch
-        encoded by ``format.encode_joined`` (the engine's per-stream fast path): the batch's
-        two ops go to ``data_ops``, the hints to ``head_ops``, the commit point to
-        ``commit_ops``. OSError (full disk) before anything is staged."""
+        """:meth:`stage` + :meth:`header_ops` + :meth:`commit_op` in one call, for one batch
+        given as columns (the engine's per-stream fast path; the caller guarantees
+        ``total = batch_size(len(lens), payload_len)`` and ``first``/``last`` = min/max of
+        ``ts``). The batch is framed by ``storage.fastpath`` (compiled when built): with
+        ``direct`` (a backend that would copy it into the mapping anyway, in the same order)
+        straight into this segment's mapping now, else as ops in ``plan.data_ops``; the hints
+        go to ``plan.head_ops``, the commit point to ``plan.commit_ops``. OSError (full disk)
+        before anything is staged."""
         off = self.staged_end
         end = off + total
         if end > self.size:
             self.reserve(end)
         if self.policy.populate and end > self._populated:
             self._populate(off, end)
+        fd, mm = self.fd, self.mm
+        if direct:
+            fastpath.frame_into(mm, off, off, ts, lens, kinds, payloads, first, last,
+                                payload_len, total)
+        else:
+            at = off
+            for part in fastpath.frame_parts(off, ts, lens, kinds, payloads, first, last,
+                                             payload_len, total):
+                plan.data_ops.append(_op(WriteOp, (fd, mm, at, part)))
+                at += len(part)
         index = self.index
         step = self.index_step
         if (step > 0 and len(index) < INDEX_CAPACITY
@@ -333,11 +359,9 @@ class Segment:
                 last = self._s_last
         self._s_first = first
         self._s_last = last
-        self._s_count = count = self._s_count + count
+        self._s_count = count = self._s_count + len(lens)
         self.staged_end = end
-        fd, mm = self.fd, self.mm
-        data_ops.append(_op(WriteOp, (fd, mm, off, head)))
-        data_ops.append(_op(WriteOp, (fd, mm, off + 8, body)))
+        head_ops = plan.head_ops
         if self.version == 2:
             hint = count if count <= 0xFFFF_FFFF else 0xFFFF_FFFF
             crc = _crc(_HINTS.pack(end, hint, first, last))
@@ -348,7 +372,7 @@ class Segment:
                                           pack_stats(count, first, last, end, 1))))
         if len(index) > self._committed_index:
             head_ops += self._index_ops()
-        commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
+        plan.commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
 
     def _populate(self, off: int, end: int) -> None:
         page = mmap.PAGESIZE
