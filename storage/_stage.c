@@ -183,10 +183,21 @@ static void frame_write(uint8_t *out, uint64_t offset, const Py_buffer *ts, cons
     else
         memset(p, 0, (size_t)n);
     p += n;
+    uint8_t *const stop = p + payload_len;
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t size = PyBytes_GET_SIZE(items[i]);
-        memcpy(p, PyBytes_AS_STRING(items[i]), (size_t)size);
-        p += size;
+        if (PyBytes_CheckExact(items[i])) {
+            Py_ssize_t size = PyBytes_GET_SIZE(items[i]);
+            memcpy(p, PyBytes_AS_STRING(items[i]), (size_t)size);
+            p += size;
+        } else {  /* another bytes-like object (bytes.join takes those too): checked before */
+            Py_buffer b;
+            if (PyObject_GetBuffer(items[i], &b, PyBUF_SIMPLE) == 0) {
+                size_t room = (size_t)(stop - p), size = (size_t)b.len;
+                memcpy(p, b.buf, size < room ? size : room);  /* never past the payloads */
+                p += size < room ? size : room;
+                PyBuffer_Release(&b);
+            }
+        }
     }
     memset(p, 0, (size_t)(out + total - p));
     uint8_t seed[8];
@@ -201,7 +212,7 @@ PyDoc_STRVAR(frame_doc,
 "frame(dest, at, offset, ts, lens, kinds, payloads, first, last, payload_len, total, /)\n\n"
 "Frame one v2 batch for file ``offset`` (the bytes of format.encode_joined's head + body).\n"
 "``ts``/``lens`` are array('q')/array('I') columns, ``kinds`` bytes or None (all DATA),\n"
-"``payloads`` a list of bytes. With ``dest`` a writable buffer (a segment's mmap) the batch is\n"
+"``payloads`` a sequence of bytes (or bytes-like objects). With ``dest`` a writable buffer (a segment's mmap) the batch is\n"
 "written to dest[at:at + total] and None is returned; with ``dest`` None a new bytes object is\n"
 "returned. ValueError (nothing written) when the columns disagree with each other, with\n"
 "``payload_len``/``total``, or the batch does not fit ``dest``.");
@@ -220,19 +231,21 @@ static PyObject *stage_frame(PyObject *self, PyObject *const *args, Py_ssize_t n
         as_i64(args[7], &first) < 0 || as_i64(args[8], &last) < 0 ||
         as_size(args[9], &payload_len, "payload_len") < 0 || as_size(args[10], &total, "total") < 0)
         return NULL;
-    if (!PyList_CheckExact(payloads) && !PyTuple_CheckExact(payloads)) {
-        PyErr_SetString(PyExc_TypeError, "payloads must be a list or tuple of bytes");
-        return NULL;
-    }
     if (kinds_obj != Py_None && !PyBytes_CheckExact(kinds_obj)) {
         PyErr_SetString(PyExc_TypeError, "kinds must be bytes or None");
         return NULL;
     }
-    Py_buffer ts, lens;
-    if (PyObject_GetBuffer(args[3], &ts, PyBUF_SIMPLE) < 0)
+    payloads = PySequence_Fast(payloads, "payloads must be a sequence of bytes");
+    if (!payloads)
         return NULL;
+    Py_buffer ts, lens;
+    if (PyObject_GetBuffer(args[3], &ts, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(payloads);
+        return NULL;
+    }
     if (PyObject_GetBuffer(args[4], &lens, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&ts);
+        Py_DECREF(payloads);
         return NULL;
     }
     PyObject *result = NULL;
@@ -250,11 +263,15 @@ static PyObject *stage_frame(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     Py_ssize_t sum = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyBytes_CheckExact(items[i])) {
-            PyErr_SetString(PyExc_TypeError, "payloads must be bytes");
-            goto done;
+        if (PyBytes_CheckExact(items[i])) {
+            sum += PyBytes_GET_SIZE(items[i]);
+            continue;
         }
-        sum += PyBytes_GET_SIZE(items[i]);
+        Py_buffer b;  /* the rare bytes-like payload: its size now, its bytes when writing */
+        if (PyObject_GetBuffer(items[i], &b, PyBUF_SIMPLE) < 0)
+            goto done;
+        sum += b.len;
+        PyBuffer_Release(&b);
     }
     unsigned long long raw = (unsigned long long)BATCH_HEADER_SIZE + 13ull * (unsigned long long)n +
                              (unsigned long long)sum;
@@ -289,6 +306,7 @@ done:
         PyBuffer_Release(&out);
     PyBuffer_Release(&lens);
     PyBuffer_Release(&ts);
+    Py_DECREF(payloads);
     return result;
 }
 

@@ -130,6 +130,10 @@ def test_frame_writes_the_bytes_of_encode_joined(
     assert b"".join(fastpath.frame_parts(offset, *args)) == want
     info, blob = read_batch(want, 0, total, pos=offset)  # a valid batch, bound to its offset
     assert blob == want and info.count == len(sizes)
+    # bytes-like payloads (which bytes.join takes too) give the same bytes
+    likes = [bytearray(p) if i % 2 else memoryview(p) for i, p in enumerate(payloads)]
+    assert _stage.frame(None, 0, offset, ts, lens, kinds, likes, min(stamps), max(stamps),
+                        payload_len, total) == want
 
 
 @needs_compiled
@@ -151,7 +155,7 @@ def test_frame_refuses_inconsistent_input_before_writing(change: str) -> None:
     elif change == "short_kinds":
         kinds = b"\x00"
     elif change == "not_bytes":
-        pl[1] = bytearray()
+        pl[1] = 5
     elif change == "no_room":
         at = 17
     else:
