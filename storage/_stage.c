@@ -315,11 +315,27 @@ static PyObject *stage_hardware(PyObject *self, PyObject *unused)
     return PyBool_FromLong(crc_hw);
 }
 
+/* Tests only: run the software CRC on a CPU that has SSE4.2, so both are proven. */
+static PyObject *stage_use_hardware(PyObject *self, PyObject *arg)
+{
+    int want = PyObject_IsTrue(arg);
+    if (want < 0)
+        return NULL;
+    int had = crc_hw;
+#ifdef CBL_X86_HW
+    crc_hw = want && __builtin_cpu_supports("sse4.2");
+#endif
+    return PyBool_FromLong(had);
+}
+
 static PyMethodDef stage_methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))stage_crc32c, METH_FASTCALL, crc32c_doc},
     {"frame", (PyCFunction)(void (*)(void))stage_frame, METH_FASTCALL, frame_doc},
     {"hardware_crc", stage_hardware, METH_NOARGS,
      "hardware_crc() -> bool\n\nTrue when CRC32C runs on the SSE4.2 crc32 instruction."},
+    {"use_hardware_crc", stage_use_hardware, METH_O,
+     "use_hardware_crc(flag) -> bool\n\nFor tests: the SSE4.2 CRC (where the CPU has it) or the\n"
+     "software one from now on; returns whether hardware was in use."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,16 +1,18 @@
 """The compiled staging path (storage/_stage.c) writes exactly the bytes of the pure one.
 
 ``storage.fastpath`` chooses between them; files must never depend on the choice. Shown here:
-its CRC32C equals google_crc32c's; a framed batch equals ``format.encode_joined``'s for random
-columns, offsets, kinds and payload sizes (empty, large, every pad length), whether written into
-a buffer or returned; inconsistent input is refused before a byte is written; the engine leaves
-byte-identical trees through either path (mmap: framed in the mapping; pwrite: as ops); and the
-fallback works where the module is missing, disabled by ``CBL_PURE=1``, or could not be built
-(a broken compiler still leaves an importable, working package).
+its CRC32C equals google_crc32c's (SSE4.2 and software slicing-by-8 alike); a framed batch
+equals ``format.encode_joined``'s for random columns, offsets, kinds and payload sizes (empty,
+large, every pad length), whether written into a buffer or returned; inconsistent input is
+refused before a byte is written; the engine leaves byte-identical trees through either path
+(mmap: framed in the mapping; pwrite: as ops); and the fallback works where the module is
+missing, disabled by ``CBL_PURE=1``, or could not be built (a broken compiler still leaves an
+importable, working package).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -34,6 +36,27 @@ REPO = Path(__file__).resolve().parents[2]
 needs_compiled = pytest.mark.skipif(not fastpath.available(),
                                     reason=f"storage._stage not built: {fastpath.PATH}")
 I64 = st.integers(-(1 << 63), (1 << 63) - 1)
+
+
+def _crc_modes() -> list[bool]:
+    """Hardware (SSE4.2) and software CRC where the CPU has the instruction, else software."""
+    if not fastpath.available():
+        return []
+    from storage import _stage
+    return [True, False] if _stage.hardware_crc() else [False]
+
+
+CRC_MODES = _crc_modes()
+
+
+@contextlib.contextmanager
+def crc_mode(hardware: bool) -> Iterator[None]:
+    from storage import _stage
+    before = _stage.use_hardware_crc(hardware)
+    try:
+        yield
+    finally:
+        _stage.use_hardware_crc(before)
 
 
 def test_compiled_part_is_built_where_a_compiler_exists() -> None:
@@ -65,18 +88,23 @@ def paths() -> Iterator[None]:
 def test_crc32c_matches_google_crc32c(data: bytes, seed: int, skip: int) -> None:
     from storage import _stage
     view = memoryview(data)[min(skip, len(data)):]  # unaligned starts
-    assert _stage.crc32c(view, seed) == google_crc32c.extend(seed, bytes(view))
-    assert _stage.crc32c(view) == google_crc32c.value(bytes(view))
-    assert fastpath.crc32c(view, seed) == google_crc32c.extend(seed, bytes(view))
+    for hardware in CRC_MODES:
+        with crc_mode(hardware):
+            assert _stage.crc32c(view, seed) == google_crc32c.extend(seed, bytes(view))
+            assert _stage.crc32c(view) == google_crc32c.value(bytes(view))
+            assert fastpath.crc32c(view, seed) == google_crc32c.extend(seed, bytes(view))
 
 
 @needs_compiled
-def test_crc32c_matches_on_large_buffers_and_the_check_value() -> None:
+@pytest.mark.parametrize("hardware", CRC_MODES)
+def test_crc32c_matches_on_large_buffers_and_the_check_value(hardware: bool) -> None:
     from storage import _stage
-    assert _stage.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     blob = os.urandom((1 << 20) + 13)
-    assert _stage.crc32c(blob) == google_crc32c.value(blob)
-    assert _stage.crc32c(blob[5:], 7) == google_crc32c.extend(7, blob[5:])
+    with crc_mode(hardware):
+        assert _stage.hardware_crc() is hardware
+        assert _stage.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+        assert _stage.crc32c(blob) == google_crc32c.value(blob)
+        assert _stage.crc32c(blob[5:], 7) == google_crc32c.extend(7, blob[5:])
     with pytest.raises(ValueError):
         _stage.crc32c(b"x", 1 << 32)
 
@@ -120,7 +148,9 @@ def test_frame_writes_the_bytes_of_encode_joined(
     ts, lens, payloads, payload_len, total = _columns(stamps, sizes)
     want = _pure(ts, lens, kinds, payloads, payload_len, total, offset)
     args = (ts, lens, kinds, payloads, min(stamps), max(stamps), payload_len, total)
-    assert _stage.frame(None, 0, offset, *args) == want
+    for hardware in CRC_MODES:
+        with crc_mode(hardware):
+            assert _stage.frame(None, 0, offset, *args) == want
     canvas = os.urandom(at + total + 9)
     for framer in (_stage.frame, fastpath.pure_frame_into):
         dest = bytearray(canvas)
