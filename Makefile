@@ -61,4 +61,5 @@ chaos: $(VENV)/.installed-dev
 	$(BIN)/python bench/chaos.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info build
+	find storage logger tools -name '*.so' -delete

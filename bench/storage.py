@@ -22,6 +22,9 @@ What is measured (see docs/STORAGE_BENCH.md for how to read it):
   them (wall and CPU seconds: both are stalls of the storage thread); then the UTC day roll
   under the same load on the engine's clock: the slowest commit of the last 10 minutes, the
   first after midnight and the slowest after it.
+  Each ingest run is made on both staging paths (storage/fastpath.py: pure Python and the
+  compiled ``storage._stage``, when built), interleaved, and printed with their ratio; then an
+  A/B in one engine that switches the path at every commit (the steadier ratio).
 * syscalls per record, per backend, counted with ``strace -c -f`` around a child process that
   runs a fixed workload twice the size of another: (calls(2N) - calls(N)) / N, so interpreter
   start-up, imports and engine set-up cancel out and only the steady state is left.
@@ -54,6 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from storage import fastpath
 from storage.backends.probe import uring_probe
 from storage.engine import Engine, EngineConfig
 
@@ -340,36 +344,108 @@ def midnight_grid(backends: list[str], workdir: Path) -> None:
         print(run_midnight(b, workdir), flush=True)
 
 
+def ingest_paths() -> list[bool]:
+    """The staging paths to compare (storage/fastpath.py): pure Python always, compiled where
+    it was built."""
+    return [False, True] if fastpath.available() else [False]
+
+
 def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -> None:
-    """Every backend ``repeat`` times, interleaved; best steady state, and the create/close
-    stalls of the same runs (min and max)."""
-    runs: dict[str, list[IngestFigure]] = {b: [] for b in backends}
-    for _ in range(repeat):
-        for b in backends:
-            fig = run_ingest(b, commits, workdir)
-            runs[b].append(fig)
-            print(f"# ingest {b}: {fig.rps:,.0f} records/s, {fig.us_per_stream_commit:.1f} us "
-                  f"per stream-commit, create {fig.create_wall:.2f} s, "
-                  f"close {fig.close_wall:.2f} s", file=sys.stderr)
+    """Every backend ``repeat`` times on each staging path (pure Python, compiled),
+    interleaved; best steady state, the create/close stalls of the same runs (min and max),
+    then pure / compiled per backend: the same-run ratio."""
+    paths = ingest_paths()
+    runs: dict[tuple[str, bool], list[IngestFigure]] = {
+        (b, c): [] for b in backends for c in paths}
+    try:
+        for _ in range(repeat):
+            for b in backends:
+                for compiled in paths:
+                    fastpath.select(compiled)
+                    fig = run_ingest(b, commits, workdir)
+                    runs[(b, compiled)].append(fig)
+                    print(f"# ingest {b} {_path_name(compiled)}: {fig.rps:,.0f} records/s, "
+                          f"{fig.us_per_stream_commit:.1f} us per stream-commit, create "
+                          f"{fig.create_wall:.2f} s, close {fig.close_wall:.2f} s",
+                          file=sys.stderr)
+    finally:
+        fastpath.select()
     print(f"# ingest-shaped: {INGEST_STREAMS} streams, {commits} commits x {COMMIT_RECORDS} "
           f"records of 140-600 B, Zipf {INGEST_ZIPF}; best of {repeat} (CPU time of the process); "
-          "create = first commit into 2 800 new segments, close = seal 2 800 (min-max, s)")
-    header = (f"{'backend':<9}{'records/s':>11}{'us/rec':>8}{'us/commit':>11}{'streams/c':>10}"
+          "create = first commit into 2 800 new segments, close = seal 2 800 (min-max, s); "
+          f"staging: pure Python and {fastpath.PATH if fastpath.available() else 'no compiled'}")
+    header = (f"{'backend':<18}{'records/s':>11}{'us/rec':>8}{'us/commit':>11}{'streams/c':>10}"
               f"{'us/str-c':>9}{'wall rec/s':>12}{'create wall':>13}{'create cpu':>12}"
               f"{'close wall':>12}{'close cpu':>11}")
     print(header)
     print("-" * len(header))
-    for b, figs in runs.items():
-        f = min(figs, key=lambda x: x.cpu_seconds)
+    best: dict[tuple[str, bool], IngestFigure] = {}
+    for (b, compiled), figs in runs.items():
+        f = best[(b, compiled)] = min(figs, key=lambda x: x.cpu_seconds)
         cw = [x.create_wall for x in figs]
         cc = [x.create_cpu for x in figs]
         lw = [x.close_wall for x in figs]
         lc = [x.close_cpu for x in figs]
-        print(f"{b:<9}{f.rps:>11,.0f}{f.us_per_record:>8.2f}{f.us_per_commit:>11,.0f}"
+        print(f"{b + ' ' + _path_name(compiled):<18}{f.rps:>11,.0f}{f.us_per_record:>8.2f}"
+              f"{f.us_per_commit:>11,.0f}"
               f"{f.stream_commits / f.commits:>10.0f}{f.us_per_stream_commit:>9.1f}"
               f"{f.records / f.wall_seconds:>12,.0f}"
               f"{min(cw):>6.2f}-{max(cw):<6.2f}{min(cc):>5.2f}-{max(cc):<6.2f}"
               f"{min(lw):>5.2f}-{max(lw):<6.2f}{min(lc):>5.2f}-{max(lc):<5.2f}", flush=True)
+    if len(paths) == 2:
+        print("# staging path, same run: us per stream-commit pure -> compiled (pure/compiled; "
+              "per round, then best of each)")
+        for b in backends:
+            pure, comp = runs[(b, False)], runs[(b, True)]
+            rounds = "  ".join(f"{p.us_per_stream_commit:.1f}->{c.us_per_stream_commit:.1f}"
+                               for p, c in zip(pure, comp, strict=True))
+            p, c = best[(b, False)], best[(b, True)]
+            print(f"{b:<9}{rounds}   best {p.us_per_stream_commit:.1f} -> "
+                  f"{c.us_per_stream_commit:.1f} us ({p.cpu_seconds / c.cpu_seconds:.2f}x)")
+        for b in backends:
+            ingest_ab(b, commits, 2, workdir)
+
+
+def ingest_ab(backend: str, commits: int, rounds: int, workdir: Path) -> None:
+    """The staging paths A/B in one engine: the ingest plan ``rounds`` times, the path switched
+    at every commit (pure, compiled, pure, ...), CPU time summed per path. Load drift and
+    segment growth hit both alike, so this ratio is steadier than that of separate runs."""
+    root = Path(tempfile.mkdtemp(prefix=f"ab-{backend}-", dir=workdir))
+    cpu = {False: 0.0, True: 0.0}
+    touched = {False: 0, True: 0}
+    try:
+        eng = Engine(EngineConfig(root=root, backend=backend, commit_records=COMMIT_RECORDS))
+        handles = [eng.stream(p, c) for p, c in stream_names(INGEST_STREAMS)]
+        now = time.time_ns()
+        for h in handles:
+            eng.append(h, now, b'{"type":"subscriptions"}')
+        eng.commit(now)
+        plan = ingest_plan(commits, 7, now + 1)
+        k = 0
+        for _ in range(rounds):
+            for c in plan:
+                compiled = k % 2 == 1
+                k += 1
+                fastpath.select(compiled)
+                t0 = time.process_time()
+                for s, stamps, payloads in c:
+                    eng.extend_trusted(handles[s], stamps, payloads)
+                if eng.commit(now).errors:
+                    raise SystemExit(f"{backend}: commit errors")
+                cpu[compiled] += time.process_time() - t0
+                touched[compiled] += len(c)
+        eng.close()
+    finally:
+        fastpath.select()
+        shutil.rmtree(root, ignore_errors=True)
+    pure, comp = (cpu[c] / touched[c] * 1e6 for c in (False, True))
+    print(f"{backend:<9}pure {pure:.1f} -> compiled {comp:.1f} us per stream-commit "
+          f"({pure / comp:.2f}x; A/B alternating per commit, {k} commits, one engine)",
+          flush=True)
+
+
+def _path_name(compiled: bool) -> str:
+    return "compiled" if compiled else "pure"
 
 
 # -- baselines -------------------------------------------------------------------------------------

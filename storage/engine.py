@@ -95,7 +95,7 @@ class Engine:
         self.extend_trusted = self._pending.extend_trusted
         self._last_commit = time.monotonic()
         self._closed = False
-        self._build_rooms(config)
+        self._build_rooms(config, direct=backend is None and self.backend_name == "mmap")
         self._journal = RunJournal(self.root, config.lock_name, config.mark_unclean)
         try:
             self._journal.open(time.time_ns(), self)
@@ -104,8 +104,10 @@ class Engine:
             self._lock.release()
             raise
 
-    def _build_rooms(self, config: EngineConfig) -> None:
-        """The rooms that open, stage, commit, seal and sync segments, wired together."""
+    def _build_rooms(self, config: EngineConfig, direct: bool) -> None:
+        """The rooms that open, stage, commit, seal and sync segments, wired together.
+        ``direct``: the engine's own mmap backend, so the fast path frames batches straight
+        into the mapping (one copy) instead of handing the backend ops."""
         days = DayCache()
         opener = SegmentOpener(self.root, config.segment_max_bytes, config.first_extent_bytes,
                                config.max_extent_bytes, populate=self.backend_name == "mmap",
@@ -116,7 +118,7 @@ class Engine:
         self._lifecycle = Lifecycle(opener, self._streams, days, self._syncer, budget,
                                     config.seal_stale_on_open)
         max_batch = max(4096, min(config.max_batch_bytes, opener.cap - HEADER_SIZE))
-        self._stager = Stager(self._lifecycle, days, opener.cap, max_batch)
+        self._stager = Stager(self._lifecycle, days, opener.cap, max_batch, direct)
         # the per-stream fast path writes columns in host order: little-endian hosts only
         self._committer = Committer(self._pending, self._stager, self._lifecycle, self._syncer,
                                     self._backend, config.commit_chunk_bytes,

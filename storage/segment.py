@@ -17,11 +17,13 @@ import datetime as dt
 import mmap
 import os
 import struct
+from array import array
 from pathlib import Path
 from typing import Protocol
 
 import google_crc32c
 
+from storage import fastpath
 from storage.backends.base import WriteOp
 from storage.format import (
     HEADER_SIZE,
@@ -45,16 +47,22 @@ from storage.format import (
 from storage.layout import SEGMENT_OPEN_FLAGS, refuse_symlinked_dirs, segment_path
 from storage.recovery import Recovered, index_due, recover_buffer
 
-__all__ = ["BatchSpan", "ExtentPolicy", "PhaseOps", "Segment", "read_segment_header"]
+__all__ = ["BatchColumns", "BatchSpan", "ExtentPolicy", "PhaseOps", "Segment",
+           "read_segment_header"]
 
-#: A joined batch's (length in bytes, records, first_ts_ns, last_ts_ns), as the fast path
-#: knows them before encoding; a plain tuple: one is built per stream and commit.
+#: A batch's (length in bytes, records, first_ts_ns, last_ts_ns), as the fast path knows
+#: them before framing; a plain tuple: one is built per stream and commit.
 BatchSpan = tuple[int, int, int, int]
+
+#: A batch's columns as the engine holds them: (receive times, kinds or None for all DATA,
+#: payload lengths, payloads, total payload bytes); a plain tuple, as ``BatchSpan``.
+BatchColumns = tuple["array[int]", "bytes | None", "array[int]", "list[bytes]", int]
 
 
 class PhaseOps(Protocol):
-    """Where :meth:`Segment.stage_joined` puts its writes, by phase of a commit (the engine's
-    ``staging.CommitPlan``): batches, then header hints (one backend call), then commit points."""
+    """Where :meth:`Segment.stage_columns` puts its writes, by phase of a commit (the
+    engine's ``staging.CommitPlan``): batches, then header hints (one backend call), then
+    commit points."""
 
     data_ops: list[WriteOp]
     head_ops: list[WriteOp]
@@ -313,19 +321,34 @@ class Segment:
             off += len(part)
         return ops
 
-    def stage_joined(self, head: bytes, body: bytes, span: BatchSpan, out: PhaseOps) -> None:
-        """:meth:`stage` + :meth:`header_ops` + :meth:`commit_op` in one call, for a batch
-        encoded by ``format.encode_joined`` as ``head`` + ``body`` (the engine's per-stream
-        fast path): ``span`` is its (length, records, first_ts, last_ts); its two ops go to
-        ``out.data_ops``, the hints to ``out.head_ops``, the commit point to
-        ``out.commit_ops``. OSError (full disk) before anything is staged."""
+    def stage_columns(self, span: BatchSpan, columns: BatchColumns, out: PhaseOps,
+                      direct: bool) -> None:
+        """:meth:`stage` + :meth:`header_ops` + :meth:`commit_op` in one call, for one batch
+        given as columns (the engine's per-stream fast path; the caller guarantees ``span``:
+        ``length = batch_size(records, payload bytes)``, first/last = min/max of the times).
+        The batch is framed by ``storage.fastpath`` (compiled when built): with ``direct``
+        (a backend that would copy it into the mapping anyway, in the same order) straight
+        into this segment's mapping now, else as ops in ``out.data_ops``; the hints go to
+        ``out.head_ops``, the commit point to ``out.commit_ops``. OSError (full disk) before
+        anything is staged."""
         total, count, first, last = span
+        ts, kinds, lens, payloads, payload_len = columns
         off = self.staged_end
         end = off + total
         if end > self.size:
             self.reserve(end)
         if self.policy.populate and end > self._populated:
             self._populate(off, end)
+        fd, mm = self.fd, self.mm
+        if direct:
+            fastpath.frame_into(mm, off, off, ts, lens, kinds, payloads, first, last,
+                                payload_len, total)
+        else:
+            at = off
+            for part in fastpath.frame_parts(off, ts, lens, kinds, payloads, first, last,
+                                             payload_len, total):
+                out.data_ops.append(_op(WriteOp, (fd, mm, at, part)))
+                at += len(part)
         index = self.index
         step = self.index_step
         if (step > 0 and len(index) < INDEX_CAPACITY
@@ -340,11 +363,7 @@ class Segment:
         self._s_last = last
         self._s_count = count = self._s_count + count
         self.staged_end = end
-        fd, mm = self.fd, self.mm
-        data_ops = out.data_ops
         head_ops = out.head_ops
-        data_ops.append(_op(WriteOp, (fd, mm, off, head)))
-        data_ops.append(_op(WriteOp, (fd, mm, off + 8, body)))
         if self.version == 2:
             hint = count if count <= 0xFFFF_FFFF else 0xFFFF_FFFF
             crc = _crc(_HINTS.pack(end, hint, first, last))

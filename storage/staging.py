@@ -25,7 +25,6 @@ from storage.format import (
     BATCH_HEADER_SIZE,
     HEADER_SIZE,
     batch_size,
-    encode_joined,
     encode_parts,
 )
 from storage.lifecycle import Lifecycle
@@ -87,11 +86,16 @@ class Stager:
     """Stages streams into a plan. ``cap``: the segment size a batch may not push a non-empty
     segment past; ``max_batch``: the largest batch."""
 
-    def __init__(self, lifecycle: Lifecycle, days: DayCache, cap: int, max_batch: int) -> None:
+    def __init__(self, lifecycle: Lifecycle, days: DayCache, cap: int, max_batch: int,
+                 direct: bool = False) -> None:
         self._lifecycle = lifecycle
         self._days = days
         self._cap = cap
         self._max_batch = max_batch
+        # the engine's own mmap backend would copy each batch into the mapping anyway: the
+        # fast path frames it there directly (one copy); a backend passed in (tests and
+        # benchmarks that observe writes) sees every batch as ops
+        self._direct = direct
 
     def stage_fast(self, stream: Stream, plan: CommitPlan) -> int:
         """All pending records of one day as one batch (below ``max_batch``) into the
@@ -113,9 +117,8 @@ class Stager:
         if total > self._max_batch or (end + total > self._cap and end != HEADER_SIZE):
             return -1
         kinds = stream.kinds_column() if stream.markers else None
-        head, body = encode_joined(stream.ts, bytes(n) if kinds is None else kinds, lens,
-                                   stream.payloads, lo, hi, payload_len, total, end)
-        seg.stage_joined(head, body, (total, n, lo, hi), plan)
+        seg.stage_columns((total, n, lo, hi), (stream.ts, kinds, lens, stream.payloads,
+                                               payload_len), plan, self._direct)
         plan.fast.append(seg)
         return total
 

@@ -1,7 +1,7 @@
 """The engine's fast paths write exactly what its general path writes.
 
-``Engine._stage_fast`` (one batch per stream and commit, ``format.encode_joined``,
-``Segment.stage_joined``), ``Engine.extend_trusted`` (the sink's call, without the per-payload
+``Engine._stage_fast`` (one batch per stream and commit, ``Segment.stage_columns`` framing it
+through ``storage.fastpath``), ``Engine.extend_trusted`` (the sink's call, without the per-payload
 type check) and the mmap backend's zero prefill of pages ahead of the write position
 (``Segment._populate``) are optimisations only: the same history of extends, markers, commits,
 crashes and restarts must leave byte-identical files — live, preallocated segments included —
