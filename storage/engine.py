@@ -99,6 +99,7 @@ class Engine:
         self._journal = RunJournal(self.root, config.lock_name, config.mark_unclean)
         try:
             self._journal.open(time.time_ns(), self)
+            self._lifecycle.adopt_stale(self._journal.unsealed)
         except BaseException:
             self._backend.close()
             self._lock.release()

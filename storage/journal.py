@@ -30,7 +30,7 @@ from storage.unclean import (
     read_streams,
     restart_payload,
     unclean_files,
-    unsealed_streams,
+    unsealed_segments,
 )
 
 __all__ = ["Markable", "RunJournal"]
@@ -67,6 +67,10 @@ class RunJournal:
         self._live: LiveJournal | None = None
         self._loss: ReservedFile | None = None
         self._loss_kept = False  # the loss ledger holds what this close could not write
+        #: unsealed segments an earlier run left (found when marking): the engine seals the
+        #: ones it does not continue, so a clean end of this run leaves none that would read
+        #: as another crash at the next start
+        self.unsealed: list[Path] = []
 
     def open(self, now_ns: int, engine: Markable) -> None:
         """Read what earlier runs left (when ``mark_unclean``), then start this run's own
@@ -78,7 +82,9 @@ class RunJournal:
             lives, loss_files = unclean_files(self.root)
             for path in lives:
                 restart |= read_streams(path)
-            restart |= unsealed_streams(self.root)
+            leftovers = unsealed_segments(self.root)
+            restart |= {(r.product, r.channel) for r in leftovers}
+            self.unsealed = [r.path for r in leftovers]
             for path in loss_files:
                 losses += read_loss(path)
             own_live = self.root / live_name(self._lock_name)

@@ -83,6 +83,12 @@ class Lifecycle:
             self._stale = {r.path: None for r in iter_segments(opener.root)
                            if not r.archived and r.day < today}
 
+    def adopt_stale(self, paths: list[Path]) -> None:
+        """Segments an earlier run left unsealed, of any day: sealed a few per commit and at
+        close unless this run continues one (opening its day takes it off the list)."""
+        for path in paths:
+            self._stale[path] = None
+
     # -- opening ---------------------------------------------------------------------------
 
     def segment_for(self, stream: Stream, day: dt.date, now_ns: int) -> Segment:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.format import HEADER_SIZE, CorruptSegment, ForeignFile, decode_header
-from storage.layout import InvalidStreamName, iter_segments, validate_name
+from storage.layout import InvalidStreamName, SegmentRef, iter_segments, validate_name
 from storage.recovery import recover_buffer
 from storage.rootlock import LOCK_NAME
 
@@ -51,7 +51,7 @@ __all__ = [
     "read_streams",
     "restart_payload",
     "unclean_files",
-    "unsealed_streams",
+    "unsealed_segments",
 ]
 
 log = logging.getLogger("storage.unclean")
@@ -239,12 +239,12 @@ def read_loss(path: Path) -> list[LossEntry | Carried]:
     return out
 
 
-def unsealed_streams(root: Path) -> set[StreamKey]:
-    """Streams holding an unsealed segment (reads one header per segment): only a crash
+def unsealed_segments(root: Path) -> list[SegmentRef]:
+    """Every unsealed segment under ``root`` (reads one header per segment): only a crash
     leaves one, since a clean close seals every segment it opened."""
-    out: set[StreamKey] = set()
+    out: list[SegmentRef] = []
     for ref in iter_segments(root):
-        if ref.archived or (ref.product, ref.channel) in out:
+        if ref.archived:
             continue
         try:
             with open(ref.path, "rb") as f:
@@ -252,7 +252,7 @@ def unsealed_streams(root: Path) -> set[StreamKey]:
         except (OSError, CorruptSegment, ForeignFile):
             continue
         if not sealed:
-            out.add((ref.product, ref.channel))
+            out.append(ref)
     return out
 
 
