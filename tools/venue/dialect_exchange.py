@@ -61,43 +61,53 @@ def handle(subs: Subs, raw: bytes, known: Collection[str], limits: Limits) -> Su
             out.errors.append(_err("product_ids must be a list of strings"))
             continue
         pids = list(dict.fromkeys(pids_raw or []))
-        if not subscribe:
-            held = subs.get(name)
-            if held is not None:
-                if not pids or name in _NO_PRODUCTS:
-                    del subs[name]
-                else:
-                    for p in pids:
-                        held.pop(p, None)
-                    if not held:
-                        del subs[name]
-            continue
-        if name in AUTH_ONLY:
-            out.errors.append(_err(AUTH_REASON))
-            continue
-        if name not in CHANNELS:
-            out.errors.append(_err(f"{name} is not a valid channel"))
-            continue
-        if name in _NO_PRODUCTS:
-            if name not in subs:
-                subs[name] = {}
-                out.added_channels.append(name)
-            continue
-        if not pids:
-            out.errors.append(_err(f"You need to specify at least one product ID for channel "
-                                   f"{name}"))
-            continue
-        held = subs.setdefault(name, {})
-        for p in pids:
-            if p not in known:
-                out.errors.append(_err(f"{p} is not a valid product"))
-            elif p not in held:
-                held[p] = None
-                out.added.append((name, p))
-        if not held:
-            del subs[name]
+        if subscribe:
+            _subscribe(subs, name, pids, known, out)
+        else:
+            _unsubscribe(subs, name, pids)
     out.ack = True
     return out
+
+
+def _unsubscribe(subs: Subs, name: str, pids: list[str]) -> None:
+    held = subs.get(name)
+    if held is None:
+        return
+    if not pids or name in _NO_PRODUCTS:
+        del subs[name]
+        return
+    for p in pids:
+        held.pop(p, None)
+    if not held:
+        del subs[name]
+
+
+def _subscribe(subs: Subs, name: str, pids: list[str], known: Collection[str],
+               out: SubscribeOutcome) -> None:
+    if name in AUTH_ONLY:
+        out.errors.append(_err(AUTH_REASON))
+        return
+    if name not in CHANNELS:
+        out.errors.append(_err(f"{name} is not a valid channel"))
+        return
+    if name in _NO_PRODUCTS:
+        if name not in subs:
+            subs[name] = {}
+            out.added_channels.append(name)
+        return
+    if not pids:
+        out.errors.append(_err(f"You need to specify at least one product ID for channel "
+                               f"{name}"))
+        return
+    held = subs.setdefault(name, {})
+    for p in pids:
+        if p not in known:
+            out.errors.append(_err(f"{p} is not a valid product"))
+        elif p not in held:
+            held[p] = None
+            out.added.append((name, p))
+    if not held:
+        del subs[name]
 
 
 def rest_products(states: Iterable[ProductState], query: dict[str, list[str]]) -> bytes:
