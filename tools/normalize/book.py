@@ -198,7 +198,10 @@ class BookTracker:
             self.end(ts)
             return
         try:
-            self.message(ts, is_snapshot, levels)
+            if native_message is not None:  # `message` without its Python frame
+                native_message(self, ts, is_snapshot, levels)
+            else:
+                self.message(ts, is_snapshot, levels)
         except (ValueError, TypeError):
             self.stats.levels += first_bad(levels) + 1
             self._in_snapshot = is_snapshot

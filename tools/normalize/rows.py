@@ -97,6 +97,8 @@ class ProductRows:
         self._l2 = self.cols.get("book_l2")
         self._trades = self.cols.get("trades")
         self._need_book = not self.cols or bool({"book_snapshot", "quotes"} & set(self.cols))
+        self._touching = self._need_book and self.opts.on_change
+        self._book_rows = bool({"book_snapshot", "quotes"} & set(self.cols))
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, channel: str, rec: Record, shared: bool = False) -> None:
@@ -209,18 +211,26 @@ class ProductRows:
         built), then its book_l2 rows, then what the changed book gives (samples, quotes).
         A level with no number for a price or size raises as the level-by-level path did,
         with the rows of the levels before it added."""
-        self._sample(ts, is_snapshot)
-        tr = self.tracker
+        if self._next_sample is not None and ts >= self._next_sample:
+            self._sample_until(ts)
+        if is_snapshot:
+            self._touched = True
         try:
-            tr.apply(ts, is_snapshot, levels if self._need_book else [])
+            self.tracker.apply(ts, is_snapshot, levels if self._need_book else [])
         except (ValueError, TypeError):
             done = levels[:first_bad(levels)]
             self._touch(done)
             self._l2_rows(ts, tsx, is_snapshot, done, times, seq)
             raise
-        self._touch(levels)
-        self._l2_rows(ts, tsx, is_snapshot, levels, times, seq)
-        self._book_end(ts, tsx)
+        if self._touching and not self._touched:
+            self._touch(levels)
+        if self._l2 is not None:
+            self._l2_rows(ts, tsx, is_snapshot, levels, times, seq)
+        if self._book_rows:
+            self._book_end(ts, tsx)
+        else:  # what _book_end leaves when no sampled dataset is built
+            self._tsx = tsx
+            self._touched = False
 
     def book_part(self, ts: int, tsx: str | None, is_snapshot: bool,
                   levels: list[tuple[bool, str, str]], times: list[str | None] | None,
@@ -244,7 +254,7 @@ class ProductRows:
 
     def _touch(self, levels: Iterable[tuple[bool, str, str]]) -> None:
         """With --on-change: did a level change the top `depth` of its side?"""
-        if not (self._need_book and self.opts.on_change) or self._touched:
+        if not self._touching or self._touched:
             return
         bounds = self._bounds
         for is_bid, price, _ in levels:
