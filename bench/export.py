@@ -262,6 +262,7 @@ def main() -> int:
     ap.add_argument("--products", type=int, default=10)
     ap.add_argument("--dialect", default="advanced_trade", choices=("advanced_trade", "exchange"))
     ap.add_argument("--repeat", type=int, default=REPEAT)
+    ap.add_argument("--book-only", action="store_true", help="measure the book rebuild only")
     a = ap.parse_args()
     REPEAT = max(1, a.repeat)
     with tempfile.TemporaryDirectory(prefix="cbl-bench-export-") as tmp:
@@ -274,38 +275,49 @@ def main() -> int:
               f"trades+level2 streams {mb:.1f} MB")
         print(f"compiled scan: {'yes' if scan.native_at_l2 else 'no'}, compiled book: "
               f"{'yes' if book.native_message else 'no'} (CBL_PURE=1: pure Python)")
-        (base / "naive").mkdir()
-        tn, rn = naive(root, base / "naive", chans)
-        to, ro = ours(root, base / "ours", {"trades", "book_l2"})
-        print(f"naive json+pandas:  {tn:6.2f} s  {mb / tn:6.1f} MB/s  {rn / tn:9.0f} rows/s")
-        print(f"cbl-export exact:   {to:6.2f} s  {mb / to:6.1f} MB/s  {ro / to:9.0f} rows/s"
-              f"   = {tn / to:.2f}x naive (target >= 3x)")
-        tf, rf = ours(root, base / "ours_f", {"trades", "book_l2"}, floats=True)
-        print(f"cbl-export --float: {tf:6.2f} s  {mb / tf:6.1f} MB/s  {rf / tf:9.0f} rows/s"
-              f"   = {tn / tf:.2f}x naive")
-        ta, ra = ours(root, base / "all", {"trades", "book_l2", "book_snapshot", "quotes",
-                                           "ticker", "candles", "markers"})
-        print(f"cbl-export, every dataset: {ta:.2f} s, {ra} rows, "
-              f"{input_mb(root, ['*']) / ta:.1f} MB/s of all streams")
-        product = max(products(root), key=lambda p: input_mb(root, [chans[0]]) and sum(
-            f.stat().st_size for f in (root / p).glob(f"{chans[0]}/*.seg*")))
-        msgs = parsed_levels(root, product)
-        nlev = sum(len(lv) for _, lv in msgs)
-        print(f"book rebuild {product}: {nlev} level updates in {len(msgs)} messages")
-        te, le = least(lambda: book_end_to_end(root, product))
-        tne, lne = least(lambda: book_naive_end_to_end(root, product))
-        assert le == lne == nlev, (le, lne, nlev)
-        print(f"  end to end from stored records (production: inspect book/integrity, export):"
-              f" {le / te / 1e6:5.2f} M/s vs json.loads + dict book {lne / tne / 1e6:5.2f} M/s"
-              f" = {tne / te:.2f}x (target >= 1 M/s on one core)")
-        bo, bn = least_book(book_ours, msgs), least_book(book_naive, msgs)
-        print(f"  kernel, pre-parsed levels: BookTracker.message (validity, crossing, best "
-              f"reads) {nlev / bo / 1e6:5.2f} M/s vs dict book + max/min "
-              f"{nlev / bn / 1e6:5.2f} M/s = {bn / bo:.2f}x")
-        ba = least_book(book_apply_only, msgs)
-        print(f"  kernel, our level map alone (no validity, no best reads): "
-              f"{nlev / ba / 1e6:5.2f} M/s")
+        if not a.book_only:
+            export_figures(root, base, chans, mb)
+        book_figures(root, chans)
     return 0
+
+
+def export_figures(root: Path, base: Path, chans: list[str], mb: float) -> None:
+    """Export of the row-heavy datasets vs the naive pipeline, and of every dataset."""
+    (base / "naive").mkdir()
+    tn, rn = naive(root, base / "naive", chans)
+    to, ro = ours(root, base / "ours", {"trades", "book_l2"})
+    print(f"naive json+pandas:  {tn:6.2f} s  {mb / tn:6.1f} MB/s  {rn / tn:9.0f} rows/s")
+    print(f"cbl-export exact:   {to:6.2f} s  {mb / to:6.1f} MB/s  {ro / to:9.0f} rows/s"
+          f"   = {tn / to:.2f}x naive (target >= 3x)")
+    tf, rf = ours(root, base / "ours_f", {"trades", "book_l2"}, floats=True)
+    print(f"cbl-export --float: {tf:6.2f} s  {mb / tf:6.1f} MB/s  {rf / tf:9.0f} rows/s"
+          f"   = {tn / tf:.2f}x naive")
+    ta, ra = ours(root, base / "all", {"trades", "book_l2", "book_snapshot", "quotes",
+                                       "ticker", "candles", "markers"})
+    print(f"cbl-export, every dataset: {ta:.2f} s, {ra} rows, "
+          f"{input_mb(root, ['*']) / ta:.1f} MB/s of all streams")
+
+
+def book_figures(root: Path, chans: list[str]) -> None:
+    """The rebuild of the product with the most book data: end to end and the kernel."""
+    product = max(products(root), key=lambda p: input_mb(root, [chans[0]]) and sum(
+        f.stat().st_size for f in (root / p).glob(f"{chans[0]}/*.seg*")))
+    msgs = parsed_levels(root, product)
+    nlev = sum(len(lv) for _, lv in msgs)
+    print(f"book rebuild {product}: {nlev} level updates in {len(msgs)} messages")
+    te, le = least(lambda: book_end_to_end(root, product))
+    tne, lne = least(lambda: book_naive_end_to_end(root, product))
+    assert le == lne == nlev, (le, lne, nlev)
+    print(f"  end to end from stored records (production: inspect book/integrity, export):"
+          f" {le / te / 1e6:5.2f} M/s vs json.loads + dict book {lne / tne / 1e6:5.2f} M/s"
+          f" = {tne / te:.2f}x (target >= 1 M/s on one core)")
+    bo, bn = least_book(book_ours, msgs), least_book(book_naive, msgs)
+    print(f"  kernel, pre-parsed levels: BookTracker.message (validity, crossing, best "
+          f"reads) {nlev / bo / 1e6:5.2f} M/s vs dict book + max/min "
+          f"{nlev / bn / 1e6:5.2f} M/s = {bn / bo:.2f}x")
+    ba = least_book(book_apply_only, msgs)
+    print(f"  kernel, our level map alone (no validity, no best reads): "
+          f"{nlev / ba / 1e6:5.2f} M/s")
 
 
 if __name__ == "__main__":
