@@ -7,9 +7,14 @@ engine into a temporary root, then measures, in one run:
   vs the naive pipeline on the same records: `json.loads` per message, one dict per row,
   `pandas.DataFrame(rows)`, `DataFrame.to_parquet` (floats, as naive code does);
 * the full export (every dataset, exact decimals) and with `--float`, for reference;
-* the book rebuild: level updates/s applying pre-parsed levels to the project's book (with the
-  best bid/ask read after each message, as quotes need), vs a dict-based book that finds the
-  best with max()/min() after each message; and end to end with JSON decoding (`ProductRows`).
+* the book rebuild, two ways, each against a dict-based book that finds the best with
+  max()/min() after each message, in the same run:
+  - end to end, as production runs it: `inspect book`, `inspect integrity` and the export's
+    book datasets replay stored records through `ProductRows` (storage read, JSON decoding,
+    parsing, `BookTracker.message` per message, validity and crossing), vs the dict book fed
+    by `json.loads` of the same stored records;
+  - the kernel alone: `BookTracker.message` on pre-parsed levels (with the best bid/ask read
+    after each message, as quotes need), vs the dict book on the same pre-parsed levels.
 
 The compiled parts (tools/normalize/_scan.c, _book.c) are used when built; `CBL_PURE=1`
 measures the pure-Python path. Targets (issue 13): export >= 3x the naive pipeline; book
@@ -42,11 +47,13 @@ from storage import Engine, EngineConfig
 from tools.normalize import book, scan
 from tools.normalize.book import BookTracker
 from tools.normalize.export import export_product, plan
+from tools.normalize.replay import run_days
 from tools.normalize.rows import Options, ProductRows
 from tools.normalize.source import product_days, products, stream_records
 from tools.venue.generator import DEFAULT_START_NS, MarketModel
 
 STEP_NS = 100_000
+Msgs = list[tuple[bool, list[tuple[bool, str, str]]]]
 
 
 def record(root: Path, dialect: str, messages: int, n_products: int) -> None:
@@ -138,29 +145,17 @@ def _naive_once(root: Path, out: Path, channels: list[str]) -> tuple[float, int]
     return time.process_time() - t, n
 
 
-def parsed_levels(root: Path, product: str) -> list[tuple[bool, list[tuple[bool, str, str]]]]:
+def parsed_levels(root: Path, product: str) -> Msgs:
     """Every level2 message of a product as (is_snapshot, [(is_bid, price, size)])."""
-    msgs: list[tuple[bool, list[tuple[bool, str, str]]]] = []
+    msgs: Msgs = []
     for ch in ("level2", "level2_batch"):
         for d in product_days(root, product, [ch]):
             for rec, _ in stream_records(root, product, ch, d):
                 if rec is None or rec.kind:
                     continue
-                m = json.loads(rec.payload)
-                if "events" in m:
-                    for ev in m["events"]:
-                        msgs.append((ev["type"] == "snapshot", [
-                            (u["side"] == "bid", u["price_level"], u["new_quantity"])
-                            for u in ev["updates"]]))
-                elif m["type"] == "snapshot":
-                    msgs.append((True, [(True, p, s) for p, s in m["bids"]]
-                                 + [(False, p, s) for p, s in m["asks"]]))
-                else:
-                    msgs.append((False, [(s == "buy", p, z) for s, p, z in m["changes"]]))
+                msgs.extend(_naive_levels(json.loads(rec.payload), product))
     return msgs
 
-
-Msgs = list[tuple[bool, list[tuple[bool, str, str]]]]
 
 
 def least_book(run: Callable[[Msgs], float], msgs: Msgs) -> float:
@@ -211,12 +206,53 @@ def book_naive(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
 
 
 def book_end_to_end(root: Path, product: str) -> tuple[float, int]:
-    from tools.normalize.replay import run_days
+    """The production rebuild: what `inspect integrity` runs per product (`run_days` over the
+    stored book streams, a `ProductRows` with no datasets), timed from stored records."""
     rows = ProductRows(product)
     chans = [c for c in ("level2", "level2_batch") if product_days(root, product, [c])]
     t = time.process_time()
     run_days(rows, root, chans, product_days(root, product, chans))
     return time.process_time() - t, rows.tracker.stats.levels
+
+
+def book_naive_end_to_end(root: Path, product: str) -> tuple[float, int]:
+    """The baseline of the above: the same stored records, `json.loads`, the dict book."""
+    t = time.process_time()
+    book: dict[bool, dict[float, float]] = {True: {}, False: {}}
+    n = 0
+    for ch in ("level2", "level2_batch"):
+        for d in product_days(root, product, [ch]):
+            for rec, _ in stream_records(root, product, ch, d):
+                if rec is None or rec.kind:
+                    continue
+                for snap, levels in _naive_levels(json.loads(rec.payload), product):
+                    n += len(levels)
+                    if snap:
+                        book = {True: {}, False: {}}
+                    for is_bid, price, size in levels:
+                        side = book[is_bid]
+                        if float(size) == 0:
+                            side.pop(float(price), None)
+                        else:
+                            side[float(price)] = float(size)
+                    if book[True]:
+                        max(book[True])
+                    if book[False]:
+                        min(book[False])
+    return time.process_time() - t, n
+
+
+def _naive_levels(m: dict[str, Any], product: str) -> Msgs:
+    if "events" in m:
+        return [(ev["type"] == "snapshot", [
+            (u["side"] == "bid", u["price_level"], u["new_quantity"]) for u in ev["updates"]])
+            for ev in m["events"] if ev.get("product_id") == product]
+    if m.get("product_id") != product:
+        return []
+    if m["type"] == "snapshot":
+        return [(True, [(True, p, s) for p, s in m["bids"]]
+                 + [(False, p, s) for p, s in m["asks"]])]
+    return [(False, [(s == "buy", p, z) for s, p, z in m["changes"]])]
 
 
 def main() -> int:
@@ -226,6 +262,7 @@ def main() -> int:
     ap.add_argument("--products", type=int, default=10)
     ap.add_argument("--dialect", default="advanced_trade", choices=("advanced_trade", "exchange"))
     ap.add_argument("--repeat", type=int, default=REPEAT)
+    ap.add_argument("--book-only", action="store_true", help="measure the book rebuild only")
     a = ap.parse_args()
     REPEAT = max(1, a.repeat)
     with tempfile.TemporaryDirectory(prefix="cbl-bench-export-") as tmp:
@@ -238,33 +275,49 @@ def main() -> int:
               f"trades+level2 streams {mb:.1f} MB")
         print(f"compiled scan: {'yes' if scan.native_at_l2 else 'no'}, compiled book: "
               f"{'yes' if book.native_message else 'no'} (CBL_PURE=1: pure Python)")
-        (base / "naive").mkdir()
-        tn, rn = naive(root, base / "naive", chans)
-        to, ro = ours(root, base / "ours", {"trades", "book_l2"})
-        print(f"naive json+pandas:  {tn:6.2f} s  {mb / tn:6.1f} MB/s  {rn / tn:9.0f} rows/s")
-        print(f"cbl-export exact:   {to:6.2f} s  {mb / to:6.1f} MB/s  {ro / to:9.0f} rows/s"
-              f"   = {tn / to:.2f}x naive (target >= 3x)")
-        tf, rf = ours(root, base / "ours_f", {"trades", "book_l2"}, floats=True)
-        print(f"cbl-export --float: {tf:6.2f} s  {mb / tf:6.1f} MB/s  {rf / tf:9.0f} rows/s"
-              f"   = {tn / tf:.2f}x naive")
-        ta, ra = ours(root, base / "all", {"trades", "book_l2", "book_snapshot", "quotes",
-                                           "ticker", "candles", "markers"})
-        print(f"cbl-export, every dataset: {ta:.2f} s, {ra} rows, "
-              f"{input_mb(root, ['*']) / ta:.1f} MB/s of all streams")
-        product = max(products(root), key=lambda p: input_mb(root, [chans[0]]) and sum(
-            f.stat().st_size for f in (root / p).glob(f"{chans[0]}/*.seg*")))
-        msgs = parsed_levels(root, product)
-        nlev = sum(len(lv) for _, lv in msgs)
-        bo, bn = least_book(book_ours, msgs), least_book(book_naive, msgs)
-        print(f"book rebuild {product}: {nlev} level updates in {len(msgs)} messages")
-        print(f"  dict book + max/min: {nlev / bn / 1e6:5.2f} M level updates/s")
-        print(f"  our book (cached best, validity, crossing): {nlev / bo / 1e6:5.2f} M/s "
-              f"= {bn / bo:.2f}x (target >= 1 M/s on one core)")
-        ba = least_book(book_apply_only, msgs)
-        print(f"  our level map alone (no validity, no best reads): {nlev / ba / 1e6:5.2f} M/s")
-        te, le = least(lambda: book_end_to_end(root, product))
-        print(f"  end to end incl. reading + JSON decoding: {le / te / 1e6:5.2f} M/s")
+        if not a.book_only:
+            export_figures(root, base, chans, mb)
+        book_figures(root, chans)
     return 0
+
+
+def export_figures(root: Path, base: Path, chans: list[str], mb: float) -> None:
+    """Export of the row-heavy datasets vs the naive pipeline, and of every dataset."""
+    (base / "naive").mkdir()
+    tn, rn = naive(root, base / "naive", chans)
+    to, ro = ours(root, base / "ours", {"trades", "book_l2"})
+    print(f"naive json+pandas:  {tn:6.2f} s  {mb / tn:6.1f} MB/s  {rn / tn:9.0f} rows/s")
+    print(f"cbl-export exact:   {to:6.2f} s  {mb / to:6.1f} MB/s  {ro / to:9.0f} rows/s"
+          f"   = {tn / to:.2f}x naive (target >= 3x)")
+    tf, rf = ours(root, base / "ours_f", {"trades", "book_l2"}, floats=True)
+    print(f"cbl-export --float: {tf:6.2f} s  {mb / tf:6.1f} MB/s  {rf / tf:9.0f} rows/s"
+          f"   = {tn / tf:.2f}x naive")
+    ta, ra = ours(root, base / "all", {"trades", "book_l2", "book_snapshot", "quotes",
+                                       "ticker", "candles", "markers"})
+    print(f"cbl-export, every dataset: {ta:.2f} s, {ra} rows, "
+          f"{input_mb(root, ['*']) / ta:.1f} MB/s of all streams")
+
+
+def book_figures(root: Path, chans: list[str]) -> None:
+    """The rebuild of the product with the most book data: end to end and the kernel."""
+    product = max(products(root), key=lambda p: input_mb(root, [chans[0]]) and sum(
+        f.stat().st_size for f in (root / p).glob(f"{chans[0]}/*.seg*")))
+    msgs = parsed_levels(root, product)
+    nlev = sum(len(lv) for _, lv in msgs)
+    print(f"book rebuild {product}: {nlev} level updates in {len(msgs)} messages")
+    te, le = least(lambda: book_end_to_end(root, product))
+    tne, lne = least(lambda: book_naive_end_to_end(root, product))
+    assert le == lne == nlev, (le, lne, nlev)
+    print(f"  end to end from stored records (production: inspect book/integrity, export):"
+          f" {le / te / 1e6:5.2f} M/s vs json.loads + dict book {lne / tne / 1e6:5.2f} M/s"
+          f" = {tne / te:.2f}x (target >= 1 M/s on one core)")
+    bo, bn = least_book(book_ours, msgs), least_book(book_naive, msgs)
+    print(f"  kernel, pre-parsed levels: BookTracker.message (validity, crossing, best "
+          f"reads) {nlev / bo / 1e6:5.2f} M/s vs dict book + max/min "
+          f"{nlev / bn / 1e6:5.2f} M/s = {bn / bo:.2f}x")
+    ba = least_book(book_apply_only, msgs)
+    print(f"  kernel, our level map alone (no validity, no best reads): "
+          f"{nlev / ba / 1e6:5.2f} M/s")
 
 
 if __name__ == "__main__":

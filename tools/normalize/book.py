@@ -185,6 +185,28 @@ class BookTracker:
         book = self.book
         return (book.bids if is_bid else book.asks).set(price, size)
 
+    def apply(self, ts: int, is_snapshot: bool, levels: list[tuple[bool, str, str]]) -> None:
+        """A whole book message as the parsers deliver it: `message`, keeping the exact
+        outcome of `begin`, `level`... `end` in two rare cases. After a snapshot that broke
+        off (begun, never ended: its end is owed to the next message) this message goes
+        level by level; a level whose price or size is no number raises as `level` does, with
+        the levels before it applied and counted as `level` counts them."""
+        if self._in_snapshot:
+            self.begin(ts, is_snapshot)
+            for is_bid, price, size in levels:
+                self.level(is_bid, price, size)
+            self.end(ts)
+            return
+        try:
+            if native_message is not None:  # `message` without its Python frame
+                native_message(self, ts, is_snapshot, levels)
+            else:
+                self.message(ts, is_snapshot, levels)
+        except (ValueError, TypeError):
+            self.stats.levels += first_bad(levels) + 1
+            self._in_snapshot = is_snapshot
+            raise
+
     def message(self, ts: int, is_snapshot: bool,
                 levels: Iterable[tuple[bool, str, str]]) -> None:
         """A whole book message at once: what `begin`, `level` for each (is_bid, price,
@@ -280,6 +302,20 @@ class BookTracker:
         self.stats = BookStats()
         self._valid_since = ts
         return st
+
+
+def first_bad(levels: Iterable[tuple[bool, str, str]]) -> int:
+    """Index of the first level whose price or size `float()` refuses (the one `level` and
+    `message` raise at), or the number of levels if none (only read after such an error)."""
+    n = 0
+    for _, price, size in levels:
+        try:
+            float(price)
+            float(size)
+        except (ValueError, TypeError):
+            return n
+        n += 1
+    return n
 
 
 NativeMessage = Callable[[BookTracker, int, bool, Iterable[tuple[bool, str, str]]], None]

@@ -10,7 +10,8 @@ side too, so the aggressor (`side` in `trades`) is the opposite on both; `l2` si
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from tools.normalize.sink import EventSink
 
@@ -31,8 +32,53 @@ def parse(msg: Any, ts: int, channel: str, sink: EventSink) -> None:
             _at(msg, ts, sink)
         else:
             _exchange(msg, ts, channel, sink)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+    except _ERRORS as exc:
         raise Malformed(f"{type(exc).__name__}: {exc}") from None
+
+
+#: what a frame of an unexpected shape raises while it is read (and float() of a bad number)
+_ERRORS = (KeyError, TypeError, AttributeError, ValueError, IndexError)
+#: one level of a book message as the parsers read it: ((is_bid, price, size), its time)
+_Read = tuple[tuple[bool, str, str], str | None]
+
+
+def _at_levels(ev: dict[str, Any], tsx: str | None) -> Iterator[_Read]:
+    """An AT l2_data event's levels one by one, each check in the order the fast path's
+    comprehensions stand for, so a broken event fails at the same level with the same error."""
+    for u in ev["updates"]:
+        et = u.get("event_time")
+        if et is None or et.startswith(_EPOCH_ZERO):
+            et = tsx
+        yield (u["side"] == "bid", u["price_level"], u["new_quantity"]), et
+
+
+def _exchange_levels(msg: dict[str, Any], tsx: str | None, snap: bool) -> Iterator[_Read]:
+    """An Exchange l2update's changes or snapshot's bids then asks, one by one (see above)."""
+    if not snap:
+        for side, price, size in msg["changes"]:
+            yield (side == "buy", price, size), tsx
+        return
+    for price, size in msg["bids"]:
+        yield (True, price, size), tsx
+    for price, size in msg["asks"]:
+        yield (False, price, size), tsx
+
+
+def _broken(sink: EventSink, ts: int, tsx: str | None, snap: bool, read: Iterator[_Read],
+            seq: int | None) -> NoReturn:
+    """A book message whose levels could not all be read: the levels before the bad one are
+    applied (`book_part`: begun, never ended), as when the book was fed level by level, and
+    the error is raised again (the frame is counted malformed by the caller's caller)."""
+    levels: list[tuple[bool, str, str]] = []
+    times: list[str | None] = []
+    try:
+        for level, et in read:
+            levels.append(level)
+            times.append(et)
+    except _ERRORS:
+        sink.book_part(ts, tsx, snap, levels, times, seq)
+        raise
+    raise AssertionError("a book message read whole on its second reading")  # pragma: no cover
 
 
 def _events(msg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,14 +96,15 @@ def _at(msg: dict[str, Any], ts: int, sink: EventSink) -> None:
             if ev.get("product_id") != p:
                 continue
             snap = ev.get("type") == "snapshot"
-            sink.book_begin(ts, snap)
-            for u in ev["updates"]:
-                et = u.get("event_time")
-                if et is None or et.startswith(_EPOCH_ZERO):
-                    et = tsx
-                sink.level(ts, et, snap, u["side"] == "bid", u["price_level"],
-                           u["new_quantity"], seq)
-            sink.book_end(ts, tsx)
+            try:
+                ups = ev["updates"]
+                levels = [(u["side"] == "bid", u["price_level"], u["new_quantity"])
+                          for u in ups]
+                times = [tsx if et is None or et.startswith(_EPOCH_ZERO) else et
+                         for et in [u.get("event_time") for u in ups]]
+            except _ERRORS:
+                _broken(sink, ts, tsx, snap, _at_levels(ev, tsx), seq)
+            sink.book(ts, tsx, snap, levels, times, seq)
     elif ch == "market_trades":
         for ev in _events(msg):
             repeat = ev.get("type") == "snapshot"
@@ -121,17 +168,18 @@ def _exchange(msg: dict[str, Any], ts: int, channel: str, sink: EventSink) -> No
     if msg.get("product_id") != sink.product:
         return
     if t == "l2update":
-        sink.book_begin(ts, False)
-        for side, price, size in msg["changes"]:
-            sink.level(ts, tsx, False, side == "buy", price, size, None)
-        sink.book_end(ts, tsx)
+        try:
+            levels = [(side == "buy", price, size) for side, price, size in msg["changes"]]
+        except _ERRORS:
+            _broken(sink, ts, tsx, False, _exchange_levels(msg, tsx, False), None)
+        sink.book(ts, tsx, False, levels, None, None)
     elif t == "snapshot":
-        sink.book_begin(ts, True)
-        for price, size in msg["bids"]:
-            sink.level(ts, tsx, True, True, price, size, None)
-        for price, size in msg["asks"]:
-            sink.level(ts, tsx, True, False, price, size, None)
-        sink.book_end(ts, tsx)
+        try:
+            levels = ([(True, price, size) for price, size in msg["bids"]]
+                      + [(False, price, size) for price, size in msg["asks"]])
+        except _ERRORS:
+            _broken(sink, ts, tsx, True, _exchange_levels(msg, tsx, True), None)
+        sink.book(ts, tsx, True, levels, None, None)
     elif t in ("match", "last_match"):
         sink.trade(ts, tsx, str(msg["trade_id"]), _AGGRESSOR.get(msg.get("side", "")),
                    msg["price"], msg["size"], msg.get("sequence"), t == "last_match")

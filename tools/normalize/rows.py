@@ -10,7 +10,7 @@ counts (what `inspect book` and `inspect integrity` need): the same code path as
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 from storage import Record, RecordBatch, RecordKind
 from tools.normalize import columnar
 from tools.normalize import datasets as D
-from tools.normalize.book import BookTracker, Level
+from tools.normalize.book import BookTracker, Level, first_bad
 from tools.normalize.columns import Columns
 from tools.normalize.parse import Malformed, parse
 
@@ -97,6 +97,8 @@ class ProductRows:
         self._l2 = self.cols.get("book_l2")
         self._trades = self.cols.get("trades")
         self._need_book = not self.cols or bool({"book_snapshot", "quotes"} & set(self.cols))
+        self._touching = self._need_book and self.opts.on_change
+        self._book_rows = bool({"book_snapshot", "quotes"} & set(self.cols))
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, channel: str, rec: Record, shared: bool = False) -> None:
@@ -202,28 +204,80 @@ class ProductRows:
                 self._emit("trades")
 
     # -- sink: book ---------------------------------------------------------------------------
-    def book_begin(self, ts: int, is_snapshot: bool) -> None:
+    def book(self, ts: int, tsx: str | None, is_snapshot: bool,
+             levels: list[tuple[bool, str, str]], times: list[str | None] | None,
+             seq: int | None) -> None:
+        """A whole book message: one `BookTracker.apply` call (the compiled level loop where
+        built), then its book_l2 rows, then what the changed book gives (samples, quotes).
+        A level with no number for a price or size raises as the level-by-level path did,
+        with the rows of the levels before it added."""
         if self._next_sample is not None and ts >= self._next_sample:
             self._sample_until(ts)
+        if is_snapshot:
+            self._touched = True
+        try:
+            self.tracker.apply(ts, is_snapshot, levels if self._need_book else [])
+        except (ValueError, TypeError):
+            done = levels[:first_bad(levels)]
+            self._touch(done)
+            self._l2_rows(ts, tsx, is_snapshot, done, times, seq)
+            raise
+        if self._touching and not self._touched:
+            self._touch(levels)
+        if self._l2 is not None:
+            self._l2_rows(ts, tsx, is_snapshot, levels, times, seq)
+        if self._book_rows:
+            self._book_end(ts, tsx)
+        else:  # what _book_end leaves when no sampled dataset is built
+            self._tsx = tsx
+            self._touched = False
+
+    def book_part(self, ts: int, tsx: str | None, is_snapshot: bool,
+                  levels: list[tuple[bool, str, str]], times: list[str | None] | None,
+                  seq: int | None) -> None:
+        """The readable head of a broken book message, level by level as it always was:
+        begun and never ended (the tracker owes a snapshot's end to the next message)."""
+        self._sample(ts, is_snapshot)
         self.tracker.begin(ts, is_snapshot)
+        for i, level in enumerate(levels):
+            if self._need_book:
+                self.tracker.level(*level)
+                self._touch((level,))
+            self._l2_rows(ts, tsx, is_snapshot, (level,), None if times is None
+                          else times[i:i + 1], seq)
+
+    def _sample(self, ts: int, is_snapshot: bool) -> None:
+        """Interval samples due before this book message; a snapshot touches the book."""
+        if self._next_sample is not None and ts >= self._next_sample:
+            self._sample_until(ts)
         self._touched = self._touched or is_snapshot
 
-    def level(self, ts: int, tsx: str | None, is_snapshot: bool, is_bid: bool, price: str,
-              size: str, seq: int | None) -> None:
-        if self._need_book:
-            key = self.tracker.level(is_bid, price, size)
-            if self.opts.on_change and not self._touched:
-                bound = self._bounds[0 if is_bid else 1]
-                self._touched = bound is None or (key >= bound if is_bid else key <= bound)
+    def _touch(self, levels: Iterable[tuple[bool, str, str]]) -> None:
+        """With --on-change: did a level change the top `depth` of its side?"""
+        if not self._touching or self._touched:
+            return
+        bounds = self._bounds
+        for is_bid, price, _ in levels:
+            key, bound = float(price), bounds[0 if is_bid else 1]
+            if bound is None or (key >= bound if is_bid else key <= bound):
+                self._touched = True
+                return
+
+    def _l2_rows(self, ts: int, tsx: str | None, is_snapshot: bool,
+                 levels: Iterable[tuple[bool, str, str]], times: list[str | None] | None,
+                 seq: int | None) -> None:
         c = self._l2
-        if c is not None:
-            c.add(ts, tsx, is_snapshot, "bid" if is_bid else "ask", price, size, seq)
-            if len(c.rows) >= self.opts.row_group:
+        if c is None:
+            return
+        group = self.opts.row_group
+        for i, (is_bid, price, size) in enumerate(levels):
+            c.add(ts, tsx if times is None else times[i], is_snapshot,
+                  "bid" if is_bid else "ask", price, size, seq)
+            if len(c.rows) >= group:
                 self._emit("book_l2")
 
-    def book_end(self, ts: int, tsx: str | None) -> None:
+    def _book_end(self, ts: int, tsx: str | None) -> None:
         tr = self.tracker
-        tr.end(ts)
         self._tsx = tsx
         if "book_snapshot" in self.cols:
             if self._next_sample is None and self.opts.interval_ns:

@@ -17,12 +17,18 @@ class EventSink(Protocol):
         """`repeat`: the venue re-sends trades it reported before (AT market_trades snapshot,
         Exchange last_match); the sink keeps only those after the last trade id it has."""
 
-    def book_begin(self, ts: int, is_snapshot: bool) -> None: ...
+    def book(self, ts: int, tsx: str | None, is_snapshot: bool,
+             levels: list[tuple[bool, str, str]], times: list[str | None] | None,
+             seq: int | None) -> None:
+        """One whole book message: `levels` as (is_bid, price, size) in the frame's order,
+        `times` each level's exchange time (None: every level has `tsx`). Whole, so the
+        book applies it in one call (BookTracker.message, compiled where built)."""
 
-    def level(self, ts: int, tsx: str | None, is_snapshot: bool, is_bid: bool, price: str,
-              size: str, seq: int | None) -> None: ...
-
-    def book_end(self, ts: int, tsx: str | None) -> None: ...
+    def book_part(self, ts: int, tsx: str | None, is_snapshot: bool,
+                  levels: list[tuple[bool, str, str]], times: list[str | None] | None,
+                  seq: int | None) -> None:
+        """The readable head of a book message that broke off: applied as begun and never
+        ended (the frame is then reported malformed)."""
 
     def ticker(self, ts: int, tsx: str | None, channel: str, is_snapshot: bool,
                values: tuple[Any, ...], seq: int | None) -> None:
