@@ -71,6 +71,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # moved with the simulator out of the ingest layer
+        print("coinbase-logger: the demo is a tool now: run `make demo` or `tools/demo`",
+              file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     if args.cmd == "worker":
         from logger.worker import main as worker_main

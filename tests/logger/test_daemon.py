@@ -73,3 +73,9 @@ def test_cli_refuses_data_dir_of_other_dialect(tmp_path: Path) -> None:
     logging.getLogger().handlers.clear()
     assert code == 2
 
+
+
+def test_cli_demo_says_where_the_demo_went(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "make demo" in err and "tools/demo" in err
