@@ -188,21 +188,31 @@ def book_apply_only(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> flo
 
 def book_naive(msgs: list[tuple[bool, list[tuple[bool, str, str]]]]) -> float:
     t = time.process_time()
-    book: dict[bool, dict[float, float]] = {True: {}, False: {}}
+    book: NaiveBook = {True: {}, False: {}}
     for snap, levels in msgs:
-        if snap:
-            book = {True: {}, False: {}}
-        for is_bid, price, size in levels:
-            side = book[is_bid]
-            if float(size) == 0:
-                side.pop(float(price), None)
-            else:
-                side[float(price)] = float(size)
-        if book[True]:
-            max(book[True])
-        if book[False]:
-            min(book[False])
+        book = _naive_apply(book, snap, levels)
     return time.process_time() - t
+
+
+NaiveBook = dict[bool, dict[float, float]]
+
+
+def _naive_apply(book: NaiveBook, snap: bool, levels: list[tuple[bool, str, str]]) -> NaiveBook:
+    """One message into the baseline's dict book (a snapshot starts a new one), then its best
+    bid and ask, as a straightforward recorder would."""
+    if snap:
+        book = {True: {}, False: {}}
+    for is_bid, price, size in levels:
+        side = book[is_bid]
+        if float(size) == 0:
+            side.pop(float(price), None)
+        else:
+            side[float(price)] = float(size)
+    if book[True]:
+        max(book[True])
+    if book[False]:
+        min(book[False])
+    return book
 
 
 def book_end_to_end(root: Path, product: str) -> tuple[float, int]:
@@ -218,7 +228,7 @@ def book_end_to_end(root: Path, product: str) -> tuple[float, int]:
 def book_naive_end_to_end(root: Path, product: str) -> tuple[float, int]:
     """The baseline of the above: the same stored records, `json.loads`, the dict book."""
     t = time.process_time()
-    book: dict[bool, dict[float, float]] = {True: {}, False: {}}
+    book: NaiveBook = {True: {}, False: {}}
     n = 0
     for ch in ("level2", "level2_batch"):
         for d in product_days(root, product, [ch]):
@@ -227,18 +237,7 @@ def book_naive_end_to_end(root: Path, product: str) -> tuple[float, int]:
                     continue
                 for snap, levels in _naive_levels(json.loads(rec.payload), product):
                     n += len(levels)
-                    if snap:
-                        book = {True: {}, False: {}}
-                    for is_bid, price, size in levels:
-                        side = book[is_bid]
-                        if float(size) == 0:
-                            side.pop(float(price), None)
-                        else:
-                            side[float(price)] = float(size)
-                    if book[True]:
-                        max(book[True])
-                    if book[False]:
-                        min(book[False])
+                    book = _naive_apply(book, snap, levels)
     return time.process_time() - t, n
 
 
