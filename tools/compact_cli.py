@@ -37,6 +37,7 @@ from tools.console_cli import (
     Progress,
     ToolError,
     format_bytes,
+    iso_day,
     progress,
     run_parsed,
 )
@@ -110,13 +111,6 @@ def _level(text: str) -> int:
     return level
 
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="cbl-compact", description=_DESCRIPTION, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,7 +132,7 @@ def build_parser() -> ArgumentParser:
                         "each lost range, and move the original to <root>/.quarantine/")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="list what would be compacted (on stdout); write nothing")
-    p.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
+    p.add_argument("--today", type=iso_day, metavar="YYYY-MM-DD",
                    help="treat this UTC date as today (default: the real one); only earlier "
                         "days are compacted")
     p.add_argument("-q", "--quiet", action="store_true",

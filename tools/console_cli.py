@@ -183,3 +183,12 @@ def progress(total: int, description: str, quiet: bool = False) -> Iterator[Prog
 class _NoProgress:
     def advance(self, label: str, amount: int) -> None:
         return None
+
+
+def iso_day(text: str) -> dt.date:
+    """An argparse ``type`` for a UTC day given as YYYY-MM-DD (every tool's --day/--from/--to
+    day option): a wrong one is a one-line usage error."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None

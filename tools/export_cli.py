@@ -6,12 +6,19 @@ The manual is `cbl-export --help` and docs/EXPORT.md (every column of every data
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from tools.console_cli import EXIT_OK, EXIT_USAGE, ArgumentParser, ToolError, progress, run_tool
+from tools.console_cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    ArgumentParser,
+    ToolError,
+    iso_day,
+    progress,
+    run_tool,
+)
 from tools.normalize import datasets as D
 from tools.normalize.export import (
     FORMATS,
@@ -55,13 +62,6 @@ see also: docs/EXPORT.md (columns, DuckDB and Polars examples)
 """
 
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
-
-
 def _datasets(text: str) -> frozenset[str]:
     names = {w.strip() for w in text.split(",") if w.strip()}
     bad = names - set(D.ALL_DATASETS)
@@ -96,9 +96,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("-c", "--channel", action="append", metavar="C",
                    help="only datasets built from this recorded channel (repeatable), e.g. "
                         "-c level2 -c market_trades")
-    p.add_argument("--from", dest="first", type=_day, metavar="DAY",
+    p.add_argument("--from", dest="first", type=iso_day, metavar="DAY",
                    help="first UTC day (inclusive)")
-    p.add_argument("--to", dest="last", type=_day, metavar="DAY",
+    p.add_argument("--to", dest="last", type=iso_day, metavar="DAY",
                    help="last UTC day (inclusive)")
     p.add_argument("--format", choices=FORMATS, default="parquet",
                    help="parquet (default) or csv: CSV.gz, tardis.dev's columns for trades, "

@@ -7,11 +7,10 @@ are the manual; docs/TOOLS.md has the same text with more detail.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from typing import Any
 
-from tools.console_cli import EXIT_USAGE, ArgumentParser, ToolError, parse_time, run_tool
+from tools.console_cli import EXIT_USAGE, ArgumentParser, ToolError, iso_day, parse_time, run_tool
 from tools.inspect_book_cli import cmd_book, cmd_integrity
 from tools.inspect_cat_cli import FORMATS, cmd_cat, cmd_tail, parse_kinds
 from tools.inspect_ls_cli import cmd_ls
@@ -343,12 +342,6 @@ def _add_stats(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per stream")
     p.set_defaults(func=cmd_stats)
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
-
 
 def _add_book_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("book", help="the rebuilt L2 book of a product at a time",
@@ -371,8 +364,8 @@ def _add_book_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     p.add_argument("root", nargs="?", default="data", metavar="ROOT",
                    help="data root (default: ./data)")
     p.add_argument("-p", "--product", metavar="P", help="only this product")
-    p.add_argument("--from", dest="first", type=_day, metavar="DAY", help="first UTC day")
-    p.add_argument("--to", dest="last", type=_day, metavar="DAY", help="last UTC day")
+    p.add_argument("--from", dest="first", type=iso_day, metavar="DAY", help="first UTC day")
+    p.add_argument("--to", dest="last", type=iso_day, metavar="DAY", help="last UTC day")
     p.add_argument("--lookback-days", type=int, default=3, metavar="N",
                    help="days before the first day to search for a snapshot (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per product and day")

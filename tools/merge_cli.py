@@ -9,7 +9,6 @@ and prints the report.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -37,6 +36,7 @@ from tools.console_cli import (
     EXIT_USAGE,
     ArgumentParser,
     ToolError,
+    iso_day,
     run_parsed,
 )
 from tools.merge_core import DEFAULT_WINDOW_NS, StreamReport, merge_stream
@@ -86,19 +86,12 @@ examples:
 """
 
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="cbl-merge", description=_DESCRIPTION, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="two or more data roots")
     p.add_argument("--out", required=True, metavar="OUT", help="the merged data root")
-    p.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="only this UTC day")
+    p.add_argument("--day", type=iso_day, metavar="YYYY-MM-DD", help="only this UTC day")
     p.add_argument("-p", "--products", metavar="P[,P...]", help="only these products")
     p.add_argument("-c", "--channel", metavar="C", help="only this channel")
     p.add_argument("--dialect", choices=DIALECTS,

@@ -28,6 +28,7 @@ from tools.console_cli import (
     ArgumentParser,
     ToolError,
     format_bytes,
+    iso_day,
     progress,
     run_parsed,
 )
@@ -93,13 +94,6 @@ see also:
 """
 
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="cbl-ship", description=_DESCRIPTION, epilog=_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,13 +101,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("dest", metavar="DEST", help="s3://BUCKET/PREFIX")
     p.add_argument("-p", "--product", metavar="P", help="only this product")
     p.add_argument("-c", "--channel", metavar="C", help="only this channel")
-    p.add_argument("--day", type=_day, metavar="YYYY-MM-DD", help="only this UTC day")
+    p.add_argument("--day", type=iso_day, metavar="YYYY-MM-DD", help="only this UTC day")
     p.add_argument("-j", "--jobs", type=int, default=4, metavar="N",
                    help="archives shipped in parallel (default 4)")
     p.add_argument("--keep-local-days", type=int, metavar="N",
                    help="remove local archives of days more than N days before today (UTC) "
                         "once their remote copy is verified in full (default: keep all)")
-    p.add_argument("--today", type=_day, metavar="YYYY-MM-DD",
+    p.add_argument("--today", type=iso_day, metavar="YYYY-MM-DD",
                    help="treat this UTC date as today for --keep-local-days")
     p.add_argument("-n", "--dry-run", action="store_true",
                    help="say what would be uploaded and removed (on stdout); change nothing")
