@@ -52,7 +52,7 @@ from tools.venue.frames_exchange import ExchangeFrames
 from tools.venue.ledger import Ledger
 from tools.venue.limits import Limits
 from tools.venue.product import ProductState, build_product
-from tools.venue.session import Inbox, Session, VenueProtocol, rest_path, rest_products
+from tools.venue.session import Inbox, Listening, Session, VenueProtocol, rest_products
 from tools.venue.streams import is_conn_stream, is_multi_stream, is_shared_stream
 from tools.venue.subs import subs_view
 
@@ -154,7 +154,7 @@ class _Stream:
                 reader.close()
 
 
-class ReplayServer:
+class ReplayServer(Listening):
     """Serves a data root's recorded streams to any number of clients, each from the start."""
 
     def __init__(self, config: ReplayConfig) -> None:
@@ -188,6 +188,7 @@ class ReplayServer:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._changed: dict[int, asyncio.Event] = {}
         self._next_id = 0
+        self.host = config.host
         self.port = 0
 
     def _one_shared_stream_per_channel(self) -> dict[str, tuple[str, str]]:
@@ -224,14 +225,6 @@ class ReplayServer:
         cfg = self.config
         self._server = await loop.create_server(lambda: VenueProtocol(self), cfg.host, cfg.port)
         self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{rest_path(self.dialect)}"
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):

@@ -26,7 +26,7 @@ from tools.venue.faults import FaultSchedule, FaultSpec, parse_faults, rest_faul
 from tools.venue.generator import Dialect, MarketModel
 from tools.venue.ledger import Ledger
 from tools.venue.limits import Limits, OpenRateLimiter, refusal_for
-from tools.venue.session import Inbox, Session, VenueProtocol, rest_path, rest_products
+from tools.venue.session import Inbox, Listening, Session, VenueProtocol, rest_products
 from tools.venue.subs import subs_view
 
 _SHARED = frozenset({"heartbeats", "status"})
@@ -61,7 +61,7 @@ class SimConfig:
     tape_events: int = 0
 
 
-class Simulator:
+class Simulator(Listening):
     """A Coinbase-like venue speaking one dialect on 127.0.0.1."""
 
     def __init__(self, config: SimConfig) -> None:
@@ -92,6 +92,7 @@ class Simulator:
         self._next_id = 0
         self._server: asyncio.Server | None = None
         self._pump_task: asyncio.Task[None] | None = None
+        self.host = config.host
         self.port = 0
         self.model: MarketModel | None = None
         self.sent_events = 0
@@ -126,14 +127,6 @@ class Simulator:
     @property
     def connections_opened(self) -> int:
         return self._next_id
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{rest_path(self.dialect)}"
 
     async def stop(self) -> None:
         """Close every connection with 1001 (going away), stop serving, close the ledger."""

@@ -47,6 +47,23 @@ def rest_products(path: str, states: Iterable[ProductState],
     return None
 
 
+class Listening:
+    """The addresses a venue serves on once started (``host`` from its config, the bound
+    ``port``): shared by the live simulator and the replay server."""
+
+    host: str
+    port: int
+    dialect: str
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.port}{rest_path(self.dialect)}"
+
+
 class Venue(Protocol):
     """What `VenueProtocol` needs from the server behind it."""
 
