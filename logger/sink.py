@@ -568,12 +568,16 @@ class StorageWriter(threading.Thread):
 
     def _write(self, engine: Engine, batch: Batch) -> None:
         """Hand the batch's chunks to the engine. The payloads are bytes by construction
-        (WebSocket frames, marker JSON), so the engine's trusted ``extend_trusted`` takes
-        them without a per-payload type check and returns their byte count for the metrics."""
+        (WebSocket frames, marker JSON), so the engine's trusted calls take them without a
+        per-payload type check and return their byte count for the metrics. A chunk of data
+        only (the usual one) goes to ``write_trusted``, which commits it on the way in where
+        it can (the commit after the batch then has little left to do); a chunk with markers
+        is buffered piece by piece, in order, and committed by that commit."""
         crec = self._stats.channel_records
         cbytes = self._stats.channel_bytes
         handles = self._handles
         extend = engine.extend_trusted
+        write = engine.write_trusted
         for c in batch.chunks:
             channel = c.channel
             s = handles.get((c.product, channel))
@@ -591,7 +595,7 @@ class StorageWriter(threading.Thread):
                 if prev < len(ts):
                     nbytes += extend(s, ts[prev:], payloads[prev:])
             else:
-                nbytes = extend(s, c.ts, c.payloads)
+                nbytes = write(s, c.ts, c.payloads)
             crec[channel] = crec.get(channel, 0) + len(c.ts)
             cbytes[channel] = cbytes.get(channel, 0) + nbytes
 

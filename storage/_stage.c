@@ -310,6 +310,149 @@ done:
     return result;
 }
 
+/* The sink's lists as columns: n, the payload bytes, the smallest and largest time; 0 when the
+ * lists cannot be written through (a timestamp that is not an i64 int, a payload that is not
+ * exactly bytes, lists of different lengths or empty): the caller buffers them instead. */
+static int scan_lists(PyObject *ts, PyObject *payloads, Py_ssize_t *n_out,
+                      unsigned long long *sum_out, long long *lo_out, long long *hi_out)
+{
+    if (!PyList_CheckExact(ts) || !PyList_CheckExact(payloads))
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(ts);
+    if (n == 0 || PyList_GET_SIZE(payloads) != n)
+        return 0;
+    PyObject **t = ((PyListObject *)ts)->ob_item, **p = ((PyListObject *)payloads)->ob_item;
+    unsigned long long sum = 0;
+    long long lo = 0, hi = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_CheckExact(p[i]) || !PyLong_CheckExact(t[i]))
+            return 0;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(t[i], &overflow);
+        if (overflow)
+            return 0;
+        if (i == 0 || v < lo)
+            lo = v;
+        if (i == 0 || v > hi)
+            hi = v;
+        sum += (unsigned long long)PyBytes_GET_SIZE(p[i]);
+    }
+    *n_out = n;
+    *sum_out = sum;
+    *lo_out = lo;
+    *hi_out = hi;
+    return 1;
+}
+
+/* frame_write's column part for the sink's lists: the same bytes, read from list items. */
+static void frame_lists(uint8_t *out, uint64_t offset, PyObject *ts, PyObject *payloads,
+                        size_t n, long long first, long long last, uint32_t payload_len,
+                        uint32_t total)
+{
+    PyObject **t = ((PyListObject *)ts)->ob_item, **pl = ((PyListObject *)payloads)->ob_item;
+    uint8_t *p = out + 8;
+    put_u32(p, total);
+    put_u32(p + 4, (uint32_t)n);
+    put_u64(p + 8, (uint64_t)first);
+    put_u64(p + 16, (uint64_t)last);
+    put_u32(p + 24, payload_len);
+    put_u32(p + 28, 0);
+    p += 32;
+    for (size_t i = 0; i < n; i++, p += 8)
+        put_u64(p, (uint64_t)PyLong_AsLongLong(t[i]));  /* checked by scan_lists */
+    for (size_t i = 0; i < n; i++, p += 4)
+        put_u32(p, (uint32_t)PyBytes_GET_SIZE(pl[i]));
+    memset(p, 0, n);  /* kinds: all DATA */
+    p += n;
+    for (size_t i = 0; i < n; i++) {
+        Py_ssize_t size = PyBytes_GET_SIZE(pl[i]);
+        memcpy(p, PyBytes_AS_STRING(pl[i]), (size_t)size);
+        p += size;
+    }
+    memset(p, 0, (size_t)(out + total - p));
+    uint8_t seed[8];
+    put_u64(seed, offset);
+    uint32_t c = crc_raw(0xFFFFFFFFu, seed, 8);
+    c = ~crc_raw(c, out + 8, (size_t)total - 8);
+    memcpy(out, "CBB2", 4);
+    put_u32(out + 4, c);
+}
+
+#define OFF_COMMITTED_LEN 16
+#define OFF_STATS 24
+#define HINTS_END 48
+
+PyDoc_STRVAR(commit_lists_doc,
+"commit_lists(mm, off, room, cap_end, max_total, day_lo, day_hi, count, first, last, ts,\n"
+"             payloads, /) -> tuple | int | None\n\n"
+"Write the records of two lists (receive times, bytes payloads: the sink's) as one v2 batch\n"
+"at ``off`` of a segment's mapping ``mm`` and commit it there: the batch, then the v2 header\n"
+"hints (``count``/``first``/``last``: the segment's before it), then the commit point.\n"
+"Returns (end, count, first, last, payload_len) after it; an int ``end`` when the batch needs\n"
+"the segment allocated (and populated) up to ``end`` first (``room`` is too small; nothing\n"
+"written); None when it cannot be written through (nothing written): a time outside\n"
+"[day_lo, day_hi) or not an i64, a payload not bytes, a batch over ``max_total`` or ending\n"
+"past ``cap_end``.");
+
+static PyObject *stage_commit_lists(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "commit_lists() takes exactly 12 arguments");
+        return NULL;
+    }
+    Py_ssize_t off, room, cap_end, max_total;
+    long long day_lo, day_hi, count, first, last;
+    if (as_size(args[1], &off, "off") < 0 || as_size(args[2], &room, "room") < 0 ||
+        as_size(args[3], &cap_end, "cap_end") < 0 || as_size(args[4], &max_total, "max_total") < 0 ||
+        as_i64(args[5], &day_lo) < 0 || as_i64(args[6], &day_hi) < 0 ||
+        as_i64(args[7], &count) < 0 || as_i64(args[8], &first) < 0 || as_i64(args[9], &last) < 0)
+        return NULL;
+    Py_ssize_t n;
+    unsigned long long sum;
+    long long lo, hi;
+    if (!scan_lists(args[10], args[11], &n, &sum, &lo, &hi) || lo < day_lo || hi >= day_hi)
+        Py_RETURN_NONE;
+    unsigned long long total = ((unsigned long long)BATCH_HEADER_SIZE + 13ull * (unsigned long long)n +
+                                sum + BATCH_ALIGN - 1) & ~(unsigned long long)(BATCH_ALIGN - 1);
+    if (total > (unsigned long long)max_total || total > MAX_BATCH_BYTES ||
+        (unsigned long long)off + total > (unsigned long long)cap_end)
+        Py_RETURN_NONE;
+    unsigned long long end = (unsigned long long)off + total;
+    if (end > (unsigned long long)room)
+        return PyLong_FromUnsignedLongLong(end);
+    Py_buffer out;
+    if (PyObject_GetBuffer(args[0], &out, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if ((unsigned long long)out.len < end || off < HINTS_END) {
+        PyBuffer_Release(&out);
+        PyErr_Format(PyExc_ValueError, "batch [%zd, %llu) beyond a mapping of %zd bytes", off,
+                     end, out.len);
+        return NULL;
+    }
+    uint8_t *base = (uint8_t *)out.buf;
+    frame_lists(base + off, (uint64_t)off, args[10], args[11], (size_t)n, lo, hi, (uint32_t)sum,
+                (uint32_t)total);
+    if (count > 0) {  /* the segment's statistics with this batch (format.pack_stats, v2) */
+        if (first < lo)
+            lo = first;
+        if (last > hi)
+            hi = last;
+    }
+    count += n;
+    uint32_t hint = count <= 0xFFFFFFFFll ? (uint32_t)count : 0xFFFFFFFFu;
+    uint8_t stats[28];  /* committed_len u64 + [28, 48): what the hints' CRC binds */
+    put_u64(stats, end);
+    put_u32(stats + 8, hint);
+    put_u64(stats + 12, (uint64_t)lo);
+    put_u64(stats + 20, (uint64_t)hi);
+    put_u32(base + OFF_STATS, crc_extend(0, stats, sizeof stats));
+    memcpy(base + OFF_STATS + 4, stats + 8, 20);
+    __atomic_thread_fence(__ATOMIC_RELEASE);  /* the commit point is stored last */
+    put_u64(base + OFF_COMMITTED_LEN, end);
+    PyBuffer_Release(&out);
+    return Py_BuildValue("(KLLLK)", end, count, lo, hi, sum);
+}
+
 static PyObject *stage_hardware(PyObject *self, PyObject *unused)
 {
     return PyBool_FromLong(crc_hw);
@@ -331,6 +474,8 @@ static PyObject *stage_use_hardware(PyObject *self, PyObject *arg)
 static PyMethodDef stage_methods[] = {
     {"crc32c", (PyCFunction)(void (*)(void))stage_crc32c, METH_FASTCALL, crc32c_doc},
     {"frame", (PyCFunction)(void (*)(void))stage_frame, METH_FASTCALL, frame_doc},
+    {"commit_lists", (PyCFunction)(void (*)(void))stage_commit_lists, METH_FASTCALL,
+     commit_lists_doc},
     {"hardware_crc", stage_hardware, METH_NOARGS,
      "hardware_crc() -> bool\n\nTrue when CRC32C runs on the SSE4.2 crc32 instruction."},
     {"use_hardware_crc", stage_use_hardware, METH_O,

@@ -41,6 +41,7 @@ from storage.segment import Segment
 from storage.staging import CommitPlan, Stager
 from storage.stream import DayCache, Stream, day_of
 from storage.syncer import Syncer
+from storage.through import WriteThrough
 
 __all__ = ["CommitError", "CommitResult", "Engine", "EngineConfig", "Stream", "day_of"]
 
@@ -74,6 +75,14 @@ class Engine:
     ValueError, nothing buffered, for columns of different lengths or a timestamp outside
     i64; the records are the same on disk. It is ``Pending.extend_trusted`` itself, bound at
     open: the hot path (once per stream and batch) pays no façade frame."""
+
+    write_trusted: Callable[[Stream, list[int], list[bytes]], int]
+    """``write_trusted(stream, ts_ns, payloads) -> int``: :attr:`extend_trusted` for the
+    sink's storage thread, whose lists are the records of one stream in one batch: where the
+    stream has nothing pending and its open segment takes them as one batch, they are written
+    and committed at once (``storage.through``: the same bytes, one compiled call instead of
+    buffering and staging them at the next commit, which reports them); else buffered. With a
+    backend other than the engine's own mmap one it is ``extend_trusted`` itself."""
 
     def __init__(self, config: EngineConfig, backend: Backend | None = None) -> None:
         """Open the data root. ``backend`` overrides ``config.backend`` with a ready instance
@@ -125,6 +134,16 @@ class Engine:
                                     self._backend, config.commit_chunk_bytes,
                                     fast_ok=sys.byteorder == "little")
         self._days = days
+        self._through = WriteThrough(self._pending, self._lifecycle, self._syncer, days,
+                                     opener.cap, max_batch)
+        self._direct = direct
+        self._bind_write()
+
+    def _bind_write(self) -> None:
+        """``write_trusted``: write-through where the fast path runs into the engine's own
+        mapping, else ``extend_trusted``."""
+        through = self._direct and self._committer.fast_ok
+        self.write_trusted = self._through.write if through else self._pending.extend_trusted
 
     # -- ingest side -----------------------------------------------------------------------
 
@@ -193,6 +212,7 @@ class Engine:
         t0 = time.perf_counter()
         now = time.time_ns() if now_ns is None else now_ns
         result = CommitResult()
+        result.records, result.bytes = self._through.settle()  # committed on the way in
         self._committer.commit(now, result)  # stage, write, apply; seal full segments
         self._lifecycle.after_commit(now, result)  # seal past days, pre-create tomorrow's
         self._syncer.maybe_sync(result)
@@ -258,6 +278,7 @@ class Engine:
     @_fast_ok.setter
     def _fast_ok(self, value: bool) -> None:
         self._committer.fast_ok = value
+        self._bind_write()
 
     def _stage_fast(self, stream: Stream, plan: CommitPlan) -> int:
         return self._stager.stage_fast(stream, plan)

@@ -17,14 +17,22 @@ import os
 from array import array
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 import google_crc32c
 
-from storage.format import encode_joined
+from storage.format import (
+    BATCH_ALIGN,
+    BATCH_HEADER_SIZE,
+    OFF_COMMITTED_LEN,
+    OFF_STATS,
+    encode_joined,
+    pack_stats,
+)
 
 __all__ = [
-    "COMPILED", "PATH", "PURE_ENV", "available", "crc32c", "frame_into", "frame_parts",
-    "pure_frame_into", "select",
+    "COMPILED", "PATH", "PURE_ENV", "Committed", "available", "commit_lists", "crc32c",
+    "frame_into", "frame_parts", "pure_commit_lists", "pure_frame_into", "select",
 ]
 
 #: The environment variable that forces the pure-Python path (any value but "" and "0").
@@ -91,6 +99,55 @@ def _compiled_parts(
                             payload_len, total),)
 
 
+#: What :func:`commit_lists` leaves in the segment: (end, record count, first and last
+#: receive time of the whole segment, the batch's payload bytes).
+Committed = tuple[int, int, int, int, int]
+
+
+def pure_commit_lists(
+    mm: object, off: int, room: int, cap_end: int, max_total: int, day_lo: int, day_hi: int,
+    count: int, first: int, last: int, ts: list[int], payloads: list[bytes],
+) -> Committed | int | None:
+    """The records of two lists (the sink's receive times and bytes payloads) as one v2 batch
+    at ``off`` of a segment's mapping, committed there: the batch, the v2 header hints
+    (``count``/``first``/``last``: the segment's before it), then the commit point. An int
+    ``end`` when the segment must first be allocated (and populated) up to ``end`` past
+    ``room``; None when the lists cannot be written through (a time outside ``[day_lo,
+    day_hi)`` or not an i64, a payload not bytes, a batch over ``max_total`` or ending past
+    ``cap_end``). Nothing is written in those two cases."""
+    n = len(ts)
+    if (n == 0 or len(payloads) != n or not set(map(type, payloads)) <= _BYTES
+            or not set(map(type, ts)) <= _INTS):
+        return None
+    lo, hi = min(ts), max(ts)
+    try:
+        ts_col = array("q", ts)
+    except OverflowError:
+        return None
+    if lo < day_lo or hi >= day_hi:
+        return None
+    lens = array("I", map(len, payloads))
+    payload_len = sum(lens)
+    total = (BATCH_HEADER_SIZE + 13 * n + payload_len + BATCH_ALIGN - 1) & ~(BATCH_ALIGN - 1)
+    end = off + total
+    if total > max_total or end > cap_end:
+        return None
+    if end > room:
+        return end
+    pure_frame_into(mm, off, off, ts_col, lens, None, payloads, lo, hi, payload_len, total)
+    if count:
+        lo, hi = min(lo, first), max(hi, last)
+    count += n
+    dest: Any = mm
+    dest[OFF_STATS : OFF_STATS + 24] = pack_stats(count, lo, hi, end)
+    dest[OFF_COMMITTED_LEN : OFF_COMMITTED_LEN + 8] = end.to_bytes(8, "little")
+    return end, count, lo, hi, payload_len
+
+
+_BYTES = frozenset({bytes})
+_INTS = frozenset({int})
+
+
 def _pure_crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     return int(google_crc32c.extend(crc, data))
 
@@ -103,6 +160,9 @@ frame_into: FrameInto = pure_frame_into
 #: The same batch as byte strings to write at consecutive offsets (one for the compiled path,
 #: head + body for the pure one), for backends that write through syscalls.
 frame_parts: Callable[..., tuple[bytes, ...]] = _pure_parts
+
+#: Write-through of the sink's lists into a segment (see :func:`pure_commit_lists`).
+commit_lists: Callable[..., Committed | int | None] = pure_commit_lists
 
 #: ``crc32c(data, crc=0)`` == ``google_crc32c.extend(crc, data)``.
 crc32c: Callable[..., int] = _pure_crc32c
@@ -118,16 +178,18 @@ def select(compiled: bool | None = None) -> str:
     the pure one, or (None) the default (compiled when built, unless ``CBL_PURE`` is set).
     For the benchmark and the tests, which compare both in one process; callers look the
     functions up here at each call, so the switch takes effect at the next commit."""
-    global COMPILED, PATH, crc32c, frame_into, frame_parts
+    global COMPILED, PATH, commit_lists, crc32c, frame_into, frame_parts
     use = _default is not None if compiled is None else compiled
     if use and _compiled is None:
         raise RuntimeError(f"the compiled path is not available: {_why}")
     if use:
         assert _compiled is not None
         frame_into, frame_parts, crc32c = _compiled.frame, _compiled_parts, _compiled.crc32c
+        commit_lists = _compiled.commit_lists
         PATH = _why if _default is not None else "compiled (selected)"
     else:
         frame_into, frame_parts, crc32c = pure_frame_into, _pure_parts, _pure_crc32c
+        commit_lists = pure_commit_lists
         PATH = _why if _default is None else "pure (selected)"
     COMPILED = use
     return PATH

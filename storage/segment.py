@@ -46,6 +46,7 @@ from storage.format import (
 )
 from storage.layout import SEGMENT_OPEN_FLAGS, refuse_symlinked_dirs, segment_path
 from storage.recovery import Recovered, index_due, recover_buffer
+from storage.stream import NS_PER_DAY
 
 __all__ = ["BatchColumns", "BatchSpan", "ExtentPolicy", "PhaseOps", "Segment",
            "read_segment_header"]
@@ -376,6 +377,46 @@ class Segment:
             head_ops += self._index_ops()
         out.commit_ops.append(_op(WriteOp, (fd, mm, OFF_COMMITTED_LEN, _U64.pack(end))))
 
+    def write_through(self, ts: list[int], payloads: list[bytes], day_lo: int, cap: int,
+                      max_batch: int) -> int:
+        """Write the sink's lists as one batch after the committed end and commit it now, in
+        one ``fastpath.commit_lists`` call (batch, hints, commit point, in that order, into
+        the mapping): the engine's write-through for a stream with nothing pending. Returns
+        the payload bytes committed, or -1 when the records must take the usual way (nothing
+        written): another day than ``day_lo``'s, a batch over ``max_batch`` or one that would
+        push a non-empty segment past ``cap``, an index entry due here, an older format
+        version, a staged commit in progress, or a full disk while growing the file (the
+        usual path reports it)."""
+        off = self.staged_end
+        if (off != self.end or self.version != 2
+                or index_due(self.index, off, self.index_step)):
+            return -1
+        cap_end = cap if off != HEADER_SIZE else off + max_batch
+        populate = self.policy.populate
+        room = min(self.size, self._populated) if populate else self.size
+        args = (off, room, cap_end, max_batch, day_lo, day_lo + NS_PER_DAY, self.count,
+                self.first_ts, self.last_ts, ts, payloads)
+        done = fastpath.commit_lists(self.mm, *args)
+        if type(done) is int:  # room first: grow and prefill as the usual path would
+            try:
+                self.reserve(done)
+                if populate and done > self._populated:
+                    self._populate(off, done)
+            except OSError:
+                return -1
+            done = fastpath.commit_lists(self.mm, off, min(self.size, self._populated)
+                                         if populate else self.size, *args[2:])
+        if type(done) is not tuple:
+            return -1
+        end, count, first, last, nbytes = done
+        self.staged_end = self.end = end
+        self._s_count = self.count = count
+        self._s_first = self.first_ts = first
+        self._s_last = self.last_ts = last
+        if end - self._unmapped >= UNMAP_STEP:
+            self._unmap(end)
+        return nbytes
+
     def _populate(self, off: int, end: int) -> None:
         page = mmap.PAGESIZE
         # pages wholly past ``off`` hold nothing committed or staged (at most an uncommitted
@@ -432,10 +473,13 @@ class Segment:
         self.first_ts, self.last_ts = self._s_first, self._s_last
         self._committed_index = len(self.index)
         if end - self._unmapped >= UNMAP_STEP:
-            stop = end & ~(mmap.PAGESIZE - 1)
-            with contextlib.suppress(OSError, ValueError):  # only memory use depends on it
-                self.mm.madvise(mmap.MADV_DONTNEED, self._unmapped, stop - self._unmapped)
-            self._unmapped = stop
+            self._unmap(end)
+
+    def _unmap(self, end: int) -> None:
+        stop = end & ~(mmap.PAGESIZE - 1)
+        with contextlib.suppress(OSError, ValueError):  # only memory use depends on it
+            self.mm.madvise(mmap.MADV_DONTNEED, self._unmapped, stop - self._unmapped)
+        self._unmapped = stop
 
     def discard(self) -> None:
         """Forget everything staged since the last commit."""

@@ -30,11 +30,13 @@ def _read(root: Path, product: str | None = None) -> list[bytes]:
 
 
 def run_scenario(
-    base: Path, free_space: Callable[[], None], expect_errno: int
+    base: Path, free_space: Callable[[], None], expect_errno: int, how: str = "extend",
 ) -> dict[str, object]:
     """Fill, check, keep going while full, free space, check everything arrived. With
     ENOSPC the whole filesystem is full, so a new stream's segment cannot be created either;
-    with EFBIG (a per-file limit) the new stream commits while the full one waits."""
+    with EFBIG (a per-file limit) the new stream commits while the full one waits. ``how``:
+    the engine call that fills (``extend``, or the sink's ``write_trusted``, which commits on
+    the way in until the segment cannot grow)."""
     root = base / "data"
     cfg = EngineConfig(root=root, backend="mmap", first_extent_bytes=64 << 10,
                        max_extent_bytes=256 << 10, seal_stale_on_open=False)
@@ -46,7 +48,7 @@ def run_scenario(
     g = 0
     for _ in range(10_000):  # fill until the disk refuses
         batch = [b"%08d" % (g + i) + os.urandom(992) for i in range(100)]
-        eng.extend(s, [BASE_NS + g + i for i in range(100)], batch)
+        getattr(eng, how)(s, [BASE_NS + g + i for i in range(100)], batch)
         g += 100
         written += batch
         res = eng.commit(now_ns=BASE_NS)
@@ -94,7 +96,8 @@ def main() -> None:
     ballast = base / "ballast"
     with open(ballast, "wb") as f:
         f.write(os.urandom(2 << 20))
-    result = run_scenario(base, ballast.unlink, errno.ENOSPC)
+    how = sys.argv[2] if len(sys.argv) > 2 else "extend"
+    result = run_scenario(base, ballast.unlink, errno.ENOSPC, how)
     print(json.dumps(result))
 
 

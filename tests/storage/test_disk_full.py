@@ -33,16 +33,21 @@ def _can_mount_tmpfs() -> str | None:
     return None
 
 
+FILL_CALLS = ["extend", "write_trusted"]  # buffered, and the sink's write-through
+
+
 @pytest.mark.skipif(_can_mount_tmpfs() is not None, reason=str(_can_mount_tmpfs()))
-def test_enospc_on_a_real_small_tmpfs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", FILL_CALLS)
+def test_enospc_on_a_real_small_tmpfs(tmp_path: Path, how: str) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     # only the repository: the test run's sys.path may hold tests/, where tests/storage would
     # shadow the storage package as a namespace package
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    script = ('mount -t tmpfs -o size=4m tmpfs "$1" && exec "$2" "$3" "$1"')
+    script = ('mount -t tmpfs -o size=4m tmpfs "$1" && exec "$2" "$3" "$1" "$4"')
     out = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", script, "sh", str(mnt), sys.executable, str(SCENARIO)],
+        ["unshare", "--mount", "sh", "-c", script, "sh", str(mnt), sys.executable, str(SCENARIO),
+         how],
         capture_output=True, env=env, timeout=120,
     )
     assert out.returncode == 0, (out.stdout + out.stderr).decode()
@@ -52,7 +57,8 @@ def test_enospc_on_a_real_small_tmpfs(tmp_path: Path) -> None:
     assert "disk full" in result["errors"][0]
 
 
-def test_growth_refused_by_the_kernel_unprivileged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", FILL_CALLS)
+def test_growth_refused_by_the_kernel_unprivileged(tmp_path: Path, how: str) -> None:
     """RLIMIT_FSIZE in a forked child: posix_fallocate past the limit fails (EFBIG) exactly
     where ENOSPC would; raising the limit is "space is back"."""
     r, w = os.pipe()
@@ -69,7 +75,7 @@ def test_growth_refused_by_the_kernel_unprivileged(tmp_path: Path) -> None:
                 resource.setrlimit(resource.RLIMIT_FSIZE,
                                    (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
-            result = run_scenario(tmp_path, free, errno.EFBIG)
+            result = run_scenario(tmp_path, free, errno.EFBIG, how)
             os.write(w, json.dumps(result).encode())
             code = 0
         except BaseException:
