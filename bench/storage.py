@@ -15,8 +15,10 @@ What is measured (see docs/STORAGE_BENCH.md for how to read it):
 * the ingest-shaped case (``--ingest``; part of every run): what the daemon actually asks of
   the engine. 2 800 streams (400 products x 7 channels); each commit holds 10 000 records of
   140-600 bytes spread Zipf-like (exponent 1.43) over the streams, which touches ~640 of them
-  with ~15 records each (one ``extend_trusted`` per touched stream, as the sink's storage thread
-  does).
+  with ~15 records each (one ``write_trusted`` per touched stream, as the sink's storage thread
+  does: committed on the way in where it can, see storage/through.py). A same-run floor is
+  printed under it: the same payload bytes with one ``os.write`` per commit into one file, the
+  page cache's share that no recorder avoids; "sys" is the kernel's share of each figure.
   Reported per backend: records/s and CPU us/record, CPU us per commit and per stream-commit,
   and, separately, the first commit that creates the 2 800 segments and the close that seals
   them (wall and CPU seconds: both are stalls of the storage thread); then the UTC day roll
@@ -214,6 +216,7 @@ class IngestFigure:
     wall_seconds: float
     close_wall: float  # close(): seal every open segment
     close_cpu: float
+    sys_seconds: float = 0.0  # the kernel's share of cpu_seconds (page cache, faults)
 
     @property
     def rps(self) -> float:
@@ -230,6 +233,10 @@ class IngestFigure:
     @property
     def us_per_stream_commit(self) -> float:
         return self.cpu_seconds / self.stream_commits * 1e6
+
+    @property
+    def sys_per_stream_commit(self) -> float:
+        return self.sys_seconds / self.stream_commits * 1e6
 
 
 IngestPlan = list[list[tuple[int, list[int], list[bytes]]]]
@@ -277,28 +284,52 @@ def run_ingest(backend: str, commits: int, workdir: Path, seed: int = 7) -> Inge
         first = watch.figure(INGEST_STREAMS, 0)
         if result.errors:
             raise SystemExit(f"{backend}: first commit errors {result.errors[:3]}")
-        extend, commit = eng.extend_trusted, eng.commit  # the sink's call
+        write, commit = eng.write_trusted, eng.commit  # the sink's storage thread's calls
         n = sum(len(st) for c in plan for _, st, _ in c)
         touched = sum(len(c) for c in plan)
         watch = Stopwatch()
+        sys0 = os.times().system
         for c in plan:
             for s, stamps, payloads in c:
-                extend(handles[s], stamps, payloads)
+                write(handles[s], stamps, payloads)
             result = commit(now)
             if result.errors:
                 raise SystemExit(f"{backend}: commit errors {result.errors[:3]}")
         steady = watch.figure(n, 0)
+        kernel = os.times().system - sys0
         watch = Stopwatch()
         eng.close()
         closing = watch.figure(INGEST_STREAMS, 0)
         return IngestFigure(backend, first.wall_seconds, first.cpu_seconds, commits, n, touched,
                             steady.cpu_seconds, steady.wall_seconds,
-                            closing.wall_seconds, closing.cpu_seconds)
+                            closing.wall_seconds, closing.cpu_seconds, kernel)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def run_ingest_floor(commits: int, workdir: Path, seed: int = 7) -> IngestFigure:
+    """The same-run baseline of the ingest case: the same payload bytes, one ``os.write`` of
+    all of a commit's payloads into one file (no framing, no CRC, no per-stream work, no
+    per-stream file): what putting those bytes into the page cache costs at the least."""
+    path = Path(tempfile.mkdtemp(prefix="ingest-floor-", dir=workdir)) / "floor"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        plan = ingest_plan(commits, seed, time.time_ns())
+        n = sum(len(st) for c in plan for _, st, _ in c)
+        touched = sum(len(c) for c in plan)
+        watch = Stopwatch()
+        sys0 = os.times().system
+        for c in plan:
+            os.write(fd, b"".join([p for _, _, pl in c for p in pl]))
+        steady = watch.figure(n, 0)
+        return IngestFigure("floor", 0, 0, commits, n, touched, steady.cpu_seconds,
+                            steady.wall_seconds, 0, 0, os.times().system - sys0)
+    finally:
+        os.close(fd)
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def run_midnight(backend: str, workdir: Path, before: int = 60, after: int = 20) -> str:
@@ -323,8 +354,8 @@ def run_midnight(backend: str, workdir: Path, before: int = 60, after: int = 20)
                 k - before + 1) * 10**9
             w = time.perf_counter()
             for s, stamps, payloads in c:
-                eng.extend_trusted(handles[s], [now - 10**6 + (t % 10**6) for t in stamps],
-                                   payloads)
+                eng.write_trusted(handles[s], [now - 10**6 + (t % 10**6) for t in stamps],
+                                  payloads)
             result = eng.commit(now)
             walls.append(time.perf_counter() - w)
             if result.errors:
@@ -357,8 +388,10 @@ def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -
     paths = ingest_paths()
     runs: dict[tuple[str, bool], list[IngestFigure]] = {
         (b, c): [] for b in backends for c in paths}
+    floors: list[IngestFigure] = []
     try:
         for _ in range(repeat):
+            floors.append(run_ingest_floor(commits, workdir))
             for b in backends:
                 for compiled in paths:
                     fastpath.select(compiled)
@@ -375,7 +408,7 @@ def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -
           "create = first commit into 2 800 new segments, close = seal 2 800 (min-max, s); "
           f"staging: pure Python and {fastpath.PATH if fastpath.available() else 'no compiled'}")
     header = (f"{'backend':<18}{'records/s':>11}{'us/rec':>8}{'us/commit':>11}{'streams/c':>10}"
-              f"{'us/str-c':>9}{'wall rec/s':>12}{'create wall':>13}{'create cpu':>12}"
+              f"{'us/str-c':>9}{'sys':>6}{'wall rec/s':>12}{'create wall':>13}{'create cpu':>12}"
               f"{'close wall':>12}{'close cpu':>11}")
     print(header)
     print("-" * len(header))
@@ -389,9 +422,19 @@ def ingest_grid(backends: list[str], commits: int, repeat: int, workdir: Path) -
         print(f"{b + ' ' + _path_name(compiled):<18}{f.rps:>11,.0f}{f.us_per_record:>8.2f}"
               f"{f.us_per_commit:>11,.0f}"
               f"{f.stream_commits / f.commits:>10.0f}{f.us_per_stream_commit:>9.1f}"
-              f"{f.records / f.wall_seconds:>12,.0f}"
+              f"{f.sys_per_stream_commit:>6.1f}{f.records / f.wall_seconds:>12,.0f}"
               f"{min(cw):>6.2f}-{max(cw):<6.2f}{min(cc):>5.2f}-{max(cc):<6.2f}"
               f"{min(lw):>5.2f}-{max(lw):<6.2f}{min(lc):>5.2f}-{max(lc):<5.2f}", flush=True)
+    floor = min(floors, key=lambda x: x.cpu_seconds)
+    print(f"{'floor os.write':<18}{floor.rps:>11,.0f}{floor.us_per_record:>8.2f}"
+          f"{floor.us_per_commit:>11,.0f}{floor.stream_commits / floor.commits:>10.0f}"
+          f"{floor.us_per_stream_commit:>9.1f}{floor.sys_per_stream_commit:>6.1f}"
+          f"{floor.records / floor.wall_seconds:>12,.0f}")
+    print("# floor: the same payload bytes, one os.write per commit into one file (the page "
+          "cache's share of any recorder); engine minus floor, us per stream-commit: "
+          + ", ".join(f"{b} {_path_name(c)} "
+                      f"{best[(b, c)].us_per_stream_commit - floor.us_per_stream_commit:.1f}"
+                      for b in backends for c in paths))
     if len(paths) == 2:
         print("# staging path, same run: us per stream-commit pure -> compiled (pure/compiled; "
               "per round, then best of each)")
@@ -429,7 +472,7 @@ def ingest_ab(backend: str, commits: int, rounds: int, workdir: Path) -> None:
                 fastpath.select(compiled)
                 t0 = time.process_time()
                 for s, stamps, payloads in c:
-                    eng.extend_trusted(handles[s], stamps, payloads)
+                    eng.write_trusted(handles[s], stamps, payloads)
                 if eng.commit(now).errors:
                     raise SystemExit(f"{backend}: commit errors")
                 cpu[compiled] += time.process_time() - t0

@@ -388,8 +388,9 @@ class Segment:
         version, a staged commit in progress, or a full disk while growing the file (the
         usual path reports it)."""
         off = self.staged_end
-        if (off != self.end or self.version != 2
-                or index_due(self.index, off, self.index_step)):
+        index, step = self.index, self.index_step  # recovery.index_due, inlined: per call
+        if (off != self.end or self.version != 2 or (step > 0 and len(index) < INDEX_CAPACITY
+                and off >= (index[-1][0] if index else HEADER_SIZE) + step)):
             return -1
         cap_end = cap if off != HEADER_SIZE else off + max_batch
         populate = self.policy.populate
