@@ -4,8 +4,9 @@ Why this shape: the socket reader must never wait for a disk. The loop side only
 raw bytes object the WebSocket library already created (plus its receive stamp) to two plain
 lists of the stream's buffer — no per-message object, no syscall. Every ``commit_records``
 messages or ``commit_interval_s`` seconds the buffers are swapped for fresh lists and the full
-ones travel as ONE ``Batch`` through a bounded queue to the storage thread, which extends the
-engine's streams and commits once per batch.
+ones travel as ONE ``Batch`` through a bounded queue to the storage thread, which hands each
+stream's lists to the engine (``Engine.write_trusted``: committed on the way in where they can
+be, else buffered) and commits once per batch.
 
 If the storage thread falls behind, batches stay pending on the loop side (the buffers keep
 growing) until ``max_pending_bytes``; only then is the pending data dropped, counted per

@@ -6,6 +6,7 @@ hints, then every touched segment's commit point. The work is done by small room
 one job, which the engine wires together and calls in order:
 
 - ``storage.pending``   the records buffered and not committed (``extend``, ``append``);
+- ``storage.through``   write-through of the sink's lists, committed on the way in;
 - ``storage.commit``    a commit: stage, write, apply or discard, account;
 - ``storage.staging``   encoding each stream's records into its segments (fast/general path);
 - ``storage.lifecycle`` each stream's day segments: open, continue, pre-create, seal;
