@@ -161,10 +161,9 @@ static int as_size(PyObject *o, Py_ssize_t *out, const char *what)
     return 0;
 }
 
-/* Write the batch into out[0:total]; the columns and payloads were checked by the caller. */
-static void frame_write(uint8_t *out, uint64_t offset, const Py_buffer *ts, const Py_buffer *lens,
-                        const uint8_t *kinds, PyObject *const *items, Py_ssize_t n,
-                        long long first, long long last, uint32_t payload_len, uint32_t total)
+/* The batch tail after magic + CRC (docs/FORMAT.md): out[8:40]; returns where the columns go. */
+static uint8_t *frame_tail(uint8_t *out, size_t n, long long first, long long last,
+                           uint32_t payload_len, uint32_t total)
 {
     uint8_t *p = out + 8;
     put_u32(p, total);
@@ -173,7 +172,27 @@ static void frame_write(uint8_t *out, uint64_t offset, const Py_buffer *ts, cons
     put_u64(p + 16, (uint64_t)last);
     put_u32(p + 24, payload_len);
     put_u32(p + 28, 0);
-    p += 32;
+    return p + 32;
+}
+
+/* Zero the pad from p to the batch's end, then magic and the CRC seeded with the offset. */
+static void frame_seal(uint8_t *out, uint8_t *p, uint64_t offset, uint32_t total)
+{
+    memset(p, 0, (size_t)(out + total - p));
+    uint8_t seed[8];
+    put_u64(seed, offset);
+    uint32_t c = crc_raw(0xFFFFFFFFu, seed, 8);  /* crc_seed(offset), kept raw */
+    c = ~crc_raw(c, out + 8, (size_t)total - 8);
+    memcpy(out, "CBB2", 4);
+    put_u32(out + 4, c);
+}
+
+/* Write the batch into out[0:total]; the columns and payloads were checked by the caller. */
+static void frame_write(uint8_t *out, uint64_t offset, const Py_buffer *ts, const Py_buffer *lens,
+                        const uint8_t *kinds, PyObject *const *items, Py_ssize_t n,
+                        long long first, long long last, uint32_t payload_len, uint32_t total)
+{
+    uint8_t *p = frame_tail(out, (size_t)n, first, last, payload_len, total);
     memcpy(p, ts->buf, (size_t)n * 8);
     p += n * 8;
     memcpy(p, lens->buf, (size_t)n * 4);
@@ -199,13 +218,7 @@ static void frame_write(uint8_t *out, uint64_t offset, const Py_buffer *ts, cons
             }
         }
     }
-    memset(p, 0, (size_t)(out + total - p));
-    uint8_t seed[8];
-    put_u64(seed, offset);
-    uint32_t c = crc_raw(0xFFFFFFFFu, seed, 8);  /* crc_seed(offset), kept raw */
-    c = ~crc_raw(c, out + 8, (size_t)total - 8);
-    memcpy(out, "CBB2", 4);
-    put_u32(out + 4, c);
+    frame_seal(out, p, offset, total);
 }
 
 PyDoc_STRVAR(frame_doc,
@@ -377,14 +390,7 @@ static void frame_lists(uint8_t *out, uint64_t offset, PyObject *ts, PyObject *p
                         uint32_t total)
 {
     PyObject **t = ((PyListObject *)ts)->ob_item, **pl = ((PyListObject *)payloads)->ob_item;
-    uint8_t *p = out + 8;
-    put_u32(p, total);
-    put_u32(p + 4, (uint32_t)n);
-    put_u64(p + 8, (uint64_t)first);
-    put_u64(p + 16, (uint64_t)last);
-    put_u32(p + 24, payload_len);
-    put_u32(p + 28, 0);
-    p += 32;
+    uint8_t *p = frame_tail(out, n, first, last, payload_len, total);
     for (size_t i = 0; i < n; i++, p += 8) {
         long long v = 0;
         int_i64(t[i], &v);  /* checked by scan_lists */
@@ -399,13 +405,7 @@ static void frame_lists(uint8_t *out, uint64_t offset, PyObject *ts, PyObject *p
         memcpy(p, PyBytes_AS_STRING(pl[i]), (size_t)size);
         p += size;
     }
-    memset(p, 0, (size_t)(out + total - p));
-    uint8_t seed[8];
-    put_u64(seed, offset);
-    uint32_t c = crc_raw(0xFFFFFFFFu, seed, 8);
-    c = ~crc_raw(c, out + 8, (size_t)total - 8);
-    memcpy(out, "CBB2", 4);
-    put_u32(out + 4, c);
+    frame_seal(out, p, offset, total);
 }
 
 #define OFF_COMMITTED_LEN 16
