@@ -68,15 +68,6 @@ def test_compiled_part_is_built_where_a_compiler_exists() -> None:
     assert fastpath.available(), fastpath.PATH
 
 
-@pytest.fixture
-def paths() -> Iterator[None]:
-    """Restore the default path after a test that switches it."""
-    try:
-        yield
-    finally:
-        fastpath.select()
-
-
 # -- CRC32C ------------------------------------------------------------------------------------
 
 

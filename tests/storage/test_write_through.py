@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,6 @@ REPO = Path(__file__).resolve().parents[2]
 needs_compiled = pytest.mark.skipif(not fastpath.available(),
                                     reason=f"storage._stage not built: {fastpath.PATH}")
 PATHS = [False, True] if fastpath.available() else [False]
-
-
-@pytest.fixture
-def paths() -> Iterator[None]:
-    try:
-        yield
-    finally:
-        fastpath.select()
 
 
 # -- the kernel: compiled and pure agree ---------------------------------------------------------
