@@ -10,7 +10,7 @@ ARGS   ?=
 
 .PHONY: run test lint typecheck pytest demo bench chaos clean venv dev
 
-CSRC   := $(wildcard */*.c */*/*.c)
+CSRC   := $(wildcard */*.c */*/*.c */*.pyx)
 
 $(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

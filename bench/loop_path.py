@@ -12,6 +12,9 @@ the same run:
   queue drops what it gets, so the storage thread's cost (``bench/storage.py``) and GIL sharing
   are not in this figure.
 
+- **compiled**: the same, through the compiled listener (``logger/_listen.pyx``, a Cython
+  ``WSListener`` that runs the common frame's path without a Python frame; where it is built).
+
 Printed: CPU µs per message of each (best of ``--rounds``), and the daemon's extra cost over
 the floor, which is what the loop-side code adds.
 
@@ -64,9 +67,10 @@ async def run_floor(url: str) -> int:
     return n
 
 
-async def run_daemon(url: str, products: list[str]) -> int:
+async def run_daemon(url: str, products: list[str], compiled: bool) -> int:
     from picows import ws_connect
 
+    from logger import listen
     from logger.connection import Connection, _Listener
     from logger.protocol import FeedState, get_dialect
     from logger.ratelimit import SlidingWindowLimiter
@@ -92,7 +96,11 @@ async def run_daemon(url: str, products: list[str]) -> int:
     conn = Connection("0", url, feed, sink, SlidingWindowLimiter(8, 1.0))
     feed.on_connect()
     feed.opening_frames()  # the acks in the blob answer these
-    transport, _ = await ws_connect(lambda: _Listener(conn), url, max_frame_size=64 << 20,
+    def make() -> object:
+        slow = _Listener(conn)
+        return listen.FastListener(slow) if compiled and listen.FastListener else slow
+
+    transport, _ = await ws_connect(make, url, max_frame_size=64 << 20,  # type: ignore[arg-type]
                                     enable_auto_ping=False)
     await transport.wait_disconnected()
     sink.flush()
@@ -108,7 +116,8 @@ class Result:
 
 def measure(name: str, url: str, products: list[str]) -> Result:
     c0 = _cpu()
-    run = run_floor(url) if name == "floor" else run_daemon(url, products)
+    run = run_floor(url) if name == "floor" else run_daemon(url, products,
+                                                             name == "compiled")
     n = asyncio.run(run)
     return Result(name, n, _cpu() - c0)
 
@@ -128,8 +137,11 @@ def main() -> int:
     port, count, products = parent.recv()
     url = f"ws://127.0.0.1:{port}/"
     best: dict[str, Result] = {}
+    from logger import listen
+
+    names = ["floor", "daemon"] + (["compiled"] if listen.available() else [])
     for _ in range(a.rounds):
-        for name in ("floor", "daemon"):
+        for name in names:
             r = measure(name, url, products)
             if r.messages != count:
                 print(f"{name}: got {r.messages} of {count} frames")
@@ -142,10 +154,15 @@ def main() -> int:
           f"connection; best of {a.rounds} rounds by client CPU")
     for r in best.values():
         print(f"  {r.name:<7} {r.cpu_s / r.messages * 1e6:6.2f} µs CPU/msg")
-    f, d = best["floor"], best["daemon"]
-    extra = (d.cpu_s - f.cpu_s) / count * 1e6
-    print(f"  the daemon's loop path adds {extra:.2f} µs/msg over the floor "
-          f"(ratio daemon/floor {d.cpu_s / f.cpu_s:.2f}×)")
+    f = best["floor"]
+    for name in names[1:]:
+        d = best[name]
+        extra = (d.cpu_s - f.cpu_s) / count * 1e6
+        print(f"  {name}: the daemon's loop path adds {extra:.2f} µs/msg over the floor "
+              f"(ratio to the floor {d.cpu_s / f.cpu_s:.2f}×)")
+    if "compiled" in best:
+        print(f"  compiled listener (logger/_listen.pyx) vs Python listener: "
+              f"{best['daemon'].cpu_s / best['compiled'].cpu_s:.2f}× less CPU per message")
     return 0
 
 

@@ -3,7 +3,8 @@
 Why picows: ``bench/ws_client.py`` measures it against websockets 13.1 on this load (many
 small frames plus 5 MB snapshots); picows delivers each frame to a callback with no per-frame
 future, task or queue, at several times less CPU per message. The choice stays behind this
-module: nothing else imports picows.
+module and its compiled fast path (``logger.listen``, which wraps ``_Listener`` in a Cython
+subclass of picows' ``WSListener`` where built): nothing else imports picows.
 
 The hot path (``_Listener.on_ws_frame``) does, per text frame: one ``time.time_ns()``, one
 ``bytes`` copy of the payload (the object storage keeps), ``FeedState.on_message`` for the
@@ -45,6 +46,7 @@ from picows import (
     ws_connect,
 )
 
+from logger import listen
 from logger.metrics import ConnStats
 from logger.pacing import Backoff, Pacer
 from logger.protocol import (
@@ -404,7 +406,7 @@ class Connection:
             # one deadline over DNS, TCP, TLS and the upgrade (picows times the upgrade only)
             async with asyncio.timeout(s.connect_timeout_s):
                 transport, _ = await ws_connect(
-                    lambda: _Listener(self), self.url,
+                    lambda: listen.wrap(_Listener(self)), self.url,
                     max_frame_size=s.max_frame_bytes,
                     websocket_handshake_timeout=s.connect_timeout_s,
                     enable_auto_ping=False,
