@@ -1,11 +1,13 @@
 """Compiled parts of coinbase-logger: every one optional (pyproject.toml holds the metadata).
 
 Each entry of ``COMPILED`` is one C extension written against the CPython API (no build
-dependency beyond setuptools and a C compiler). ``optional=True``: where one cannot be built (no
-compiler, exotic platform) the install still succeeds and the pure-Python path is used at run
-time -- ``storage/fastpath.py``, ``logger/protocol/native.py`` and ``tools/normalize/native.py``
-are the places that decide (one per part), and ``CBL_PURE=1`` forces the pure path. Adding a
-compiled part is one line here plus its fallback switch.
+dependency beyond setuptools and a C compiler); ``cython_parts`` adds the one Cython extension,
+the WebSocket listener's per-frame path, whose build requirements (Cython, picows) are in
+pyproject.toml. ``optional=True``: where one cannot be built (no compiler, exotic platform) the
+install still succeeds and the pure-Python path is used at run time -- ``storage/fastpath.py``,
+``logger/protocol/native.py``, ``logger/listen.py`` and ``tools/normalize/native.py`` are the
+places that decide (one per part), and ``CBL_PURE=1`` forces the pure path. Adding a compiled
+part is one line here plus its fallback switch.
 """
 
 from setuptools import Extension, setup
@@ -33,6 +35,7 @@ def cython_parts() -> list[Extension]:
                               quiet=True))
     except Exception:  # a Cython error must not break the install: the Python listener runs
         return []
+
 
 COMPILED: dict[str, list[str]] = {
     "storage._stage": ["storage/_stage.c"],  # batch framing + CRC32C (storage/fastpath.py)
