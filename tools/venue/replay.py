@@ -52,7 +52,7 @@ from tools.venue.frames_exchange import ExchangeFrames
 from tools.venue.ledger import Ledger
 from tools.venue.limits import Limits
 from tools.venue.product import ProductState, build_product
-from tools.venue.session import Inbox, Listening, Session, VenueProtocol, rest_products
+from tools.venue.session import Inbox, Listening, Session, rest_products
 from tools.venue.streams import is_conn_stream, is_multi_stream, is_shared_stream
 from tools.venue.subs import subs_view
 
@@ -184,7 +184,6 @@ class ReplayServer(Listening):
             ATFrames() if self.dialect == "advanced_trade" else ExchangeFrames())
         self._shared = self._one_shared_stream_per_channel() if config.venue else None
         self._states: list[ProductState] | None = None
-        self._server: asyncio.Server | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._changed: dict[int, asyncio.Event] = {}
         self._next_id = 0
@@ -221,22 +220,15 @@ class ReplayServer(Listening):
         return out
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         cfg = self.config
-        self._server = await loop.create_server(lambda: VenueProtocol(self), cfg.host, cfg.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self.listen(cfg.host, cfg.port)
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        if self.ledger is not None:
-            self.ledger.close()
+        await self.stop_listening()
 
     # -- Venue protocol -------------------------------------------------------------------
     def allow_open(self) -> bool:

@@ -26,7 +26,7 @@ from tools.venue.faults import FaultSchedule, FaultSpec, parse_faults, rest_faul
 from tools.venue.generator import Dialect, MarketModel
 from tools.venue.ledger import Ledger
 from tools.venue.limits import Limits, OpenRateLimiter, refusal_for
-from tools.venue.session import Inbox, Listening, Session, VenueProtocol, rest_products
+from tools.venue.session import Inbox, Listening, Session, rest_products
 from tools.venue.subs import subs_view
 
 _SHARED = frozenset({"heartbeats", "status"})
@@ -90,7 +90,6 @@ class Simulator(Listening):
         self.sessions: dict[int, Session] = {}
         self._routes: dict[str, dict[str, list[Session]]] = {}
         self._next_id = 0
-        self._server: asyncio.Server | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self.host = config.host
         self.port = 0
@@ -109,9 +108,7 @@ class Simulator(Listening):
             self._tape = self.model.generate(
                 cfg.tape_events, start_ns + cfg.tape_events * 100_000)
         self._t0 = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: VenueProtocol(self), cfg.host, cfg.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self.listen(cfg.host, cfg.port)
         self._pump_task = asyncio.create_task(self._pump(), name="sim-pump")
         self._pump_task.add_done_callback(self._pump_done)
 
@@ -138,12 +135,7 @@ class Simulator(Listening):
             self._pump_task = None
         for s in list(self.sessions.values()):
             s.close(1001, "going away")
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        if self.ledger is not None:
-            self.ledger.close()
+        await self.stop_listening()
 
     # -- Venue protocol (called by sessions) ----------------------------------------------
     def allow_open(self) -> bool:

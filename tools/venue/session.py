@@ -15,7 +15,7 @@ import collections
 import time
 import urllib.parse
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 from tools.venue import dialect_at, dialect_exchange, wsframe
 from tools.venue.events import Event
@@ -49,11 +49,30 @@ def rest_products(path: str, states: Iterable[ProductState],
 
 class Listening:
     """The addresses a venue serves on once started (``host`` from its config, the bound
-    ``port``): shared by the live simulator and the replay server."""
+    ``port``) and the listening socket behind them: shared by the live simulator and the
+    replay server, which are ``Venue``s."""
 
     host: str
     port: int
     dialect: str
+    ledger: Ledger | None
+    _server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> None:
+        """Serve ``VenueProtocol`` on ``host:port``; ``port`` becomes the bound one (0: any)."""
+        venue = cast(Venue, self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: VenueProtocol(venue), host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop_listening(self) -> None:
+        """Stop serving and close the ledger (the caller ends its connections first)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self.ledger is not None:
+            self.ledger.close()
 
     @property
     def ws_url(self) -> str:
